@@ -1,0 +1,1 @@
+"""The reference Sesam connector: see README.md."""

@@ -1,0 +1,101 @@
+"""The Records API connector for Sesam: an entity feed and a sink.
+
+This is the file a fork edits. Every place that knows the upstream is marked ``FORK:``
+(``grep -n "FORK:" service/connector.py``). The Sesam protocols, the HTTP client,
+settings, logging and errors live in the other modules of ``service/`` and stay as
+they are.
+
+Run it with ``gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask import jsonify
+
+from service.config import configure_logging
+from service.config import load_settings
+from service.errors import register_error_handlers
+from service.feed import register_feed
+from service.upstream import UpstreamClient
+from service.upstream import UpstreamError
+
+# FORK: the names a pipe may put in its url, one per upstream collection.
+COLLECTION = re.compile(r"[a-z][a-z0-9-]*")
+
+
+class Records:
+    """The upstream-specific half of the connector: reading and writing records."""
+
+    def __init__(self, client: UpstreamClient) -> None:
+        self.client = client
+
+    def pages(self, resource: str, updated_since: str | None,
+              page_size: int) -> Iterator[list[dict[str, Any]]]:
+        """FORK: how to page through the upstream, in (updated_at, id) order.
+
+        With ``updated_since`` (inclusive), every change including deletions; without
+        it, the live records. The feed asks for the first page before it answers Sesam.
+        """
+        params: dict[str, Any] = {"limit": page_size}
+        if updated_since is not None:
+            params["updated_since"] = updated_since
+        url = self.client.url(resource)
+        while True:
+            body = self.client.get_json(url, params)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise UpstreamError(f"upstream list answer has no data list: GET {url}",
+                                    url=url)
+            yield body["data"]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+
+    @staticmethod
+    def position(record: dict[str, Any]) -> tuple[str, str]:
+        """FORK: a record's place in feed order: (modification time, id)."""
+        return record["updated_at"], record["id"]
+
+    @staticmethod
+    def to_entity(record: dict[str, Any]) -> dict[str, Any]:
+        """FORK: one upstream record as a Sesam entity (the feed adds ``_updated``)."""
+        entity = dict(record)
+        entity["_id"] = record["id"]
+        entity["_deleted"] = record.get("deleted") is True
+        return entity
+
+
+def create_app(config: Mapping[str, str] | None = None) -> Flask:
+    """The application factory. ``config`` overrides the environment (tests use it)."""
+    settings = load_settings({**os.environ, **(config or {})})
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    client = UpstreamClient(
+        settings.upstream_url,
+        settings.upstream_token,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        retries=settings.upstream_retries,
+        retry_budget=settings.upstream_retry_budget,
+        pool_size=settings.upstream_pool_size,
+    )
+    records = Records(client)
+    register_error_handlers(app)
+    register_health(app)
+    register_feed(app, collection=COLLECTION, pages=records.pages, position=records.position,
+                  to_entity=records.to_entity, page_size=settings.upstream_page_size)
+    return app
+
+
+def register_health(app: Flask) -> None:
+    @app.get("/health")
+    def health() -> Any:
+        return jsonify({"status": "ok"})

@@ -1,0 +1,189 @@
+"""The entity feed: Sesam's JSON pull protocol, streamed.
+
+``_updated`` is a since token ``<updated_at>_<hex of the id's UTF-8>``. The timestamp has
+a fixed width and hex keeps byte order, so tokens sort as strings exactly in the
+upstream's (updated_at, id) order and are unique even when thousands of records share
+one updated_at. Resuming from a token asks the upstream for ``updated_since=<updated_at>``
+(inclusive) and skips every record whose token is not greater than the one given.
+
+Failure contract: the first upstream page is fetched before the response starts, so an
+early failure gets a real status and a JSON error. A failure after that raises out of the
+generator: gunicorn then drops the connection without the closing ``]`` (and without
+the final chunk), so Sesam cannot take a truncated feed for the whole truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask
+from flask import Response
+from flask import request
+from flask import stream_with_context
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import NotFound
+
+from service.upstream import UpstreamError
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+TOKEN = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)(?:_((?:[0-9a-f]{2})+))?")
+
+
+class FeedError(Exception):
+    """The upstream broke a promise the feed relies on (order, timestamp form)."""
+
+
+def make_token(updated_at: str, record_id: str) -> str:
+    """The ``_updated`` of a record: unique, and string order is feed order."""
+    if not TIMESTAMP.fullmatch(updated_at):
+        raise FeedError(f"record {record_id!r} has updated_at {updated_at!r}, "
+                        "not in the form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return f"{updated_at}_{record_id.encode('utf-8').hex()}"
+
+
+def parse_since(since: str) -> tuple[str, str]:
+    """Check a ``since`` value; answer (the upstream's updated_since, the token itself).
+
+    A bare timestamp is accepted too (an operator resetting a pipe by hand): every
+    record with that updated_at or later comes after it.
+    """
+    match = TOKEN.fullmatch(since)
+    if match is None:
+        raise ValueError(
+            "since must be an _updated value from this feed "
+            "(YYYY-MM-DDTHH:MM:SS.ffffffZ, optionally followed by _<hex id>)"
+        )
+    if match.group(2) is not None:
+        try:
+            bytes.fromhex(match.group(2)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("since holds an id that is not UTF-8") from None
+    return match.group(1), since
+
+
+def parse_limit(limit: str | None) -> int | None:
+    if limit is None or limit == "":
+        return None
+    if not limit.isdigit() or int(limit) < 1:
+        raise ValueError("limit must be a whole number of at least 1")
+    return int(limit)
+
+
+def entity_chunks(
+    pages: Iterable[list[dict[str, Any]]],
+    *,
+    since: str | None,
+    limit: int | None,
+    position: Callable[[dict[str, Any]], tuple[str, str]],
+    to_entity: Callable[[dict[str, Any]], dict[str, Any]],
+    stats: dict[str, int],
+) -> Iterator[str]:
+    """One JSON text per upstream page: its entities, comma-separated, no brackets.
+
+    Pure: no Flask, no sockets, so it is unit-tested directly.
+    """
+    last = since
+    remaining = limit
+    first = True
+    for page in pages:
+        entities = []
+        for record in page:
+            token = make_token(*position(record))
+            if since is not None and token <= since:
+                continue  # delivered already: updated_since is inclusive
+            if last is not None and token <= last:
+                raise FeedError(
+                    f"the upstream's order is not (updated_at, id): {token} after {last}"
+                )
+            last = token
+            entity = to_entity(record)
+            entity["_updated"] = token
+            entities.append(entity)
+            if remaining is not None:
+                remaining -= 1
+                if remaining == 0:
+                    break
+        if entities:
+            text = json.dumps(entities, ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":"))[1:-1]
+            stats["entities"] += len(entities)
+            yield text if first else "," + text
+            first = False
+        else:
+            yield ""
+        if remaining == 0:
+            return
+
+
+def register_feed(
+    app: Flask,
+    *,
+    collection: re.Pattern[str],
+    pages: Callable[[str, str | None, int], Iterator[list[dict[str, Any]]]],
+    position: Callable[[dict[str, Any]], tuple[str, str]],
+    to_entity: Callable[[dict[str, Any]], dict[str, Any]],
+    page_size: int,
+) -> None:
+    """``GET /<resource>``: the feed of one upstream collection."""
+
+    @app.get("/<resource>")
+    def feed(resource: str) -> Response:
+        check_collection(collection, resource)
+        try:
+            since_param = request.args.get("since")
+            updated_since, since = (None, None)
+            if since_param is not None and since_param != "":
+                updated_since, since = parse_since(since_param)
+            limit = parse_limit(request.args.get("limit"))
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+        size = page_size if limit is None or since is not None else min(page_size, limit)
+        stats = {"entities": 0}
+        started = time.monotonic()
+        chunks = entity_chunks(
+            pages(resource, updated_since, size),
+            since=since, limit=limit, position=position, to_entity=to_entity, stats=stats,
+        )
+        try:
+            head = next(chunks)  # the first upstream page, before any byte is sent
+        except StopIteration:
+            head = None
+        except (UpstreamError, FeedError):
+            chunks.close()
+            raise
+
+        def generate() -> Iterator[str]:
+            outcome = "broken"
+            try:
+                if head is None:
+                    yield "[]"
+                    outcome = "ok"
+                    return
+                yield "[" + head
+                yield from chunks
+                yield "]"
+                outcome = "ok"
+            except (UpstreamError, FeedError) as error:
+                log.error("feed %s broken after %d entities, closing without ']': %s",
+                          resource, stats["entities"], error)
+                raise
+            finally:
+                log.info("feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
+                         resource, since, limit, stats["entities"],
+                         time.monotonic() - started, outcome)
+
+        return Response(stream_with_context(generate()), mimetype="application/json")
+
+
+def check_collection(collection: re.Pattern[str], resource: str) -> None:
+    if not collection.fullmatch(resource):
+        raise NotFound(f"{resource!r} is not a collection name")

@@ -1,0 +1,69 @@
+"""Settings: required variables, defaults, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import VARIABLES
+from service.config import ConfigError
+from service.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[3]
+BASE = {"UPSTREAM_URL": "http://records:8000/", "UPSTREAM_TOKEN": "hunter2"}
+
+
+def test_defaults_apply_and_the_url_loses_its_trailing_slash():
+    settings = load_settings(BASE)
+    assert settings.upstream_url == "http://records:8000"
+    assert settings.port == 5000
+    assert settings.upstream_page_size == 1000
+    assert settings.full_sync_delete is False
+
+
+def test_the_token_never_shows_in_the_settings_repr():
+    assert "hunter2" not in repr(load_settings(BASE))
+
+
+@pytest.mark.parametrize("missing", ["UPSTREAM_URL", "UPSTREAM_TOKEN"])
+def test_required_variables(missing):
+    environ = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing} is required"):
+        load_settings(environ)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PORT", "http"), ("PORT", "70000"), ("UPSTREAM_URL", "records:8000"),
+    ("UPSTREAM_PAGE_SIZE", "0"), ("UPSTREAM_PAGE_SIZE", "1001"), ("LOG_LEVEL", "LOUD"),
+    ("UPSTREAM_READ_TIMEOUT", "-1"), ("FULL_SYNC_DELETE", "maybe"),
+])
+def test_malformed_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load_settings({**BASE, name: value})
+
+
+def test_a_malformed_secret_is_not_echoed():
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**BASE, "UPSTREAM_TOKEN": "   "})
+    assert "(secret)" in str(raised.value)
+
+
+def test_every_variable_is_in_the_readme_table():
+    readme = (ROOT / "README.md").read_text()
+    for variable in VARIABLES:
+        assert f"| `{variable.name}` |" in readme, variable.name
+
+
+def test_gunicorn_stops_with_one_line_when_a_variable_is_missing():
+    env = {"PATH": str(Path(sys.executable).parent), "UPSTREAM_TOKEN": "hunter2"}
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    result = subprocess.run(
+        [gunicorn, "-c", "service/gunicorn.conf.py", "service.connector:create_app()"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).strip()
+    assert output == "configuration error: UPSTREAM_URL is required: Base URL of the Records API."

@@ -1,0 +1,90 @@
+"""The upstream retry policy: which answers are retried, how long it waits, when it stops."""
+
+from __future__ import annotations
+
+import pytest
+from urllib3 import HTTPResponse
+from urllib3.exceptions import MaxRetryError
+
+from service.upstream import BudgetRetry
+from service.upstream import RETRY_STATUSES
+from service.upstream import segment
+
+
+def policy(**kwargs):
+    settings = dict(total=10, status_forcelist=RETRY_STATUSES, backoff_factor=0.5,
+                    backoff_jitter=0.5, backoff_max=30, raise_on_status=False,
+                    wait_budget=60)
+    settings.update(kwargs)
+    return BudgetRetry(**settings)
+
+
+def answer(status, retry_after=None):
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return HTTPResponse(body=b"", headers=headers, status=status, preload_content=False)
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_transient_statuses_are_retried(status):
+    assert policy().is_retry("GET", status)
+    assert policy().is_retry("PUT", status)
+    assert policy().is_retry("DELETE", status)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 500])
+def test_other_statuses_are_not_retried(status):
+    assert not policy().is_retry("GET", status)
+
+
+def test_retry_after_is_honoured():
+    retry = policy().increment("GET", "/people", response=answer(429, retry_after=3))
+    assert retry.planned_sleep == 3
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter():
+    retry = policy()
+    sleeps = []
+    for _ in range(6):
+        retry = retry.increment("GET", "/people", response=answer(503))
+        sleeps.append(retry.planned_sleep)
+    assert sleeps[0] == 0  # urllib3 retries the first failure at once
+    for attempt, slept in enumerate(sleeps[1:], start=2):
+        base = 0.5 * 2 ** (attempt - 1)
+        assert base <= slept <= base + 0.5
+
+
+def test_backoff_is_capped():
+    retry = policy(total=30, wait_budget=10_000)
+    for _ in range(15):
+        retry = retry.increment("GET", "/people", response=answer(503))
+    assert retry.planned_sleep <= 30
+
+
+def test_a_retry_after_beyond_the_budget_gives_up_at_once():
+    with pytest.raises(MaxRetryError, match="retry budget"):
+        policy(wait_budget=5).increment("GET", "/people", response=answer(429, 3600))
+
+
+def test_total_waiting_is_bounded_by_the_budget():
+    retry = policy(wait_budget=10)
+    retry = retry.increment("GET", "/people", response=answer(429, retry_after=4))
+    retry = retry.increment("GET", "/people", response=answer(429, retry_after=4))
+    assert retry.waited == 8
+    with pytest.raises(MaxRetryError, match="retry budget"):
+        retry.increment("GET", "/people", response=answer(429, retry_after=4))
+
+
+def test_the_count_of_retries_is_bounded():
+    retry = policy(total=2, wait_budget=1000)
+    retry = retry.increment("GET", "/people", response=answer(503))
+    retry = retry.increment("GET", "/people", response=answer(503))
+    with pytest.raises(MaxRetryError):
+        retry.increment("GET", "/people", response=answer(503))
+
+
+@pytest.mark.parametrize(("raw", "encoded"), [
+    ("p-1", "p-1"), ("a/b", "a%2Fb"), ("a?b#c", "a%3Fb%23c"), ("100%", "100%25"),
+    ("a b", "a%20b"), ("Åse", "%C3%85se"), ("..", ".."),
+])
+def test_ids_are_encoded_as_one_path_segment(raw, encoded):
+    assert segment(raw) == encoded

@@ -1,0 +1,179 @@
+"""The upstream HTTP client: one pooled session, timeouts, bounded retries.
+
+Retries are urllib3's ``Retry`` (exponential backoff with jitter, ``Retry-After`` for
+429 and 503), with one addition: a budget on the total time spent waiting, so a request
+that keeps failing fails the operation instead of hanging a Sesam pipe. Errors name the
+upstream status and URL, never the token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import ResponseError
+from urllib3.util.retry import Retry
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class UpstreamError(Exception):
+    """The upstream failed for good. ``status`` is None when no answer came."""
+
+    def __init__(self, message: str, *, status: int | None = None, url: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time, even after retries."""
+
+
+def segment(value: str) -> str:
+    """Percent-encode an id as exactly one path segment (``/``, ``?``, ``#`` included)."""
+    return quote(value, safe="")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"the upstream sent {name}, which is not JSON")
+
+
+class BudgetRetry(Retry):
+    """urllib3's Retry with a bound on the total time spent sleeping between tries."""
+
+    def __init__(self, *args: Any, wait_budget: float = 60.0, waited: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait_budget = wait_budget
+        self.waited = waited
+        self.planned_sleep = 0.0
+
+    def new(self, **kwargs: Any) -> BudgetRetry:
+        kwargs.setdefault("wait_budget", self.wait_budget)
+        kwargs.setdefault("waited", self.waited)
+        return super().new(**kwargs)  # type: ignore[return-value]
+
+    def next_sleep(self, response: Any = None) -> float:
+        """What the next sleep will be: Retry-After when the upstream says, else backoff."""
+        if response is not None and self.respect_retry_after_header:
+            retry_after = self.get_retry_after(response)
+            if retry_after is not None:
+                return retry_after
+        return self.get_backoff_time()
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None,
+                  _pool: Any = None, _stacktrace: Any = None) -> BudgetRetry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        assert isinstance(new, BudgetRetry)
+        delay = new.next_sleep(response)
+        if new.waited + delay > new.wait_budget:
+            reason = error or ResponseError(
+                f"gave up after waiting {new.waited:.1f}s of a {new.wait_budget:.0f}s "
+                f"retry budget (next wait would be {delay:.1f}s)"
+            )
+            raise MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]
+        new.planned_sleep = delay
+        new.waited += delay
+        return new
+
+    def sleep(self, response: Any = None) -> None:
+        if self.planned_sleep > 0:
+            time.sleep(self.planned_sleep)
+
+
+class UpstreamClient:
+    """JSON over HTTP to the upstream; one instance (one pool) per process."""
+
+    def __init__(self, base_url: str, token: str, *, connect_timeout: float = 10,
+                 read_timeout: float = 60, retries: int = 10, retry_budget: float = 120,
+                 pool_size: int = 32, backoff_factor: float = 0.5) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["Accept"] = "application/json"
+        retry = BudgetRetry(
+            total=retries,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET", "PUT", "DELETE", "HEAD"}),
+            backoff_factor=backoff_factor,
+            backoff_jitter=backoff_factor,
+            backoff_max=30,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+            wait_budget=retry_budget,
+        )
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def url(self, *segments: str) -> str:
+        return "/".join([self.base_url, *(segment(s) for s in segments)])
+
+    def request(self, method: str, url: str, *, params: dict[str, Any] | None = None,
+                json_body: Any = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
+        """One request with retries; a status outside ``ok`` raises UpstreamError."""
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json_body, timeout=self.timeout
+            )
+        except requests.exceptions.Timeout as error:
+            raise UpstreamTimeout(
+                f"upstream timed out: {method} {url}", url=url
+            ) from error
+        except requests.exceptions.RequestException as error:
+            reason = error.args[0] if error.args else error
+            reason = getattr(reason, "reason", reason)
+            if isinstance(reason, ReadTimeoutError):
+                raise UpstreamTimeout(
+                    f"upstream timed out after retries: {method} {url}", url=url
+                ) from error
+            raise UpstreamError(
+                f"upstream unreachable after retries: {method} {url}: "
+                f"{type(reason).__name__}",
+                url=url,
+            ) from error
+        if response.status_code not in ok:
+            raise UpstreamError(
+                f"upstream answered {response.status_code} to {method} {response.url}"
+                f"{_error_detail(response)}",
+                status=response.status_code,
+                url=response.url,
+            )
+        return response
+
+    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        response = self.request("GET", url, params=params)
+        try:
+            return json.loads(response.content, parse_constant=_reject_constant)
+        except ValueError as error:
+            raise UpstreamError(
+                f"upstream sent invalid JSON to GET {response.url}: {error}",
+                status=response.status_code,
+                url=response.url,
+            ) from error
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _error_detail(response: requests.Response) -> str:
+    """The upstream's own error text, short, when it sent one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return f": {body['error'][:200]}"
+    return ""
