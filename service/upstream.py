@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
 from urllib3.exceptions import MaxRetryError
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import ResponseError
@@ -40,7 +41,13 @@ class UpstreamTimeout(UpstreamError):
 
 
 def segment(value: str) -> str:
-    """Percent-encode an id as exactly one path segment (``/``, ``?``, ``#`` included)."""
+    """Percent-encode an id as exactly one path segment (``/``, ``?``, ``#`` included).
+
+    ``.`` and ``..`` are encoded too: as they are, HTTP clients resolve them as dot
+    segments, and ``people/..`` would address the API's root instead of the record.
+    """
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
     return quote(value, safe="")
 
 
@@ -63,10 +70,20 @@ class BudgetRetry(Retry):
         kwargs.setdefault("waited", self.waited)
         return super().new(**kwargs)  # type: ignore[return-value]
 
+    def parse_retry_after(self, retry_after: str) -> float:
+        """Seconds (fractions too, though HTTP says whole) or an HTTP date."""
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            return super().parse_retry_after(retry_after)
+
     def next_sleep(self, response: Any = None) -> float:
         """What the next sleep will be: Retry-After when the upstream says, else backoff."""
         if response is not None and self.respect_retry_after_header:
-            retry_after = self.get_retry_after(response)
+            try:
+                retry_after = self.get_retry_after(response)
+            except InvalidHeader:
+                retry_after = None  # a garbled header: fall back to our own backoff
             if retry_after is not None:
                 return retry_after
         return self.get_backoff_time()

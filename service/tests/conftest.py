@@ -142,10 +142,11 @@ def connector_environment(upstream_url: str, port: int, state_dir: Path,
         "PORT": str(port),
         "WORKERS": "2",
         "THREADS": "4",
-        "UPSTREAM_RETRY_BUDGET": "4",
+        "UPSTREAM_RETRY_BUDGET": "10",
         "UPSTREAM_READ_TIMEOUT": "5",
         "STATE_DIR": str(state_dir),
         "LOG_LEVEL": "INFO",
+        "UPSTREAM_PAGE_SIZE": "100",
     })
     env.update(extra)
     return env
@@ -198,6 +199,23 @@ def connector_server(upstream_server: Upstream,
 def connector(connector_server: Connector, upstream: Upstream) -> Connector:
     """The running connector, with the upstream reset to its demo data."""
     return connector_server
+
+
+@pytest.fixture
+def connector_factory(upstream_server: Upstream, tmp_path: Path) -> Iterator[Any]:
+    """Start another connector with extra settings; stopped after the test."""
+    processes = []
+
+    def start(**extra: str) -> Connector:
+        directory = tmp_path / f"connector-{len(processes)}"
+        directory.mkdir()
+        process, connector = start_connector(upstream_server.url, directory, **extra)
+        processes.append(process)
+        return connector
+
+    yield start
+    for process in processes:
+        stop(process)
 
 
 @pytest.fixture

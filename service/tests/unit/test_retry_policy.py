@@ -41,6 +41,18 @@ def test_retry_after_is_honoured():
     assert retry.planned_sleep == 3
 
 
+@pytest.mark.parametrize(("header", "slept"), [("0.25", 0.25), ("2", 2.0)])
+def test_fractional_retry_after_is_honoured_too(header, slept):
+    retry = policy().increment("GET", "/people", response=answer(429, retry_after=header))
+    assert retry.planned_sleep == slept
+
+
+def test_a_garbled_retry_after_falls_back_to_backoff():
+    retry = policy().increment("GET", "/people", response=answer(503))
+    retry = retry.increment("GET", "/people", response=answer(429, retry_after="soon"))
+    assert 1.0 <= retry.planned_sleep <= 1.5  # the second retry: 0.5 * 2, plus jitter
+
+
 def test_backoff_grows_exponentially_with_bounded_jitter():
     retry = policy()
     sleeps = []
@@ -84,7 +96,7 @@ def test_the_count_of_retries_is_bounded():
 
 @pytest.mark.parametrize(("raw", "encoded"), [
     ("p-1", "p-1"), ("a/b", "a%2Fb"), ("a?b#c", "a%3Fb%23c"), ("100%", "100%25"),
-    ("a b", "a%20b"), ("Åse", "%C3%85se"), ("..", ".."),
+    ("a b", "a%20b"), ("Åse", "%C3%85se"), ("..", "%2E%2E"), (".", "%2E"), ("...", "..."),
 ])
 def test_ids_are_encoded_as_one_path_segment(raw, encoded):
     assert segment(raw) == encoded
