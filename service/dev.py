@@ -104,7 +104,7 @@ def test(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on the system Python
         raise SystemExit("Python 3.11 or newer is needed")
     if argv[:1] == ["run"]:
         return run()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 import requests
 
 from service.upstream import segment
-
 
 TIE = "2026-01-01T00:00:00.000000Z"
 HOSTILE_IDS = ["a/b", "a?b", "c#d", "100%", "with space", "Ærøskøbing", "日本語", "😀",

@@ -6,8 +6,8 @@ import pytest
 from urllib3 import HTTPResponse
 from urllib3.exceptions import MaxRetryError
 
-from service.upstream import BudgetRetry
 from service.upstream import RETRY_STATUSES
+from service.upstream import BudgetRetry
 from service.upstream import segment
 
 
