@@ -294,6 +294,8 @@ def iter_json_array(stream: IO[str], *, chunk_size: int = 1 << 16,
                         continue
                     position = error.pos
                     raise fail(f"invalid JSON ({error.msg})") from None
+                except ValueError as error:  # NaN, Infinity
+                    raise fail(f"invalid JSON ({error})") from None
                 if end == len(buffer) and fill():
                     continue  # a number may go on in the next chunk
                 break
