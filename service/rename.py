@@ -269,9 +269,9 @@ def plan(root: Path, new: Names, old: Names) -> Plan:
     return Plan(old, new, edits, moves)
 
 
-def stale(root: Path, old: Names) -> list[str]:
-    """Places anywhere in the fork that still name the old module after the rename."""
-    look = re.compile(rf"\bservice[./]{re.escape(old.module)}\b")
+def stale(root: Path, module: str) -> list[str]:
+    """Places anywhere in the fork that still name an old module after the rename."""
+    look = re.compile(rf"\bservice[./]{re.escape(module)}\b")
     found = []
     for path in walk(root):
         relative = path.relative_to(root).as_posix()
@@ -313,8 +313,8 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
     if dry_run:
         print(f"dry run: would rename {old.name} to {name}; nothing written")
         return 0
-    left = stale(root, old) + (stale(root, Names(ORIGINAL, ORIGINAL))
-                               if old.module != ORIGINAL else [])
+    left = [line for former in sorted({old.module, ORIGINAL} - {new.module})
+            for line in stale(root, former)]
     if left:
         print(f"renamed {old.name} to {name}, but these places still name the old module "
               "(outside the places this command knows; edit them by hand):")

@@ -1,0 +1,242 @@
+"""The rename command's rules, on a miniature fork in a temporary directory.
+
+The whole-repository rename (and the renamed copy's own tests) is in
+``functional/test_rename.py``; here are the name rules, idempotence, --force, and that
+prose saying "connector" is left alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service import rename
+
+CONNECTOR = '''"""The Records API connector. Run it with
+gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'."""
+
+# FORK: the collections
+COLLECTION = "x"
+
+
+def create_app(config=None):
+    return None
+'''
+CONFTEST = '''from __future__ import annotations
+
+from service.config import load_settings
+from service.connector import create_app
+from service.feed import register_feed
+
+GUNICORN_COMMAND = ["gunicorn", "service.connector:create_app()"]
+'''
+README = '''# The reference Sesam connector (Python, Flask)
+
+This connector is meant to be forked; edit `service/connector.py`.
+
+```sh
+gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'
+docker-compose exec connector pytest
+docker build -t yourorg/connector:dev .
+```
+'''
+COMPOSE = '''services:
+  connector:
+    build: .
+    image: yourorg/connector:dev
+    depends_on:
+      - upstream
+  upstream:
+    image: yourorg/connector-demo-upstream:dev
+'''
+DOCKERFILE = '''FROM python:3.12-slim-bookworm
+CMD ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
+'''
+SESAM_SYSTEM = '''{"_id": "connector", "type": "system:microservice",
+ "docker": {"image": "yourorg/connector:1.0.0", "port": 5000}}
+'''
+SESAM_PIPE = '''{"_id": "connector-people", "type": "pipe",
+ "source": {"type": "json", "system": "connector", "url": "people"}}
+'''
+WORKFLOW = '''jobs:
+  test:
+    steps:
+      - run: docker build -t connector:ci .
+      - run: python -m pytest service/tests/test_connector.py
+'''
+
+
+def make_fork(root: Path) -> Path:
+    files = {
+        "service/__init__.py": "",
+        "service/config.py": "def load_settings():\n    return None\n",
+        "service/feed.py": "def register_feed():\n    return None\n",
+        "service/connector.py": CONNECTOR,
+        "service/tests/conftest.py": CONFTEST,
+        "service/tests/test_connector.py": "from service.connector import create_app\n",
+        "README.md": README,
+        "docker-compose.yml": COMPOSE,
+        "Dockerfile": DOCKERFILE,
+        "sesam/system.conf.json": SESAM_SYSTEM,
+        "sesam/pipes.conf.json": SESAM_PIPE,
+        ".github/workflows/ci.yml": WORKFLOW,
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): p.read_text()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run(root: Path, name: str, *options: str) -> int:
+    return rename.main(["--root", str(root), *options, "--", name])
+
+
+@pytest.mark.parametrize("name", ["acme-crm", "ab", "x2", "a" * 63, "crm_v2", "a-b_c"])
+def test_names_sesam_and_python_can_both_take_are_accepted(name):
+    rename.check_name(name)
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("a", "2 to 63"),
+    ("a" * 64, "2 to 63"),
+    ("Acme", "lower-case"),
+    ("-acme", "starting with a letter or digit"),
+    ("_acme", "starting with a letter or digit"),
+    ("acme crm", "Sesam microservice id"),
+    ("acme.crm", "Sesam microservice id"),
+    ("ærø", "ASCII"),
+    ("9lives", "starts with a digit"),
+    ("class", "keyword"),
+    ("for", "keyword"),
+    ("config", "clashes"),
+    ("sink", "clashes"),
+    ("feed", "clashes"),
+    ("upstream", "clashes"),
+    ("errors", "clashes"),
+    ("rename", "clashes"),
+    ("demo-upstream", "clashes"),
+])
+def test_names_sesam_or_python_cannot_take_are_refused_with_one_line(
+        tmp_path, capsys, name, words):
+    fork = make_fork(tmp_path)
+    before = snapshot(fork)
+    assert run(fork, name) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rename: refused: ")
+    assert words in err
+    assert snapshot(fork) == before
+
+
+def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    assert run(fork, "acme-crm") == 0
+    assert not (fork / "service/connector.py").exists()
+    assert (fork / "service/acme_crm.py").read_text() == CONNECTOR.replace(
+        "service.connector", "service.acme_crm")
+    assert (fork / "service/tests/test_acme_crm.py").read_text() == (
+        "from service.acme_crm import create_app\n")
+    assert not (fork / "service/tests/test_connector.py").exists()
+    readme = (fork / "README.md").read_text()
+    assert readme.splitlines()[0] == "# acme-crm: a Sesam connector (Python, Flask)"
+    assert "This connector is meant to be forked; edit `service/acme_crm.py`." in readme
+    assert "'service.acme_crm:create_app()'" in readme
+    assert "docker-compose exec acme-crm pytest" in readme
+    assert "docker build -t yourorg/acme-crm:dev ." in readme
+    compose = (fork / "docker-compose.yml").read_text()
+    assert "\n  acme-crm:\n    build: .\n    image: yourorg/acme-crm:dev\n" in compose
+    assert "  upstream:\n" in compose and "      - upstream\n" in compose
+    assert '"service.acme_crm:create_app()"' in (fork / "Dockerfile").read_text()
+    assert (fork / "sesam/system.conf.json").read_text() == SESAM_SYSTEM.replace(
+        '"connector"', '"acme-crm"').replace("yourorg/connector:", "yourorg/acme-crm:")
+    assert (fork / "sesam/pipes.conf.json").read_text() == (
+        '{"_id": "acme-crm-people", "type": "pipe",\n'
+        ' "source": {"type": "json", "system": "acme-crm", "url": "people"}}\n')
+    workflow = (fork / ".github/workflows/ci.yml").read_text()
+    assert "docker build -t acme-crm:ci ." in workflow
+    assert "service/tests/test_acme_crm.py" in workflow
+    out = capsys.readouterr().out
+    assert "renamed connector to acme-crm" in out
+
+
+def test_imports_stay_in_isort_order_after_the_module_changes_name(tmp_path):
+    fork = make_fork(tmp_path)
+    assert run(fork, "zeta") == 0
+    lines = (fork / "service/tests/conftest.py").read_text().splitlines()
+    assert lines[2:5] == ["from service.config import load_settings",
+                          "from service.feed import register_feed",
+                          "from service.zeta import create_app"]
+
+
+def test_running_it_twice_with_the_same_name_changes_nothing(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    assert run(fork, "acme-crm") == 0
+    renamed = snapshot(fork)
+    capsys.readouterr()
+    assert run(fork, "acme-crm") == 0
+    assert capsys.readouterr().out == "already named acme-crm: nothing to change\n"
+    assert snapshot(fork) == renamed
+
+
+def test_a_second_rename_needs_force(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    assert run(fork, "acme-crm") == 0
+    renamed = snapshot(fork)
+    capsys.readouterr()
+    assert run(fork, "billing-hub") == 2
+    err = capsys.readouterr().err
+    assert err == ("rename: refused: this fork is already renamed to 'acme-crm'; "
+                   "pass --force to rename it to 'billing-hub'\n")
+    assert snapshot(fork) == renamed
+    assert run(fork, "billing-hub", "--force") == 0
+    assert (fork / "service/billing_hub.py").exists()
+    assert not (fork / "service/acme_crm.py").exists()
+    assert "\n  billing-hub:\n" in (fork / "docker-compose.yml").read_text()
+    assert "docker-compose exec billing-hub pytest" in (fork / "README.md").read_text()
+    assert (fork / "README.md").read_text().startswith("# billing-hub: a Sesam connector")
+
+
+def test_a_rerun_repairs_places_that_still_name_the_original(tmp_path):
+    """After merging a change from the reference, a file may name service.connector again."""
+    fork = make_fork(tmp_path)
+    assert run(fork, "acme-crm") == 0
+    (fork / "service/dev.py").write_text('ARGS = ["service.connector:create_app()"]\n')
+    assert run(fork, "acme-crm") == 0
+    assert (fork / "service/dev.py").read_text() == 'ARGS = ["service.acme_crm:create_app()"]\n'
+
+
+def test_a_name_taken_by_a_file_in_service_is_refused(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    (fork / "service/billing.py").write_text("X = 1\n")
+    before = snapshot(fork)
+    assert run(fork, "billing") == 2
+    assert "service/billing.py already exists" in capsys.readouterr().err
+    assert snapshot(fork) == before
+
+
+def test_a_dry_run_changes_nothing(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    before = snapshot(fork)
+    assert run(fork, "acme-crm", "--dry-run") == 0
+    assert "move service/connector.py -> service/acme_crm.py" in capsys.readouterr().out
+    assert snapshot(fork) == before
+
+
+def test_a_place_the_command_does_not_know_is_reported(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    (fork / "docs").mkdir()
+    (fork / "docs/notes.txt").write_text("start: gunicorn 'service.connector:create_app()'\n")
+    assert run(fork, "acme-crm") == 1
+    out = capsys.readouterr().out
+    assert "docs/notes.txt:1:" in out and "edit them by hand" in out
+
+
+def test_outside_a_fork_it_refuses(tmp_path, capsys):
+    assert run(tmp_path, "acme-crm") == 2
+    assert "root of a fork" in capsys.readouterr().err
