@@ -29,7 +29,7 @@ SESAM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
 # service/ modules that are plumbing, and names the layout needs; a connector may not take
 # them. Any other file already in service/ is refused too (see clashes()).
 RESERVED = frozenset({
-    "config", "feed", "sink", "upstream", "errors", "dev", "rename", "runner",
+    "config", "feed", "sink", "upstream", "errors", "dev", "rename", "runner", "sesam_runner",
     "demo_upstream", "gunicorn", "gunicorn_conf", "tests", "conftest", "service",
     "health", "logging", "transit", "sequences", "state", "conformance", "main",
 })

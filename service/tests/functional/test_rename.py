@@ -1,0 +1,106 @@
+"""The template tests itself as a template: rename a copy, then run the copy's own tests.
+
+The copy is what a fork would hold: the files git tracks plus uncommitted working files
+(``git ls-files -co --exclude-standard``), without ``.venv`` and ``.git``. The renamed
+copy's unit and functional tests run with this interpreter, green; this test and the
+slow benchmark smoke test are left out of that inner run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+NAME = "acme-crm"
+MODULE = "acme_crm"
+STALE = re.compile(r"\bservice[./]connector\b")
+
+
+def repository_files() -> list[str]:
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+            capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs git and a git checkout to know the repository's files")
+    names = [n for n in listed.decode("utf-8").split("\0") if n]
+    return [n for n in names
+            if not n.startswith((".venv/", ".git/")) and (ROOT / n).is_file()]
+
+
+@pytest.fixture(scope="module")
+def renamed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    copy = tmp_path_factory.mktemp("fork") / "fork"
+    for name in repository_files():
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    result = subprocess.run([sys.executable, "-m", "service.rename", NAME], cwd=copy,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return copy, result.stdout
+
+
+def test_the_module_and_its_test_move(renamed):
+    copy, out = renamed
+    assert (copy / f"service/{MODULE}.py").is_file()
+    assert not (copy / "service/connector.py").exists()
+    assert not list(copy.glob("service/tests/**/test_connector.py"))
+    if (ROOT / "service/tests/test_connector.py").exists():
+        assert (copy / f"service/tests/test_{MODULE}.py").is_file()
+    assert f"renamed connector to {NAME}" in out
+
+
+def test_no_place_in_the_copy_names_the_old_module(renamed):
+    copy, _ = renamed
+    stale = []
+    for path in sorted(copy.rglob("*")):
+        relative = path.relative_to(copy).as_posix()
+        if not path.is_file() or "__pycache__" in path.parts or relative in (
+                "service/rename.py", "service/tests/functional/test_rename.py",
+                "service/tests/unit/test_rename_rules.py"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        stale += [f"{relative}: {line}" for line in text.splitlines() if STALE.search(line)]
+    assert stale == []
+
+
+def test_the_commands_a_user_runs_name_the_new_connector(renamed):
+    copy, _ = renamed
+    readme = (copy / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith(f"# {NAME}: a Sesam connector")
+    assert f"'service.{MODULE}:create_app()'" in readme
+    assert "docker-compose exec connector " not in readme
+    if "docker-compose exec" in (ROOT / "README.md").read_text(encoding="utf-8"):
+        assert f"docker-compose exec {NAME} pytest" in readme
+    dockerfile = copy / "Dockerfile"
+    if dockerfile.exists():
+        assert f"service.{MODULE}:create_app()" in dockerfile.read_text(encoding="utf-8")
+
+
+def test_renaming_again_with_the_same_name_changes_nothing(renamed):
+    copy, _ = renamed
+    result = subprocess.run([sys.executable, "-m", "service.rename", NAME], cwd=copy,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, f"already named {NAME}: nothing to change\n")
+
+
+def test_the_renamed_copy_passes_its_own_tests(renamed):
+    copy, _ = renamed
+    command = [sys.executable, "-m", "pytest", "-c", "service/tests/pytest.ini",
+               "--rootdir", "service/tests", "service/tests", "-q", "-x",
+               "-p", "no:cacheprovider", "--ignore", "service/tests/functional/test_rename.py",
+               "-k", "not benchmark_smoke and not bench_smoke"]
+    result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=900)
+    summary = result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, summary
+    assert " passed" in result.stdout
