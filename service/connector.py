@@ -23,6 +23,8 @@ from service.config import configure_logging
 from service.config import load_settings
 from service.errors import register_error_handlers
 from service.feed import register_feed
+from service.sink import register_sink
+from service.transit import plain
 from service.upstream import UpstreamClient
 from service.upstream import UpstreamError
 
@@ -33,8 +35,9 @@ COLLECTION = re.compile(r"[a-z][a-z0-9-]*")
 class Records:
     """The upstream-specific half of the connector: reading and writing records."""
 
-    def __init__(self, client: UpstreamClient) -> None:
+    def __init__(self, client: UpstreamClient, page_size: int = 1000) -> None:
         self.client = client
+        self.page_size = page_size
 
     def pages(self, resource: str, updated_since: str | None,
               page_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -71,6 +74,33 @@ class Records:
         entity["_deleted"] = record.get("deleted") is True
         return entity
 
+    @staticmethod
+    def to_record(entity: dict[str, Any]) -> dict[str, Any]:
+        """FORK: one Sesam entity as the body of an upstream write.
+
+        Sesam's reserved fields (top-level keys starting with ``_``) are dropped and its
+        typed strings become plain JSON (``service.transit``). Raise ValueError to
+        refuse an entity: the sink answers 400 naming it, and writes nothing.
+        """
+        return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}
+
+    def upsert(self, resource: str, record_id: str, record: dict[str, Any]) -> None:
+        """FORK: create or replace one record (idempotent: Sesam retries batches)."""
+        self.client.request("PUT", self.client.url(resource, record_id), json_body=record,
+                            ok=(200, 201, 204))
+
+    def delete(self, resource: str, record_id: str) -> None:
+        """FORK: delete one record; one that is already gone (404) counts as done."""
+        self.client.request("DELETE", self.client.url(resource, record_id),
+                            ok=(200, 204, 404))
+
+    def live_ids(self, resource: str) -> Iterator[str]:
+        """FORK: the ids of every live record, for a full sync's deletion detection."""
+        for page in self.pages(resource, None, self.page_size):
+            for record in page:
+                if record.get("deleted") is not True:
+                    yield record["id"]
+
 
 def create_app(config: Mapping[str, str] | None = None) -> Flask:
     """The application factory. ``config`` overrides the environment (tests use it)."""
@@ -87,11 +117,17 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         retry_budget=settings.upstream_retry_budget,
         pool_size=settings.upstream_pool_size,
     )
-    records = Records(client)
+    records = Records(client, page_size=settings.upstream_page_size)
     register_error_handlers(app)
     register_health(app)
     register_feed(app, collection=COLLECTION, pages=records.pages, position=records.position,
                   to_entity=records.to_entity, page_size=settings.upstream_page_size)
+    register_sink(app, collection=COLLECTION, to_record=records.to_record,
+                  upsert=records.upsert, delete=records.delete, live_ids=records.live_ids,
+                  max_body_bytes=settings.sink_max_body_bytes,
+                  concurrency=settings.sink_concurrency, state_dir=settings.state_dir,
+                  full_sync_delete=settings.full_sync_delete,
+                  allow_empty_delete=settings.full_sync_allow_empty_delete)
     return app
 
 

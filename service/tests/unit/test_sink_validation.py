@@ -1,0 +1,133 @@
+"""The sink's batch validation, last-wins dedupe and bounded concurrent writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.connector import Records
+from service.sink import BatchError
+from service.sink import Write
+from service.sink import parse_body
+from service.sink import prepare_batch
+from service.sink import run_writes
+from service.upstream import UpstreamError
+from service.upstream import UpstreamTimeout
+
+
+def batch(text: str | bytes):
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return prepare_batch(parse_body(data), Records.to_record)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"", "the body is empty"),
+    (b"   ", "the body is empty"),
+    (b"[{\"_id\": \"a\"}", "not JSON"),
+    (b"{\"_id\": \"a\"}", "must be a JSON array of entities, not a JSON object"),
+    (b"\"[]\"", "not a JSON string"),
+    (b"[{\"_id\": \"a\", \"n\": NaN}]", "NaN, which is not JSON"),
+    (b"[{\"_id\": \"a\", \"n\": Infinity}]", "Infinity, which is not JSON"),
+    (b"[\xff]", "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_a_body_that_is_not_a_json_array_is_refused(body, message):
+    with pytest.raises(BatchError, match=message):
+        batch(body)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('[{"_id": "a"}, 3]', "entity 1 is a JSON number, not an object"),
+    ('[{"_id": "a"}, {"_id": "b"}, null]', "entity 2 is a JSON null"),
+    ('[{"_id": "a"}, ["_id", "b"]]', "entity 1 is a JSON array"),
+    ('[{"name": "x"}]', "entity 0 has no _id"),
+    ('[{"_id": "a"}, {"_id": 7}]', "entity 1: _id must be a string, not a JSON number"),
+    ('[{"_id": null}]', "entity 0: _id must be a string, not a JSON null"),
+    ('[{"_id": ""}]', "entity 0: _id must not be empty"),
+    ('[{"_id": "a", "s": "\\ud800"}]', "entity 0 \\('a'\\) holds a string that is not valid"),
+])
+def test_a_bad_entity_is_named_by_its_index(body, message):
+    with pytest.raises(BatchError, match=message):
+        batch(body)
+
+
+def test_an_empty_array_is_a_valid_batch():
+    assert batch("[]") == ([], 0)
+
+
+def test_charset_and_encodings_json_allows_are_read():
+    assert batch('[{"_id": "ø"}]'.encode("utf-16"))[0] == [Write("ø", {})]
+    assert batch(b'\xef\xbb\xbf[{"_id": "a"}]')[0] == [Write("a", {})]
+
+
+def test_the_last_version_of_an_id_wins_and_duplicates_are_counted():
+    writes, duplicates = batch(
+        '[{"_id": "a", "v": 1}, {"_id": "b", "v": 1}, {"_id": "a", "v": 2},'
+        ' {"_id": "b", "_deleted": true}, {"_id": "c", "_deleted": false, "v": 3}]'
+    )
+    assert writes == [Write("a", {"v": 2}), Write("b", None), Write("c", {"v": 3})]
+    assert duplicates == 2
+
+
+def test_only_deleted_true_deletes():
+    writes, _ = batch('[{"_id": "a", "_deleted": "true"}, {"_id": "b", "_deleted": 1}]')
+    assert [w.record is None for w in writes] == [False, False]
+
+
+def test_a_mapping_that_refuses_an_entity_names_it():
+    def refuse(entity):
+        raise ValueError("name is required")
+    with pytest.raises(BatchError, match="entity 1 \\('b'\\): name is required"):
+        prepare_batch([{"_id": "a", "_deleted": True}, {"_id": "b"}], refuse)
+
+
+def test_typed_strings_are_plain_in_the_written_record():
+    writes, _ = batch('[{"_id": "a", "_updated": 3, "when": "~t2020-01-01", "n": "~f2.5"}]')
+    assert writes == [Write("a", {"when": "2020-01-01", "n": 2.5})]
+
+
+# --- writes ------------------------------------------------------------------------------
+
+
+def test_writes_run_concurrently_but_never_more_than_the_bound():
+    in_flight = 0
+    most = 0
+    lock = threading.Lock()
+
+    def write():
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.02)
+        with lock:
+            in_flight -= 1
+
+    jobs = [(f"id-{i}", "put", write) for i in range(40)]
+    started = time.monotonic()
+    outcome = run_writes(jobs, concurrency=4)
+    assert outcome.upserts == 40 and not outcome.failures
+    assert most == 4
+    assert time.monotonic() - started < 40 * 0.02 / 2
+
+
+def test_after_a_failure_no_new_write_starts_and_the_failure_names_the_id():
+    def fail():
+        raise UpstreamError("upstream answered 500 to PUT .../b", status=500)
+
+    jobs = [("a", "put", lambda: None), ("b", "put", fail)]
+    jobs += [(f"later-{i}", "delete", lambda: None) for i in range(10)]
+    outcome = run_writes(jobs, concurrency=1)
+    assert outcome.upserts == 1 and outcome.deletes == 0
+    assert outcome.not_attempted == 10
+    assert [(f.entity_id, f.operation, f.status) for f in outcome.failures] == [
+        ("b", "put", 500)]
+
+
+def test_a_timeout_is_marked_as_one():
+    def slow():
+        raise UpstreamTimeout("upstream timed out: PUT .../a")
+    outcome = run_writes([("a", "put", slow)], concurrency=8)
+    assert outcome.failures[0].timeout and outcome.failures[0].status is None
