@@ -27,7 +27,7 @@ from pathlib import Path
 ORIGINAL = "connector"
 SESAM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
 # service/ modules that are plumbing, and names the layout needs; a connector may not take
-# them. Any other file already in service/ is refused too (see clashes()).
+# them. Any other module or package already in service/ is refused too (see rename()).
 RESERVED = frozenset({
     "config", "feed", "sink", "upstream", "errors", "dev", "rename", "runner", "sesam_runner",
     "demo_upstream", "gunicorn", "gunicorn_conf", "tests", "conftest", "service",
@@ -296,8 +296,9 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
     if old.module not in (ORIGINAL, new.module) and not force:
         raise Refused(f"this fork is already renamed to {old.name!r}; "
                       f"pass --force to rename it to {name!r}")
-    if new.module != old.module and (root / "service" / f"{new.module}.py").exists():
-        raise Refused(f"service/{new.module}.py already exists; pick another name")
+    for taken in (f"{new.module}.py", new.module):
+        if new.module != old.module and (root / "service" / taken).exists():
+            raise Refused(f"service/{taken} already exists; pick another name")
     work = plan(root, new, old)
     if not work.edits and not work.moves:
         print(f"already named {name}: nothing to change")
