@@ -229,3 +229,83 @@ def app(upstream_server: Upstream, tmp_path: Path) -> Any:
     })
     app.config["TESTING"] = True
     return app
+
+
+# --- The conformance suite's fixtures (service/tests/conformance/) -------------------------
+# The suite is the same in every fork; these fixtures are what it tests. A fork points them
+# at its own connector and upstream, and names any check it skips, with the reason.
+
+CONFORMANCE_SKIPS: dict[str, str] = {}
+CONFORMANCE_COLLECTION = "conformance"
+
+
+class ConformanceConnector:
+    """The running connector and the collection the suite reads and writes."""
+
+    def __init__(self, url: str, collection: str, auth: Any = None) -> None:
+        self.url = url
+        self.collection = collection
+        self.auth = auth
+
+
+class RecordsConformanceUpstream:
+    """The demo Records API as the conformance suite seeds, breaks and inspects it."""
+
+    page_size = 100  # UPSTREAM_PAGE_SIZE in connector_environment()
+
+    def __init__(self, upstream: Upstream, collection: str) -> None:
+        self.upstream = upstream
+        self.collection = collection
+        upstream.create(collection)
+
+    def seed(self, count: int, tie: int) -> None:
+        before = (count - tie) // 2
+        times = ([f"2025-12-31T23:59:59.{n:06d}Z" for n in range(before)]
+                 + ["2026-01-01T00:00:00.000000Z"] * tie
+                 + [f"2026-01-01T00:00:01.{n:06d}Z" for n in range(count - tie - before)])
+        # ids out of time order, so the feed's order is (time, id) and not insertion order
+        self.upstream.insert(self.collection, [
+            {"id": f"rec-{(n * 7919) % count:05d}", "updated_at": at, "n": n}
+            for n, at in enumerate(times)])
+
+    def delete(self, entity_id: str) -> None:
+        from service.upstream import segment
+
+        response = self.upstream.api("DELETE", f"{self.collection}/{segment(entity_id)}")
+        assert response.status_code == 204, response.text
+
+    def break_before_first_page(self) -> None:
+        self.upstream.faults(storm={"status": 500, "count": 1_000_000, "retry_after": None})
+
+    def break_after_first_page(self) -> None:
+        self.upstream.faults(fail_after_pages={"pages": 1, "status": 500, "mode": "status"})
+
+    def heal(self) -> None:
+        self.upstream.clear_faults()
+
+    def entity(self, number: int) -> dict[str, Any]:
+        return {"_id": f"conformance-{number}", "name": f"Entity {number}", "n": number,
+                "tags": ["a", "b"], "address": {"city": "Oslo"}}
+
+    def written(self) -> dict[str, dict[str, Any]]:
+        return {record_id: {k: v for k, v in record.items() if k != "updated_at"}
+                for record_id, record in self.upstream.live(self.collection).items()}
+
+    def writes(self) -> int:
+        stats = self.upstream.stats()
+        return stats.get("PUT", 0) + stats.get("DELETE", 0)
+
+
+@pytest.fixture
+def conformance_connector(connector: Connector) -> ConformanceConnector:
+    return ConformanceConnector(connector.url, CONFORMANCE_COLLECTION)
+
+
+@pytest.fixture
+def conformance_upstream(upstream: Upstream) -> RecordsConformanceUpstream:
+    return RecordsConformanceUpstream(upstream, CONFORMANCE_COLLECTION)
+
+
+@pytest.fixture
+def conformance_skips() -> dict[str, str]:
+    return CONFORMANCE_SKIPS

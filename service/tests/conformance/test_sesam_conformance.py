@@ -1,0 +1,392 @@
+"""Sesam protocol conformance: every fork keeps this module unchanged and runs it.
+
+It checks a running connector against the rules Sesam's pipes depend on (the JSON pull
+protocol of a ``json`` source, the JSON push protocol of a ``json`` sink), through three
+fixtures the fork defines in ``service/tests/conftest.py``:
+
+``conformance_connector``
+    the running connector: ``url`` (base URL), ``collection`` (the path a pipe names,
+    served by the feed and the sink) and optionally ``auth`` (for ``requests``).
+``conformance_upstream``
+    the upstream behind that collection, which the suite seeds, breaks and inspects:
+
+    - ``page_size``: records per upstream page the connector asks for;
+    - ``seed(count, tie)``: fill the empty collection with ``count`` live records, ``tie``
+      of them (in the middle of the feed) sharing one modification time;
+    - ``delete(entity_id)``: delete one record upstream, as a user of that system would;
+    - ``break_before_first_page()``: every upstream request fails until ``heal()``;
+    - ``break_after_first_page()``: the first list page is served, then requests fail;
+    - ``heal()``;
+    - ``entity(number)``: an entity (with ``_id``) that the sink can write;
+    - ``written()``: the live records upstream now, by entity ``_id``, without the
+      fields the upstream sets itself (its modification time);
+    - ``writes()``: how many writes (creates, updates, deletes) the upstream has taken.
+``conformance_skips`` (optional)
+    ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
+
+A fork adds its own checks in another module; run them all with
+``python -m service.dev test service/tests/conformance``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+TIMEOUT = 120
+SELF_CHECK = "test_every_skip_names_a_check_of_this_suite_and_says_why"
+
+
+@pytest.fixture(autouse=True)
+def skipped_only_with_a_reason(request: pytest.FixtureRequest) -> None:
+    """A fork skips a check by naming it in ``conformance_skips`` and saying why."""
+    try:
+        skips = request.getfixturevalue("conformance_skips")
+    except pytest.FixtureLookupError:
+        return
+    name = request.node.originalname
+    if name in skips and name != SELF_CHECK:
+        reason = skips[name]
+        if not isinstance(reason, str) or not reason.strip():
+            pytest.fail(f"conformance_skips[{name!r}] has no reason: say why this fork "
+                        "skips it", pytrace=False)
+        pytest.skip(f"skipped by this fork: {reason}")
+
+
+class Client:
+    """Sesam's side of the conversation: GETs like a json source, POSTs like a json sink."""
+
+    def __init__(self, connector: Any) -> None:
+        self.url = f"{connector.url.rstrip('/')}/{connector.collection}"
+        self.http = requests.Session()
+        self.http.auth = getattr(connector, "auth", None)
+
+    def get(self, **params: Any) -> requests.Response:
+        return self.http.get(self.url, params=params, timeout=TIMEOUT)
+
+    def pull(self, **params: Any) -> list[dict[str, Any]]:
+        response = self.get(**params)
+        assert response.status_code == 200, (params, response.status_code, response.text[:500])
+        assert response.headers.get("Content-Type", "").startswith("application/json")
+        entities = response.json()
+        assert isinstance(entities, list), f"the feed answered a JSON {type(entities).__name__}"
+        return entities
+
+    def raw(self) -> tuple[int, bytes]:
+        """Status and body as Sesam would read them, cut off or not."""
+        body = b""
+        with self.http.get(self.url, stream=True, timeout=TIMEOUT) as response:
+            try:
+                for chunk in response.iter_content(chunk_size=None):
+                    body += chunk
+            except (requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ConnectionError):
+                pass
+            return response.status_code, body
+
+    def post(self, body: Any, raw: bytes | None = None, **params: Any) -> requests.Response:
+        data = raw if raw is not None else json.dumps(body).encode("utf-8")
+        return self.http.post(self.url, params=params, data=data, timeout=TIMEOUT,
+                              headers={"Content-Type": "application/json; charset=UTF-8"})
+
+
+@pytest.fixture
+def sesam(conformance_connector: Any) -> Iterator[Client]:
+    client = Client(conformance_connector)
+    yield client
+    client.http.close()
+
+
+def paged(sesam: Client, page_size: int) -> tuple[list[dict[str, Any]], int]:
+    """Sesam's paging: limit=page_size and since=<last _updated> until an empty page."""
+    got: list[dict[str, Any]] = []
+    since = None
+    for made in range(1, 100_000):
+        params: dict[str, Any] = {"limit": page_size}
+        if since is not None:
+            params["since"] = since
+        page = sesam.pull(**params)
+        assert len(page) <= page_size
+        if not page:
+            return got, made
+        got.extend(page)
+        since = page[-1]["_updated"]
+    raise AssertionError("paging did not end")
+
+
+def ids(entities: list[dict[str, Any]]) -> list[str]:
+    return [e["_id"] for e in entities]
+
+
+# --- the feed: Sesam's JSON pull protocol ------------------------------------------------
+
+
+def test_the_feed_is_a_json_array_of_objects_with_unique_string_ids(
+        sesam, conformance_upstream):
+    conformance_upstream.seed(60, 20)
+    entities = sesam.pull()
+    assert all(isinstance(e, dict) for e in entities)
+    assert all(isinstance(e.get("_id"), str) and e["_id"] for e in entities)
+    assert len(set(ids(entities))) == len(entities) == 60
+
+
+def test_updated_is_unique_and_strictly_increasing_as_a_string(sesam, conformance_upstream):
+    conformance_upstream.seed(60, 40)
+    entities = sesam.pull()
+    tokens = [e.get("_updated") for e in entities]
+    assert all(isinstance(t, str) for t in tokens), "_updated must be a string to sort as one"
+    assert all(a < b for a, b in zip(tokens, tokens[1:], strict=False)), (
+        "the feed must be in strictly ascending _updated order (is_since_comparable)")
+
+
+def test_since_from_any_entity_resumes_exactly(sesam, conformance_upstream):
+    conformance_upstream.seed(40, 30)
+    full = sesam.pull()
+    for cut, entity in enumerate(full):
+        rest = sesam.pull(since=entity["_updated"])
+        assert ids(rest) == ids(full[cut + 1:]), f"since the entity at {cut}"
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 100, 1000])
+def test_sesam_paging_reproduces_a_full_pull(sesam, conformance_upstream, page_size):
+    conformance_upstream.seed(150, 120)
+    full = sesam.pull()
+    got, made = paged(sesam, page_size)
+    assert ids(got) == ids(full)
+    assert got == full
+    assert made == -(-len(full) // page_size) + 1  # the pages, then the empty one
+
+
+def test_limit_is_honoured(sesam, conformance_upstream):
+    conformance_upstream.seed(30, 20)
+    full = sesam.pull()
+    for limit in (1, 5, 29, 30, 500):
+        assert ids(sesam.pull(limit=limit)) == ids(full[:limit]), f"limit={limit}"
+    since = full[2]["_updated"]
+    assert ids(sesam.pull(since=since, limit=3)) == ids(full[3:6])
+
+
+def test_a_deleted_record_arrives_as_a_tombstone(sesam, conformance_upstream):
+    conformance_upstream.seed(10, 4)
+    full = sesam.pull()
+    since = full[-1]["_updated"]  # what a pipe keeps after its run
+    victim = full[4]["_id"]
+    conformance_upstream.delete(victim)
+    changes = sesam.pull(since=since)
+    assert [(e["_id"], e.get("_deleted")) for e in changes] == [(victim, True)]
+    assert changes[0]["_updated"] > since
+    live = [e["_id"] for e in sesam.pull() if e.get("_deleted") is not True]
+    assert victim not in live and len(live) == 9
+
+
+def test_an_upstream_failure_before_the_first_byte_is_a_non_2xx(sesam, conformance_upstream):
+    conformance_upstream.seed(10, 4)
+    conformance_upstream.break_before_first_page()
+    try:
+        response = sesam.get()
+    finally:
+        conformance_upstream.heal()
+    assert not 200 <= response.status_code < 300, "Sesam would take this answer as the truth"
+    assert isinstance(response.json(), dict), "the error body should be a JSON object"
+
+
+def test_an_upstream_failure_after_the_first_byte_gives_a_body_that_does_not_parse(
+        sesam, conformance_upstream):
+    size = 3 * conformance_upstream.page_size
+    conformance_upstream.seed(size, size // 3)
+    conformance_upstream.break_after_first_page()
+    try:
+        status, body = sesam.raw()
+    finally:
+        conformance_upstream.heal()
+    if 200 <= status < 300:
+        with pytest.raises(ValueError):
+            json.loads(body)  # a valid array here would be a truncated feed Sesam believes
+
+
+# --- the sink: Sesam's JSON push protocol ------------------------------------------------
+
+
+class FullSync:
+    """A whole full sync as Sesam sends it, the final empty batch included."""
+
+    def __init__(self, sesam: Client, batches: list[list[dict[str, Any]]]) -> None:
+        self.sequence_id = str(uuid.uuid4())
+        self.answers: list[requests.Response] = []
+        previous = None
+        batches = [*batches, []]
+        for number, batch in enumerate(batches):
+            request_id = str(uuid.uuid4())
+            params = {"sequence_id": self.sequence_id, "is_full": "true",
+                      "request_id": request_id}
+            if number == 0:
+                params["is_first"] = "true"
+            else:
+                params["previous_request_id"] = previous
+            if number == len(batches) - 1:
+                params["is_last"] = "true"
+            self.answers.append(sesam.post(batch, **params))
+            previous = request_id
+        self.last_request_id = previous
+
+    def statuses(self) -> list[int]:
+        return [answer.status_code for answer in self.answers]
+
+
+def incremental(sesam: Client, batch: Any, raw: bytes | None = None) -> requests.Response:
+    return sesam.post(batch, raw, sequence_id=str(uuid.uuid4()), is_full="false",
+                      request_id=str(uuid.uuid4()))
+
+
+def test_the_sink_writes_every_entity_of_a_batch(sesam, conformance_upstream):
+    batch = [conformance_upstream.entity(n) for n in range(5)]
+    response = incremental(sesam, batch)
+    assert 200 <= response.status_code < 300, response.text[:500]
+    assert set(ids(batch)) <= set(conformance_upstream.written())
+
+
+def test_the_sink_deletes_on_deleted_true(sesam, conformance_upstream):
+    batch = [conformance_upstream.entity(n) for n in range(3)]
+    assert incremental(sesam, batch).ok
+    gone = {"_id": batch[1]["_id"], "_deleted": True}
+    response = incremental(sesam, [gone])
+    assert 200 <= response.status_code < 300, response.text[:500]
+    written = conformance_upstream.written()
+    assert batch[1]["_id"] not in written and batch[0]["_id"] in written
+
+
+BAD_BATCHES = {
+    "an entity without _id": lambda good: [*good, {"name": "no id"}],
+    "an _id that is not a string": lambda good: [*good, {"_id": 42}],
+    "an entity that is not an object": lambda good: [*good, ["not", "an", "object"]],
+    "a body that is an object": lambda good: {"_id": "alone", **good[0]},
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_BATCHES))
+def test_the_sink_validates_the_whole_batch_before_writing(sesam, conformance_upstream, bad):
+    good = [conformance_upstream.entity(n) for n in range(4)]
+    before = conformance_upstream.writes()
+    response = incremental(sesam, BAD_BATCHES[bad](good))
+    assert 400 <= response.status_code < 500, (bad, response.status_code)
+    assert "error" in response.json()
+    assert conformance_upstream.writes() == before, f"{bad}: something was written"
+    assert not set(ids(good)) & set(conformance_upstream.written())
+
+
+def test_the_sink_refuses_a_body_that_is_not_json_and_writes_nothing(
+        sesam, conformance_upstream):
+    before = conformance_upstream.writes()
+    good = json.dumps([conformance_upstream.entity(0)]).encode()
+    response = incremental(sesam, None, raw=good[:-5])
+    assert 400 <= response.status_code < 500
+    assert conformance_upstream.writes() == before
+
+
+def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_upstream):
+    batch = [conformance_upstream.entity(n) for n in range(5)]
+    batch.append({"_id": batch[2]["_id"], "_deleted": True})
+    params = {"sequence_id": str(uuid.uuid4()), "is_full": "false",
+              "request_id": str(uuid.uuid4())}
+    first = sesam.post(batch, **params)
+    assert 200 <= first.status_code < 300, first.text[:500]
+    once = conformance_upstream.written()
+    again = sesam.post(batch, **params)  # Sesam retries a batch it thinks failed
+    assert 200 <= again.status_code < 300, again.text[:500]
+    assert conformance_upstream.written() == once
+    assert batch[2]["_id"] not in once
+
+
+def test_a_full_sync_retried_request_is_accepted_and_changes_nothing(
+        sesam, conformance_upstream):
+    sequence, first_id = str(uuid.uuid4()), str(uuid.uuid4())
+    batch = [conformance_upstream.entity(n) for n in range(3)]
+    params = {"sequence_id": sequence, "is_full": "true", "request_id": first_id,
+              "is_first": "true"}
+    assert sesam.post(batch, **params).ok
+    once = conformance_upstream.written()
+    retry = sesam.post(batch, **params)
+    assert 200 <= retry.status_code < 300, retry.text[:500]
+    assert conformance_upstream.written() == once
+    last = sesam.post([], sequence_id=sequence, is_full="true", request_id=str(uuid.uuid4()),
+                      previous_request_id=first_id, is_last="true")
+    assert 200 <= last.status_code < 300, last.text[:500]
+
+
+def test_a_full_sync_in_batches_ending_with_an_empty_one_is_accepted(
+        sesam, conformance_upstream):
+    entities = [conformance_upstream.entity(n) for n in range(7)]
+    sync = FullSync(sesam, [entities[:3], entities[3:6], entities[6:]])
+    assert [s // 100 for s in sync.statuses()] == [2, 2, 2, 2], sync.statuses()
+    assert set(ids(entities)) <= set(conformance_upstream.written())
+
+
+def started(sesam: Client, conformance_upstream: Any) -> tuple[str, str]:
+    """A full sync with its first batch accepted: (sequence_id, request_id)."""
+    sequence, request_id = str(uuid.uuid4()), str(uuid.uuid4())
+    response = sesam.post([conformance_upstream.entity(0)], sequence_id=sequence,
+                          is_full="true", request_id=request_id, is_first="true")
+    assert 200 <= response.status_code < 300, response.text[:500]
+    return sequence, request_id
+
+
+def conflict(sesam: Client, conformance_upstream: Any, **params: str) -> None:
+    """The request is answered 409 and writes nothing."""
+    before = conformance_upstream.writes()
+    response = sesam.post([conformance_upstream.entity(1)], **params)
+    assert response.status_code == 409, (params, response.status_code, response.text[:500])
+    assert conformance_upstream.writes() == before
+    assert conformance_upstream.entity(1)["_id"] not in conformance_upstream.written()
+
+
+def test_a_full_sync_with_the_wrong_previous_request_id_is_a_409(sesam, conformance_upstream):
+    sequence, _ = started(sesam, conformance_upstream)
+    conflict(sesam, conformance_upstream, sequence_id=sequence, is_full="true",
+             request_id=str(uuid.uuid4()), previous_request_id=str(uuid.uuid4()))
+
+
+def test_is_first_inside_an_active_sequence_is_a_409(sesam, conformance_upstream):
+    sequence, _ = started(sesam, conformance_upstream)
+    conflict(sesam, conformance_upstream, sequence_id=sequence, is_full="true",
+             request_id=str(uuid.uuid4()), is_first="true")
+
+
+def test_continuing_a_sequence_that_is_not_active_is_a_409(sesam, conformance_upstream):
+    _, request_id = started(sesam, conformance_upstream)
+    conflict(sesam, conformance_upstream, sequence_id=str(uuid.uuid4()), is_full="true",
+             request_id=str(uuid.uuid4()), previous_request_id=request_id)
+
+
+def test_continuing_a_sequence_that_has_ended_is_a_409(sesam, conformance_upstream):
+    sync = FullSync(sesam, [[conformance_upstream.entity(0)]])
+    assert [s // 100 for s in sync.statuses()] == [2, 2], sync.statuses()
+    conflict(sesam, conformance_upstream, sequence_id=sync.sequence_id, is_full="true",
+             request_id=str(uuid.uuid4()), previous_request_id=sync.last_request_id)
+
+
+def test_is_full_changing_within_a_sequence_is_a_409(sesam, conformance_upstream):
+    sequence, request_id = started(sesam, conformance_upstream)
+    conflict(sesam, conformance_upstream, sequence_id=sequence, is_full="false",
+             request_id=str(uuid.uuid4()), previous_request_id=request_id)
+
+
+# --- the suite itself ---------------------------------------------------------------------
+
+
+def test_every_skip_names_a_check_of_this_suite_and_says_why(request):
+    try:
+        skips = request.getfixturevalue("conformance_skips")
+    except pytest.FixtureLookupError:
+        skips = {}
+    checks = {name for name in globals() if name.startswith("test_")}
+    unknown = sorted(set(skips) - checks)
+    assert unknown == [], f"conformance_skips names checks this suite does not have: {unknown}"
+    assert SELF_CHECK not in skips, "this check cannot be skipped"
+    silent = sorted(name for name, reason in skips.items()
+                    if not isinstance(reason, str) or not reason.strip())
+    assert silent == [], f"conformance_skips without a reason: {silent}"
