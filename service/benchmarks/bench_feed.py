@@ -1,0 +1,560 @@
+"""The feed benchmark: the limit, a naive connector and this connector, side by side.
+
+Why: issue 2 sets targets relative to what the upstream allows and to the approach the
+connector replaces, so the three run in one process, on one synthetic collection of
+about 300-byte records computed by the demo Records API (its memory does not grow):
+
+- ``limit``: a client fetching every upstream page at page size 1000 with one
+  ``requests.Session``, parsing each page's JSON as a client would.
+- ``naive``: ``service/benchmarks/naive_connector.py``, every page into a list, then
+  ``json.dumps``; under the connector's gunicorn settings, so only the approach differs.
+- ``connector``: this connector, started with the contract's command and its defaults.
+
+For the two servers a client streams the response and counts bytes and ``"_id":``
+marks, so the client does not dominate. The competitors run in rotation, ``--repeat``
+times each, and the medians are reported, because the machine is shared and noisy.
+Peak RSS is the sum over a server's processes (gunicorn master and workers), sampled
+every 50 ms during each request; the upstream's is sampled separately.
+
+From the repository root:
+
+    .venv/bin/python -m service.benchmarks.bench_feed --records 100000 300000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "bench-token"
+RESOURCE = "bench"
+PAGE_SIZE = 1000
+COMPETITORS = ("limit", "naive", "connector")
+ENTITY_MARK = b'"_id":'  # once per entity; a string value would escape its quotes
+MB = 1024 * 1024
+# The issue's targets, at TARGET_SIZE records.
+TARGET_SIZE = 300_000
+MAX_TIME_VS_LIMIT = 2.5
+MAX_TIME_VS_NAIVE = 0.2
+MAX_RSS_MB = 100
+MAX_RSS_GROWTH_MB = 10  # "flat": smallest to largest size
+
+
+@dataclasses.dataclass
+class Run:
+    """One timed request (or, for the limit, one walk over every page)."""
+
+    competitor: str
+    seconds: float | None = None
+    first_byte: float | None = None
+    entities: int = 0
+    size_bytes: int = 0
+    pages: int = 0
+    server_peak_rss: int = 0
+    upstream_peak_rss: int = 0
+    error: str | None = None
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A child process serving HTTP on loopback, stopped with SIGTERM."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
+                 health: str, log: Path) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+        self.wait_until_up(f"{self.url}/{health}")
+
+    def wait_until_up(self, url: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(url, timeout=2).status_code < 500:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not come up at {url} in {seconds:.0f}s")
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def processes(self) -> list[psutil.Process]:
+        """The process and all its children (gunicorn's master and workers)."""
+        try:
+            master = psutil.Process(self.process.pid)
+            return [master, *master.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        for process in reversed(self.processes()):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+    def stop(self) -> None:
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.process.wait()
+
+
+def server_environment(upstream_url: str, port: int, state_dir: Path) -> dict[str, str]:
+    """The contract's variables; every tuning variable at its default."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
+        and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL")
+    }
+    env.update({
+        "UPSTREAM_URL": upstream_url,
+        "UPSTREAM_TOKEN": TOKEN,
+        "PORT": str(port),
+        "STATE_DIR": str(state_dir),  # not the shared default in /tmp
+    })
+    return env
+
+
+APPS = {
+    "naive": "service.benchmarks.naive_connector:create_app()",
+    "connector": "service.connector:create_app()",
+}
+
+
+def start_gunicorn(name: str, upstream_url: str, directory: Path) -> Server:
+    """The naive or the connector, with the contract's command and gunicorn settings."""
+    port = free_port()
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    env = server_environment(upstream_url, port, directory / f"{name}-state")
+    log = directory / f"{name}-{port}.log"
+    return Server(name, [gunicorn, "-c", "service/gunicorn.conf.py", APPS[name]], env, port,
+                  "health", log)
+
+
+def start_servers(records: int, directory: Path) -> dict[str, Server]:
+    """The demo upstream with ``records`` computed records, the naive and the connector."""
+    port = free_port()
+    upstream = Server(
+        "upstream",
+        [sys.executable, "-m", "service.demo_upstream", "--synthetic", f"{RESOURCE}={records}",
+         "--no-seed", "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN],
+        dict(os.environ), port, "_admin/health", directory / "upstream.log",
+    )
+    servers = {"upstream": upstream}
+    try:
+        for name in APPS:
+            servers[name] = start_gunicorn(name, upstream.url, directory)
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers: dict[str, Server]) -> None:
+    for server in servers.values():
+        server.stop()
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+class RssSampler:
+    """Samples the summed RSS of each watched server's processes every ``interval``.
+
+    With ``cap_bytes``, a server over the cap is killed (``capped`` names it), so a
+    runaway naive connector fails its run instead of taking the machine down.
+    """
+
+    def __init__(self, servers: dict[str, Server], interval: float,
+                 cap_bytes: dict[str, int] | None = None) -> None:
+        self.servers = servers
+        self.interval = interval
+        self.cap_bytes = cap_bytes or {}
+        self.peaks = dict.fromkeys(servers, 0)
+        self.capped: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        for name, server in self.servers.items():
+            total = 0
+            for process in server.processes():
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    total += process.memory_info().rss
+            self.peaks[name] = max(self.peaks[name], total)
+            cap = self.cap_bytes.get(name)
+            if cap is not None and total > cap and name not in self.capped:
+                self.capped.add(name)
+                server.kill()
+
+
+# --- the competitors --------------------------------------------------------------------
+
+
+def run_limit(upstream_url: str) -> Run:
+    """Every upstream page, parsed, as fast as one client can: the floor."""
+    run = Run("limit")
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    params: dict[str, Any] = {"limit": PAGE_SIZE}
+    started = time.perf_counter()
+    while True:
+        response = session.get(f"{upstream_url}/{RESOURCE}", params=params, timeout=(10, 600))
+        response.raise_for_status()
+        body = response.json()
+        if run.first_byte is None:
+            run.first_byte = time.perf_counter() - started  # the first whole page
+        run.pages += 1
+        run.entities += len(body["data"])
+        run.size_bytes += len(response.content)
+        if not body["next_cursor"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    run.seconds = time.perf_counter() - started
+    session.close()
+    return run
+
+
+def run_stream(name: str, url: str) -> Run:
+    """Stream one feed response, counting bytes and entities, never holding it."""
+    run = Run(name)
+    started = time.perf_counter()
+    try:
+        with requests.get(url, stream=True, timeout=(10, 1800)) as response:
+            if response.status_code != 200:
+                run.error = f"HTTP {response.status_code}"
+                return run
+            carry = b""
+            first = last = b""
+            for chunk in response.iter_content(chunk_size=64 * 1024):
+                if not chunk:
+                    continue
+                if run.first_byte is None:
+                    run.first_byte = time.perf_counter() - started
+                    first = chunk[:1]
+                joined = carry + chunk
+                run.entities += joined.count(ENTITY_MARK)
+                carry = joined[-(len(ENTITY_MARK) - 1):]  # too short to hold a whole mark
+                run.size_bytes += len(chunk)
+                last = chunk[-1:]
+        run.seconds = time.perf_counter() - started
+        if (first, last) != (b"[", b"]"):
+            run.error = f"not an array: starts {first!r}, ends {last!r}"
+    except requests.RequestException as error:
+        run.error = f"broken: {type(error).__name__}"
+    return run
+
+
+def measure(name: str, servers: dict[str, Server], interval: float,
+            cap_bytes: dict[str, int]) -> Run:
+    watched = {key: servers[key] for key in ("upstream", "naive", "connector")}
+    gc.collect()
+    with RssSampler(watched, interval, cap_bytes) as sampler:
+        if name == "limit":
+            run = run_limit(servers["upstream"].url)
+        else:
+            run = run_stream(name, f"{servers[name].url}/{RESOURCE}")
+    if name in sampler.capped:
+        run.error = f"killed: RSS over the {cap_bytes[name] // MB} MB cap"
+        run.seconds = None
+    run.server_peak_rss = sampler.peaks[name] if name != "limit" else 0
+    run.upstream_peak_rss = sampler.peaks["upstream"]
+    return run
+
+
+def verify(servers: dict[str, Server], records: int) -> None:
+    """Untimed: each server's whole body parses and holds every record, in order."""
+    expected = [f"rec-{i:09d}" for i in range(records)]
+    for name in ("naive", "connector"):
+        response = requests.get(f"{servers[name].url}/{RESOURCE}", timeout=(10, 1800))
+        response.raise_for_status()
+        ids = [entity["_id"] for entity in response.json()]
+        if ids != expected:
+            raise AssertionError(f"{name}: {len(ids)} entities, not the {records} records")
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Summary:
+    """One competitor at one size: medians of the successful runs, peaks over all."""
+
+    competitor: str
+    records: int
+    runs: list[Run]
+
+    @property
+    def ok(self) -> list[Run]:
+        return [run for run in self.runs if run.error is None and run.seconds is not None]
+
+    @property
+    def seconds(self) -> float | None:
+        return _median([run.seconds for run in self.ok])
+
+    @property
+    def first_byte(self) -> float | None:
+        return _median([run.first_byte for run in self.ok])
+
+    @property
+    def seconds_per_page(self) -> float | None:
+        return _median([run.seconds / run.pages for run in self.ok
+                        if run.seconds is not None and run.pages])
+
+    @property
+    def entities(self) -> int | None:
+        counts = {run.entities for run in self.ok}
+        return counts.pop() if len(counts) == 1 else None
+
+    @property
+    def server_peak_mb(self) -> float:
+        return max((run.server_peak_rss for run in self.runs), default=0) / MB
+
+    @property
+    def upstream_peak_mb(self) -> float:
+        return max((run.upstream_peak_rss for run in self.runs), default=0) / MB
+
+    @property
+    def error(self) -> str | None:
+        errors = [run.error for run in self.runs if run.error]
+        return errors[0] if errors else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "competitor": self.competitor, "records": self.records,
+            "seconds": self.seconds, "first_byte": self.first_byte,
+            "entities": self.entities, "server_peak_mb": self.server_peak_mb,
+            "upstream_peak_mb": self.upstream_peak_mb, "error": self.error,
+            "runs": [dataclasses.asdict(run) for run in self.runs],
+        }
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def bench_size(records: int, args: argparse.Namespace, verify_body: bool
+               ) -> dict[str, Summary]:
+    runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
+    with tempfile.TemporaryDirectory(prefix="bench-feed-") as directory:
+        servers = start_servers(records, Path(directory))
+        try:
+            if verify_body:
+                verify(servers, records)
+                for name in APPS:  # fresh processes: verification is not a peak to report
+                    servers[name].stop()
+                    servers[name] = start_gunicorn(name, servers["upstream"].url,
+                                                   Path(directory))
+            naive_skipped = records > args.naive_max_records
+            caps = {"naive": args.naive_rss_cap_mb * MB}
+            for repetition in range(args.repeat):
+                shift = repetition % len(COMPETITORS)
+                for name in COMPETITORS[shift:] + COMPETITORS[:shift]:
+                    if name == "naive" and (naive_skipped or not servers["naive"].alive):
+                        if naive_skipped and not runs["naive"]:
+                            runs["naive"].append(Run("naive", error=(
+                                f"skipped: over --naive-max-records {args.naive_max_records}")))
+                        continue
+                    run = measure(name, servers, args.interval, caps)
+                    runs[name].append(run)
+                    log(f"{records:>9} {name:<9} rep {repetition + 1}: "
+                        + (f"{run.seconds:.2f}s first byte {run.first_byte * 1000:.0f}ms "
+                           f"{run.entities} entities {run.size_bytes / MB:.0f} MB "
+                           f"server RSS {run.server_peak_rss / MB:.0f} MB "
+                           f"upstream RSS {run.upstream_peak_rss / MB:.0f} MB"
+                           if run.error is None else run.error))
+                    time.sleep(args.pause)
+        finally:
+            stop_servers(servers)
+    return {name: Summary(name, records, runs[name]) for name in COMPETITORS}
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "n/a"
+
+
+def _milliseconds(value: float | None) -> str:
+    return f"{value * 1000:.0f}" if value is not None else "n/a"
+
+
+def report(results: dict[int, dict[str, Summary]], args: argparse.Namespace) -> str:
+    lines = [
+        f"Feed benchmark: {args.repeat} rotation(s), medians; "
+        f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}.",
+        "",
+        "| records | competitor | time (s) | × limit | connector ÷ this | first byte (ms) "
+        "| peak RSS, server (MB) | peak RSS, upstream (MB) | entities |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for records, summaries in results.items():
+        limit = summaries["limit"].seconds
+        connector = summaries["connector"].seconds
+        for name in COMPETITORS:
+            summary = summaries[name]
+            if summary.seconds is None:
+                lines.append(f"| {records:,} | {name} | failed: {summary.error} | | | "
+                             f"| {summary.server_peak_mb:.0f} | {summary.upstream_peak_mb:.0f} "
+                             "| |")
+                continue
+            server_rss = "(client)" if name == "limit" else f"{summary.server_peak_mb:.0f}"
+            lines.append(
+                f"| {records:,} | {name} | {_seconds(summary.seconds)} "
+                f"| {_ratio(summary.seconds, limit)} | {_ratio(connector, summary.seconds)} "
+                f"| {_milliseconds(summary.first_byte)} | {server_rss} "
+                f"| {summary.upstream_peak_mb:.0f} | {summary.entities:,} |"
+            )
+    lines += ["", *targets(results)]
+    return "\n".join(lines)
+
+
+def targets(results: dict[int, dict[str, Summary]]) -> list[str]:
+    """The issue's targets, each with the figure that meets or misses it."""
+    lines = ["| target | figure | met |", "| --- | --- | --- |"]
+
+    def row(target: str, figure: str, met: bool | None) -> None:
+        verdict = "n/a" if met is None else "yes" if met else "NO"
+        lines.append(f"| {target} | {figure} | {verdict} |")
+
+    size = TARGET_SIZE if TARGET_SIZE in results else max(results)
+    at = results[size]
+    limit, naive, connector = (at[name].seconds for name in COMPETITORS)
+    vs_limit = connector / limit if connector and limit else None
+    vs_naive = connector / naive if connector and naive else None
+    row(f"time ≤ {MAX_TIME_VS_LIMIT} × limit at {size:,}",
+        f"{vs_limit:.2f} ×" if vs_limit else "n/a",
+        None if vs_limit is None else vs_limit <= MAX_TIME_VS_LIMIT)
+    floor = f" (no feed can beat the limit: limit ÷ naive = {limit / naive:.2f} ×)" if (
+        limit and naive) else ""
+    row(f"time ≤ {MAX_TIME_VS_NAIVE} × naive at {size:,}",
+        f"{vs_naive:.2f} ×{floor}" if vs_naive else "n/a",
+        None if vs_naive is None else vs_naive <= MAX_TIME_VS_NAIVE)
+    peaks = {records: summaries["connector"].server_peak_mb
+             for records, summaries in results.items()}
+    top = max(peaks.values())
+    row(f"peak RSS ≤ {MAX_RSS_MB} MB (master + worker)", f"{top:.0f} MB", top <= MAX_RSS_MB)
+    smallest, largest = min(peaks), max(peaks)
+    growth = peaks[largest] - peaks[smallest]
+    row(f"RSS flat (grows < {MAX_RSS_GROWTH_MB} MB) from {smallest:,} to {largest:,}",
+        f"{peaks[smallest]:.0f} → {peaks[largest]:.0f} MB",
+        None if smallest == largest else growth < MAX_RSS_GROWTH_MB)
+    # Within one upstream page: the first byte leaves before the connector could have
+    # fetched and converted a second page, i.e. under twice its own time per page.
+    first_byte = at["connector"].first_byte
+    limit_page = at["limit"].seconds_per_page
+    if first_byte is not None and connector and limit_page:
+        page = connector / math.ceil(size / PAGE_SIZE)
+        row(f"first byte within one upstream page at {size:,}",
+            f"{first_byte * 1000:.0f} ms (connector: {page * 1000:.0f} ms a page; "
+            f"limit: {limit_page * 1000:.0f} ms a page)",
+            first_byte < 2 * page)
+    else:
+        row("first byte within one upstream page", "n/a", None)
+    return lines
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.benchmarks.bench_feed",
+        description="Time the feed against the upstream's limit and a naive connector.",
+    )
+    parser.add_argument("--records", type=int, nargs="+",
+                        default=[100_000, 300_000, 1_000_000],
+                        help="collection sizes to run (default: 100000 300000 1000000)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rotations of the three competitors per size (default 3)")
+    parser.add_argument("--naive-max-records", type=int, default=1_000_000,
+                        help="skip the naive connector above this size")
+    parser.add_argument("--naive-rss-cap-mb", type=int, default=4096,
+                        help="kill the naive connector (a failed run) above this RSS")
+    parser.add_argument("--interval", type=float, default=0.05,
+                        help="seconds between RSS samples (default 0.05)")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="seconds of rest between measurements (default 1)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip parsing the smallest size's bodies in full")
+    parser.add_argument("--json", type=Path, help="also write every run to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = sorted(set(args.records))
+    results: dict[int, dict[str, Summary]] = {}
+    for number, records in enumerate(sizes):
+        log(f"--- {records:,} records")
+        results[records] = bench_size(records, args, verify_body=number == 0
+                                      and not args.no_verify)
+    text = report(results, args)
+    print(text, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(
+            {str(records): {name: summary.as_json() for name, summary in summaries.items()}
+             for records, summaries in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
