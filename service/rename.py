@@ -76,8 +76,10 @@ PLACES = (
           "its tests' file name"),
     Place(COMPOSE, r"(?m)^(\s+){name}:(\s*(?:#.*)?)$", r"\g<1>{name}:\g<2>",
           "the compose service key"),
-    Place(COMPOSE + DOCS + CI, r"(?m)^(\s*(?:-\s*)?image:\s*[\"']?[^\s\"']*?)\b{name}\b",
+    Place(COMPOSE + DOCS + CI, r"(?mi)^(\s*(?:-\s*)?image:\s*[\"']?[^\s\"']*?)\b{name}\b",
           r"\g<1>{name}", "the image name"),
+    Place(CODE, r"((?:\bservices|\[\s*[\"']services[\"']\s*\])\s*\[\s*[\"']){name}([\"'])",
+          r"\g<1>{name}\g<2>", "the compose service in tests that read docker-compose.yml"),
     Place(COMPOSE, r"(?m)^(\s*container_name:\s*[\"']?[^\s\"']*?)\b{name}\b", r"\g<1>{name}",
           "the container name"),
     Place(DOCS + CI + DOCKER,
@@ -91,6 +93,8 @@ PLACES = (
           "the Sesam system id, its image, and the pipes' ids and system"),
     Place(SESAM, r"(\"url\"\s*:\s*\"[a-z]+://[^\"/]*?)\b{name}\b", r"\g<1>{name}",
           "URLs that reach the connector by its name"),
+    Place(EVERYWHERE, r"(\bsesam/[\w./-]*?)\b{name}\b", r"\g<1>{name}",
+          "paths of the Sesam config files (moved: see plan())"),
     Place(DOCS, r"\A# (?:The reference Sesam connector|{name}: a Sesam connector)",
           "# {name}: a Sesam connector", "the README title"),
 )
@@ -262,6 +266,13 @@ def plan(root: Path, new: Names, old: Names) -> Plan:
             moves.append((module, module.with_name(f"{new.module}.py")))
         for test in sorted((root / "service" / "tests").glob(f"**/test_{former.module}.py")):
             moves.append((test, test.with_name(f"test_{new.module}.py")))
+    for former in olds:
+        if former.name == new.name:
+            continue
+        named = re.compile(rf"\b{re.escape(former.name)}\b")
+        for config in sorted((root / "sesam").glob("**/*.json")):
+            if named.search(config.name):
+                moves.append((config, config.with_name(named.sub(new.name, config.name))))
     for source, target in moves:
         if target.exists():
             raise Refused(f"{target.relative_to(root)} already exists; "

@@ -59,7 +59,15 @@ SESAM_SYSTEM = '''{"_id": "connector", "type": "system:microservice",
 SESAM_PIPE = '''{"_id": "connector-people", "type": "pipe",
  "source": {"type": "json", "system": "connector", "url": "people"}}
 '''
-WORKFLOW = '''jobs:
+TEST_COMPOSE = '''def test_it(compose):
+    assert compose["services"]["connector"]["image"] == "x"
+    services = compose["services"]
+    assert services["upstream"] and services['connector']
+'''
+WORKFLOW = '''env:
+  IMAGE: yourorg/connector
+  # as in sesam/systems/connector.conf.json
+jobs:
   test:
     steps:
       - run: docker build -t connector:ci .
@@ -78,8 +86,9 @@ def make_fork(root: Path) -> Path:
         "README.md": README,
         "docker-compose.yml": COMPOSE,
         "Dockerfile": DOCKERFILE,
-        "sesam/system.conf.json": SESAM_SYSTEM,
-        "sesam/pipes.conf.json": SESAM_PIPE,
+        "sesam/systems/connector.conf.json": SESAM_SYSTEM,
+        "sesam/pipes/connector-people.conf.json": SESAM_PIPE,
+        "service/tests/test_compose.py": TEST_COMPOSE,
         ".github/workflows/ci.yml": WORKFLOW,
     }
     for name, text in files.items():
@@ -153,12 +162,16 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
     assert "\n  acme-crm:\n    build: .\n    image: yourorg/acme-crm:dev\n" in compose
     assert "  upstream:\n" in compose and "      - upstream\n" in compose
     assert '"service.acme_crm:create_app()"' in (fork / "Dockerfile").read_text()
-    assert (fork / "sesam/system.conf.json").read_text() == SESAM_SYSTEM.replace(
+    assert not list((fork / "sesam").glob("**/connector*"))
+    assert (fork / "sesam/systems/acme-crm.conf.json").read_text() == SESAM_SYSTEM.replace(
         '"connector"', '"acme-crm"').replace("yourorg/connector:", "yourorg/acme-crm:")
-    assert (fork / "sesam/pipes.conf.json").read_text() == (
+    assert (fork / "sesam/pipes/acme-crm-people.conf.json").read_text() == (
         '{"_id": "acme-crm-people", "type": "pipe",\n'
         ' "source": {"type": "json", "system": "acme-crm", "url": "people"}}\n')
+    assert (fork / "service/tests/test_compose.py").read_text() == TEST_COMPOSE.replace(
+        '["connector"]', '["acme-crm"]').replace("['connector']", "['acme-crm']")
     workflow = (fork / ".github/workflows/ci.yml").read_text()
+    assert "  IMAGE: yourorg/acme-crm\n  # as in sesam/systems/acme-crm.conf.json\n" in workflow
     assert "docker build -t acme-crm:ci ." in workflow
     assert "service/tests/test_acme_crm.py" in workflow
     out = capsys.readouterr().out
