@@ -82,7 +82,7 @@ PLACES = (
           r"\g<1>{name}\g<2>", "the compose service in tests that read docker-compose.yml"),
     Place(COMPOSE, r"(?m)^(\s*container_name:\s*[\"']?[^\s\"']*?)\b{name}\b", r"\g<1>{name}",
           "the container name"),
-    Place(DOCS + CI + DOCKER,
+    Place(DOCS + CI + DOCKER + CODE,
           r"\b(docker[- ]compose(?:\s+-{1,2}\S+)*\s+"
           r"(?:exec|run|logs|restart|stop|start|build|up|down|ps|kill|rm|pull|push)"
           r"(?:\s+-{1,2}\S+)*\s+){name}\b",
