@@ -29,6 +29,13 @@ GUNICORN_COMMAND = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The test image's PYTEST_ADDOPTS (Dockerfile, stage test) points a bare ``pytest``
+    at this suite; once read, drop it, so that the pytest runs some tests start in
+    directories of their own do not inherit options meant for this one."""
+    os.environ.pop("PYTEST_ADDOPTS", None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -45,7 +52,7 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path | None =
         try:
             if requests.get(url, timeout=1).status_code < 500:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
             pass
         time.sleep(0.05)
     raise RuntimeError(f"server at {url} did not come up in {seconds}s")
