@@ -95,6 +95,11 @@ PLACES = (
           "URLs that reach the connector by its name"),
     Place(EVERYWHERE, r"(\bsesam/[\w./-]*?)\b{name}\b", r"\g<1>{name}",
           "paths of the Sesam config files (moved: see plan())"),
+    Place(DOCS + CI + DOCKER,
+          r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
+          r"\g<1>{name}", "image references in prose (sesam-community/connector:1.0.0)"),
+    Place(DOCS, r"(`[a-z0-9_-]*?)\b{name}\b(?=[a-z0-9_-]*`)", r"\g<1>{name}",
+          "`quoted` pipe and system ids and compose service names"),
     Place(DOCS, r"\A# (?:The reference Sesam connector|{name}: a Sesam connector)",
           "# {name}: a Sesam connector", "the README title"),
 )

@@ -34,6 +34,9 @@ GUNICORN_COMMAND = ["gunicorn", "service.connector:create_app()"]
 README = '''# The reference Sesam connector (Python, Flask)
 
 This connector is meant to be forked; edit `service/connector.py`.
+Start the pipe `connector-people`, then `people-to-connector`; the service `connector`
+runs the image `yourorg/connector` (push `ghcr.io/me/connector:1.0.0`); its state is in
+`/tmp/connector-state` and `connector_environment()` builds its settings.
 
 ```sh
 gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'
@@ -158,6 +161,10 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
     assert "'service.acme_crm:create_app()'" in readme
     assert "docker-compose exec acme-crm pytest" in readme
     assert "docker build -t yourorg/acme-crm:dev ." in readme
+    assert ("Start the pipe `acme-crm-people`, then `people-to-acme-crm`; the service "
+            "`acme-crm`\nruns the image `yourorg/acme-crm` (push `ghcr.io/me/acme-crm:1.0.0`); "
+            "its state is in\n`/tmp/connector-state` and `connector_environment()` builds "
+            "its settings.\n") in readme
     compose = (fork / "docker-compose.yml").read_text()
     assert "\n  acme-crm:\n    build: .\n    image: yourorg/acme-crm:dev\n" in compose
     assert "  upstream:\n" in compose and "      - upstream\n" in compose
