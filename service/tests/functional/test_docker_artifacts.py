@@ -127,6 +127,16 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 
 
+def connector_name() -> str:
+    """The connector's compose service: the one beside ``upstream`` (a rename renames it)."""
+    (name,) = [name for name in compose()["services"] if name != "upstream"]
+    return name
+
+
+def connector_service() -> dict[str, Any]:
+    return compose()["services"][connector_name()]
+
+
 def env_file(path: Path) -> dict[str, str]:
     values = {}
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -251,7 +261,7 @@ def test_the_state_directory_belongs_to_that_user():
     uid = final.last("USER").split(":")[0]
     state_dir = final.env()["STATE_DIR"]
     assert any(state_dir in run and f"chown {uid}" in run for run in final.all("RUN"))
-    assert compose()["services"]["connector"]["volumes"][0].split(":")[1] == state_dir
+    assert connector_service()["volumes"][0].split(":")[1] == state_dir
 
 
 def test_cmd_is_the_contracts_command_as_the_readme_and_dev_run_it():
@@ -312,32 +322,32 @@ def test_the_build_context_keeps_out_secrets_and_local_state_but_not_what_tests_
 
 def test_compose_builds_stages_the_dockerfile_has():
     services = compose()["services"]
-    assert services["connector"]["build"]["target"] == "test"
+    assert services[connector_name()]["build"]["target"] == "test"
     for service in services.values():
         if "build" in service:
             assert service["build"].get("target", "") in stages()
 
 
 def test_the_connector_is_published_on_loopback_at_its_port():
-    connector = compose()["services"]["connector"]
+    connector = connector_service()
     assert connector["ports"] == [f"127.0.0.1:{DEFAULTS['PORT']}:{DEFAULTS['PORT']}"]
     assert connector["healthcheck"]["test"] == ["CMD", *healthcheck_command(stages()[""])]
 
 
 def test_compose_stops_later_than_gunicorn_finishes_its_streams():
-    grace = seconds(compose()["services"]["connector"]["stop_grace_period"])
+    grace = seconds(connector_service()["stop_grace_period"])
     assert grace > gunicorn_setting("graceful_timeout")
     assert gunicorn_setting("worker_class") == "gthread"
 
 
 def test_the_connector_waits_for_a_healthy_upstream():
     services = compose()["services"]
-    assert services["connector"]["depends_on"]["upstream"]["condition"] == "service_healthy"
+    assert services[connector_name()]["depends_on"]["upstream"]["condition"] == "service_healthy"
     assert services["upstream"]["healthcheck"]["test"][0] == "CMD"
 
 
 def test_compose_configures_only_known_variables_and_keeps_secrets_out_of_the_file():
-    connector = compose()["services"]["connector"]
+    connector = connector_service()
     inline = set(connector.get("environment") or {})
     assert inline <= set(DEFAULTS), inline - set(DEFAULTS)
     assert not inline & SECRETS, "secrets belong in .env, not in docker-compose.yml"
@@ -350,17 +360,16 @@ def test_compose_configures_only_known_variables_and_keeps_secrets_out_of_the_fi
 
 def test_the_upstream_url_names_the_upstream_service_and_its_port():
     services = compose()["services"]
-    url = services["connector"]["environment"]["UPSTREAM_URL"]
+    url = services[connector_name()]["environment"]["UPSTREAM_URL"]
     command = services["upstream"]["command"]
     assert url == f"http://upstream:{command[command.index('--port') + 1]}"
 
 
 def test_the_readmes_docker_commands_name_the_compose_service():
-    services = compose()["services"]
-    (connector,) = [name for name in services if name != "upstream"]  # named by the rename
-    for command in readme_commands("docker-compose"):
-        if "exec" in command or "run" in command:
-            assert connector in command, command
+    commands = [c for c in readme_commands("docker-compose") if "exec" in c or "run" in c]
+    assert ["docker-compose", "exec", connector_name(), "pytest"] in commands
+    for command in commands:
+        assert connector_name() in command, command
 
 
 # --- CI -------------------------------------------------------------------------------------
@@ -374,7 +383,8 @@ def test_ci_runs_the_suite_the_compose_flow_and_pushes_only_version_tags():
     script = "\n".join(runs)
     for expected in ("python3 -m service.dev test", "docker build", "docker compose up -d",
                      "curl -fsS localhost:5000/people",
-                     "docker compose exec -T connector pytest", "docker compose down"):
+                     f"docker compose exec -T {connector_name()} pytest",
+                     "docker compose down"):
         assert expected in script, expected
     push = workflow["jobs"]["push"]
     assert push["if"] == "startsWith(github.ref, 'refs/tags/v')"
@@ -492,7 +502,7 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
 
         # The connector: the Dockerfile's CMD with its ENV, then compose's environment.
         port = str(free_port())
-        env = {**base_env, **image_env, **compose_environment(services["connector"]),
+        env = {**base_env, **image_env, **compose_environment(services[connector_name()]),
                "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}", "PORT": port}
         cmd = exec_form(final.last("CMD"))
         gunicorn = [str(Path(sys.executable).with_name(cmd[0])), *cmd[1:]]
@@ -512,3 +522,9 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
         assert env["UPSTREAM_TOKEN"] not in log
     finally:
         stop(upstream)
+
+
+def test_pytest_runs_started_by_tests_do_not_inherit_the_images_pytest_options():
+    # The test image's PYTEST_ADDOPTS names service/tests/pytest.ini relative to /app; a
+    # pytest a test starts in a directory of its own would fail to find it (conftest.py).
+    assert "PYTEST_ADDOPTS" not in os.environ
