@@ -1,0 +1,317 @@
+"""The sink benchmark: this connector and a naive sink, side by side, in one run.
+
+Why: issue 3 asks for at least 5 times the entities per second of the approach a sink
+usually starts as. Both competitors run under gunicorn with the contract's command and
+the connector's default settings (1 worker, 8 threads), in front of the demo Records API
+started with ``--latency-ms 5`` (every upstream request takes 5 ms, like a near SaaS API):
+
+- ``naive``: ``create_naive_app`` below, what a first sink looks like: for each entity
+  of a batch, in turn, one ``requests.put`` or ``requests.delete`` (no session, so a new
+  connection each time).
+- ``connector``: this connector (pooled connections, ``SINK_CONCURRENCY`` writes at once),
+  pushed to as an incremental sync and as a full sync with deletion detection on.
+
+The driver pushes the same entities as Sesam's ``json`` sink does: batches of 100,
+one after the other, over one keep-alive session, full syncs ending with an empty batch.
+Before each run the collection is emptied; after it, the upstream is checked to hold
+every entity. The competitors run in rotation, ``--repeat`` times each; medians are
+reported, because the machine is shared and noisy.
+
+From the repository root:
+
+    .venv/bin/python -m service.benchmarks.bench_sink --entities 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "bench-token"
+RESOURCE = "bench"
+BATCH_SIZE = 100
+LATENCY_MS = 5.0
+TARGET_RATIO = 5.0
+COMPETITORS = ("naive", "connector", "connector-full")
+
+
+# --- the naive sink ---------------------------------------------------------------------
+
+
+def create_naive_app() -> Any:
+    """A sink as first written: sequential, one new connection per entity."""
+    import flask
+
+    upstream = os.environ["UPSTREAM_URL"].rstrip("/")
+    headers = {"Authorization": f"Bearer {os.environ['UPSTREAM_TOKEN']}"}
+    app = flask.Flask(__name__)
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    @app.post("/<resource>")
+    def sink(resource: str) -> Any:
+        for entity in flask.request.get_json(force=True):
+            url = f"{upstream}/{resource}/{quote(entity['_id'], safe='')}"
+            if entity.get("_deleted") is True:
+                response = requests.delete(url, headers=headers, timeout=60)
+                if response.status_code not in (204, 404):
+                    response.raise_for_status()
+            else:
+                body = {k: v for k, v in entity.items() if not k.startswith("_")}
+                requests.put(url, json=body, headers=headers, timeout=60).raise_for_status()
+        return {"ok": True}
+
+    return app
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A child process serving HTTP on loopback, stopped with SIGTERM."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
+                 health: str, log: Path) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{self.url}/{health}", timeout=2).status_code < 500:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{name} did not come up in 30s")
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the process and its children (gunicorn's master and workers)."""
+        try:
+            master = psutil.Process(self.process.pid)
+            processes = [master, *master.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_servers(directory: Path, latency_ms: float) -> dict[str, Server]:
+    servers: dict[str, Server] = {}
+    try:
+        port = free_port()
+        servers["upstream"] = Server(
+            "upstream",
+            [sys.executable, "-m", "service.demo_upstream", "--host", "127.0.0.1", "--port",
+             str(port), "--token", TOKEN, "--no-seed", "--latency-ms", str(latency_ms)],
+            dict(os.environ), port, "_admin/stats", directory / "upstream.log",
+        )
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        apps = {"naive": "service.benchmarks.bench_sink:create_naive_app()",
+                "connector": "service.connector:create_app()"}
+        for name, app in apps.items():
+            port = free_port()
+            env = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
+                   and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL", "STATE_DIR")}
+            env.update({"UPSTREAM_URL": servers["upstream"].url, "UPSTREAM_TOKEN": TOKEN,
+                        "PORT": str(port), "STATE_DIR": str(directory / "state"),
+                        "FULL_SYNC_DELETE": "true"})
+            servers[name] = Server(name, [gunicorn, "-c", "service/gunicorn.conf.py", app],
+                                   env, port, "health", directory / f"{name}.log")
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
+# --- the runs ---------------------------------------------------------------------------
+
+
+def make_entities(count: int) -> list[dict[str, Any]]:
+    """About 350 bytes each, with Sesam's reserved fields and typed strings."""
+    return [{
+        "_id": f"e-{i:07d}",
+        "_updated": i,
+        "_hash": f"{i:032x}",
+        "_deleted": False,
+        "name": f"Person {i}",
+        "email": f"person.{i}@example.com",
+        "born": f"~t19{i % 100:02d}-0{i % 9 + 1}-1{i % 10}",
+        "balance": f"~f{i * 7 % 100000}.{i % 100:02d}",
+        "company": f"~:crm:company-{i % 50}",
+        "address": {"street": f"Storgata {i % 300}", "city": "Tromsø", "country": "NO"},
+        "tags": ["customer", "nordic"] if i % 2 else ["supplier"],
+    } for i in range(count)]
+
+
+def reset_collection(upstream: str) -> None:
+    requests.post(f"{upstream}/_admin/reset", json={"seed": False}, timeout=60
+                  ).raise_for_status()
+    requests.post(f"{upstream}/_admin/collections/{RESOURCE}", timeout=60).raise_for_status()
+
+
+def push(url: str, entities: list[dict[str, Any]], full: bool) -> float:
+    """Every batch as Sesam sends it; answers the seconds taken."""
+    batches = [entities[i:i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)]
+    sequence = str(uuid.uuid4())
+    previous: str | None = None
+    with requests.Session() as session:
+        session.headers["Content-Type"] = "application/json; charset=UTF-8"
+        started = time.perf_counter()
+        for number, batch in enumerate([*batches, []] if full else batches):
+            params = {"is_full": str(full).lower(), "sequence_id": sequence,
+                      "request_id": str(uuid.uuid4())}
+            if full:
+                params["is_first"] = str(number == 0).lower()
+                params["is_last"] = str(number == len(batches)).lower()
+                if previous is not None:
+                    params["previous_request_id"] = previous
+            response = session.post(f"{url}/{RESOURCE}", params=params,
+                                    data=json.dumps(batch).encode("utf-8"), timeout=600)
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+            previous = params["request_id"]
+        return time.perf_counter() - started
+
+
+def verify(upstream: str, entities: list[dict[str, Any]]) -> None:
+    records = requests.get(f"{upstream}/_admin/records/{RESOURCE}", timeout=60).json()
+    live = {r["id"] for r in records if not r["deleted"]}
+    missing = len({e["_id"] for e in entities} - live)
+    if missing or len(live) != len(entities):
+        raise RuntimeError(f"the upstream holds {len(live)} records; {missing} entities missing")
+
+
+@dataclasses.dataclass
+class Run:
+    rate: float  # entities per second
+    sink_cpu_ms: float  # CPU milliseconds per entity, in the sink's processes
+    upstream_cpu_ms: float  # the same, in the upstream
+
+
+def run_once(name: str, servers: dict[str, Server], entities: list[dict[str, Any]]) -> Run:
+    upstream = servers["upstream"].url
+    reset_collection(upstream)
+    if name == "connector-full":
+        # Records the full sync did not send, for deletion detection to find.
+        requests.post(f"{upstream}/_admin/records/{RESOURCE}",
+                      json=[{"id": f"stale-{i}"} for i in range(100)], timeout=60
+                      ).raise_for_status()
+    server = servers["naive" if name == "naive" else "connector"]
+    cpu = (server.cpu_seconds(), servers["upstream"].cpu_seconds())
+    seconds = push(server.url, entities, full=name == "connector-full")
+    sink_cpu = server.cpu_seconds() - cpu[0]
+    upstream_cpu = servers["upstream"].cpu_seconds() - cpu[1]
+    verify(upstream, entities)
+    count = len(entities)
+    return Run(count / seconds, sink_cpu * 1000 / count, upstream_cpu * 1000 / count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.benchmarks.bench_sink",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entities", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=LATENCY_MS)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    entities = make_entities(args.entities)
+    runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-sink-") as directory:
+        servers = start_servers(Path(directory), args.latency_ms)
+        try:
+            for _ in range(args.repeat):
+                for name in COMPETITORS:
+                    runs[name].append(run_once(name, servers, entities))
+        finally:
+            for server in servers.values():
+                server.stop()
+    medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
+    sink_cpu = {name: statistics.median(r.sink_cpu_ms for r in values)
+                for name, values in runs.items()}
+    upstream_cpu = {name: statistics.median(r.upstream_cpu_ms for r in values)
+                    for name, values in runs.items()}
+    ratio = medians["connector"] / medians["naive"]
+    result = {
+        "entities": args.entities, "batch_size": BATCH_SIZE, "repeat": args.repeat,
+        "upstream_latency_ms": args.latency_ms,
+        "entities_per_second": {k: round(v, 1) for k, v in medians.items()},
+        "all_runs": {k: [round(r.rate, 1) for r in vs] for k, vs in runs.items()},
+        "sink_cpu_ms_per_entity": {k: round(v, 2) for k, v in sink_cpu.items()},
+        "upstream_cpu_ms_per_entity": {k: round(v, 2) for k, v in upstream_cpu.items()},
+        "ratio_connector_to_naive": round(ratio, 2),
+        "ratio_full_sync_to_naive": round(medians["connector-full"] / medians["naive"], 2),
+        "target_ratio": TARGET_RATIO, "target_met": ratio >= TARGET_RATIO,
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+                   f"Python {platform.python_version()}, load average {load_before:.1f} "
+                   f"before and {os.getloadavg()[0]:.1f} after",
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.entities} entities in batches of {BATCH_SIZE}, upstream latency "
+          f"{args.latency_ms:g} ms per request, median of {args.repeat} runs "
+          f"({result['machine']})")
+    print(f"{'sink':<34} {'entities/s':>10} {'vs naive':>9} {'sink CPU':>9} "
+          f"{'upstream CPU':>13}  (ms per entity)")
+    labels = {"naive": "naive (sequential, no session)",
+              "connector": "connector, incremental",
+              "connector-full": "connector, full sync + deletion"}
+    for name in COMPETITORS:
+        print(f"{labels[name]:<34} {medians[name]:>10.1f} "
+              f"{medians[name] / medians['naive']:>8.1f}x {sink_cpu[name]:>9.2f} "
+              f"{upstream_cpu[name]:>13.2f}")
+    verdict = "met" if result["target_met"] else "NOT met"
+    print(f"target: connector >= {TARGET_RATIO:g}x naive: {verdict} ({ratio:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
