@@ -110,7 +110,7 @@ def test_writes_run_concurrently_but_never_more_than_the_bound():
     outcome = run_writes(jobs, concurrency=4)
     assert outcome.upserts == 40 and not outcome.failures
     assert most == 4
-    assert time.monotonic() - started < 40 * 0.02 / 2
+    assert time.monotonic() - started < 40 * 0.02 * 0.75  # sequential would take 0.8 s
 
 
 def test_after_a_failure_no_new_write_starts_and_the_failure_names_the_id():
