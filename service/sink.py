@@ -383,6 +383,10 @@ def register_sink(
         except Rejected as rejected:
             status = rejected.status
             outcome = f"rejected: {rejected.detail}"
+            if "failed" in rejected.extra:
+                shown = rejected.extra["failed"][:10]
+                outcome += " failed: " + ", ".join(
+                    f"{f['_id']!r} {f['operation']} {f['upstream_status']}" for f in shown)
             return json_error(rejected.status, rejected.error, rejected.detail,
                               **rejected.extra)
         except UpstreamError as error:  # listing live ids for deletion detection
@@ -391,6 +395,10 @@ def register_sink(
             return json_error(status, "Bad Gateway" if status == 502 else "Upstream Timeout",
                               f"listing the upstream's live records failed: {error}",
                               summary=summary)
+        except Exception:
+            status = 500
+            outcome = "failed: unexpected error (logged below)"
+            raise
         finally:
             log.info("sink %s status=%d entities=%d duplicates=%d upserts=%d deletes=%d%s "
                      "seconds=%.3f %s", resource, status, summary["entities"],

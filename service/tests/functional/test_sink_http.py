@@ -297,6 +297,17 @@ def test_the_last_accepted_request_sent_again_is_accepted_again(connector, upstr
     assert ok(sync.send([], is_last=True))["full_sync"]["verdict"] == "continue"
 
 
+def test_the_sequence_survives_a_restart(connector_factory, upstream, tmp_path):
+    state = str(tmp_path / "shared-state")
+    before = connector_factory(STATE_DIR=state)
+    sync = Sync(before, "people")
+    ok(sync.send(people(["p-1"])))
+    after = connector_factory(STATE_DIR=state)  # another gunicorn, as after a restart
+    sync.connector = after
+    assert ok(sync.send(people(["p-2"])))["full_sync"]["verdict"] == "continue"
+    assert "already started" in conflict(after, upstream, {**sync.params(), "is_first": "true"})
+
+
 # --- the upstream failing mid-batch --------------------------------------------------------
 
 
@@ -313,6 +324,8 @@ def test_a_failing_write_is_a_502_naming_it_and_sesams_retry_recovers(connector,
     assert failed_ids and failed_ids <= {"p-5", "a/b"}
     assert all(f["upstream_status"] == 500 for f in error["failed"])
     assert UPSTREAM_TOKEN not in failed.text
+    assert re.search(r"sink people status=502 .*failed: '(p-5|a/b)' put 500",
+                     connector.log_text())
     upstream.clear_faults()
     retried = post(connector, "people", batch, params=params)  # the same request again
     assert ok(retried)["full_sync"]["verdict"] == "continue"
