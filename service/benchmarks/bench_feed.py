@@ -70,6 +70,7 @@ class Run:
     entities: int = 0
     size_bytes: int = 0
     pages: int = 0
+    cpu_seconds: float = 0.0  # the limit's client, or the server's processes
     server_peak_rss: int = 0
     upstream_peak_rss: int = 0
     error: str | None = None
@@ -295,15 +296,29 @@ def run_stream(name: str, url: str) -> Run:
     return run
 
 
+def cpu_seconds(server: Server) -> float:
+    """CPU time of a server's processes: less shaken by a busy machine than wall time."""
+    total = 0.0
+    for process in server.processes():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def measure(name: str, servers: dict[str, Server], interval: float,
             cap_bytes: dict[str, int]) -> Run:
     watched = {key: servers[key] for key in ("upstream", "naive", "connector")}
     gc.collect()
     with RssSampler(watched, interval, cap_bytes) as sampler:
         if name == "limit":
+            cpu_before = time.process_time()
             run = run_limit(servers["upstream"].url)
+            run.cpu_seconds = time.process_time() - cpu_before
         else:
+            cpu_before = cpu_seconds(servers[name])
             run = run_stream(name, f"{servers[name].url}/{RESOURCE}")
+            run.cpu_seconds = cpu_seconds(servers[name]) - cpu_before
     if name in sampler.capped:
         run.error = f"killed: RSS over the {cap_bytes[name] // MB} MB cap"
         run.seconds = None
@@ -352,6 +367,10 @@ class Summary:
                         if run.seconds is not None and run.pages])
 
     @property
+    def cpu_seconds(self) -> float | None:
+        return _median([run.cpu_seconds for run in self.ok])
+
+    @property
     def entities(self) -> int | None:
         counts = {run.entities for run in self.ok}
         return counts.pop() if len(counts) == 1 else None
@@ -373,6 +392,7 @@ class Summary:
         return {
             "competitor": self.competitor, "records": self.records,
             "seconds": self.seconds, "first_byte": self.first_byte,
+            "cpu_seconds": self.cpu_seconds,
             "entities": self.entities, "server_peak_mb": self.server_peak_mb,
             "upstream_peak_mb": self.upstream_peak_mb, "error": self.error,
             "runs": [dataclasses.asdict(run) for run in self.runs],
@@ -384,8 +404,9 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def bench_size(records: int, args: argparse.Namespace, verify_body: bool
-               ) -> dict[str, Summary]:
+def bench_size(records: int, args: argparse.Namespace, verify_body: bool,
+               loads: list[float]) -> dict[str, Summary]:
+    """Every competitor ``args.repeat`` times, in rotation, against fresh servers."""
     runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
     with tempfile.TemporaryDirectory(prefix="bench-feed-") as directory:
         servers = start_servers(records, Path(directory))
@@ -406,10 +427,12 @@ def bench_size(records: int, args: argparse.Namespace, verify_body: bool
                             runs["naive"].append(Run("naive", error=(
                                 f"skipped: over --naive-max-records {args.naive_max_records}")))
                         continue
+                    loads.append(os.getloadavg()[0])  # the machine is shared: say how busy
                     run = measure(name, servers, args.interval, caps)
                     runs[name].append(run)
                     log(f"{records:>9} {name:<9} rep {repetition + 1}: "
                         + (f"{run.seconds:.2f}s first byte {run.first_byte * 1000:.0f}ms "
+                           f"CPU {run.cpu_seconds:.2f}s "
                            f"{run.entities} entities {run.size_bytes / MB:.0f} MB "
                            f"server RSS {run.server_peak_rss / MB:.0f} MB "
                            f"upstream RSS {run.upstream_peak_rss / MB:.0f} MB"
@@ -435,15 +458,17 @@ def _milliseconds(value: float | None) -> str:
     return f"{value * 1000:.0f}" if value is not None else "n/a"
 
 
-def report(results: dict[int, dict[str, Summary]], args: argparse.Namespace) -> str:
+def report(results: dict[int, dict[str, Summary]], args: argparse.Namespace,
+           loads: list[float]) -> str:
     lines = [
-        f"Feed benchmark: {args.repeat} rotation(s), medians; "
+        f"Feed benchmark: medians of {args.repeat} rotation(s); "
         f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.machine()}.",
+        f"{platform.system()} {platform.machine()}; load average "
+        f"{min(loads):.1f} to {max(loads):.1f} while it ran.",
         "",
         "| records | competitor | time (s) | × limit | connector ÷ this | first byte (ms) "
-        "| peak RSS, server (MB) | peak RSS, upstream (MB) | entities |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU (s) | peak RSS, server (MB) | peak RSS, upstream (MB) | entities |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for records, summaries in results.items():
         limit = summaries["limit"].seconds
@@ -451,7 +476,7 @@ def report(results: dict[int, dict[str, Summary]], args: argparse.Namespace) -> 
         for name in COMPETITORS:
             summary = summaries[name]
             if summary.seconds is None:
-                lines.append(f"| {records:,} | {name} | failed: {summary.error} | | | "
+                lines.append(f"| {records:,} | {name} | failed: {summary.error} | | | | "
                              f"| {summary.server_peak_mb:.0f} | {summary.upstream_peak_mb:.0f} "
                              "| |")
                 continue
@@ -459,7 +484,8 @@ def report(results: dict[int, dict[str, Summary]], args: argparse.Namespace) -> 
             lines.append(
                 f"| {records:,} | {name} | {_seconds(summary.seconds)} "
                 f"| {_ratio(summary.seconds, limit)} | {_ratio(connector, summary.seconds)} "
-                f"| {_milliseconds(summary.first_byte)} | {server_rss} "
+                f"| {_milliseconds(summary.first_byte)} | {_seconds(summary.cpu_seconds)} "
+                f"| {server_rss} "
                 f"| {summary.upstream_peak_mb:.0f} | {summary.entities:,} |"
             )
     lines += ["", *targets(results)]
@@ -543,11 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = sorted(set(args.records))
     results: dict[int, dict[str, Summary]] = {}
+    loads: list[float] = []
     for number, records in enumerate(sizes):
         log(f"--- {records:,} records")
-        results[records] = bench_size(records, args, verify_body=number == 0
-                                      and not args.no_verify)
-    text = report(results, args)
+        verify_body = number == 0 and not args.no_verify
+        results[records] = bench_size(records, args, verify_body, loads)
+    loads.append(os.getloadavg()[0])
+    text = report(results, args, loads)
     print(text, flush=True)
     if args.json:
         args.json.write_text(json.dumps(
