@@ -47,7 +47,7 @@ DOCKER = ("Dockerfile", "docker-compose.yml", "docker-compose.yaml", "compose.ym
           "compose.yaml")
 COMPOSE = DOCKER[1:]
 CI = (".github/workflows/*.yml", ".github/workflows/*.yaml", ".ci/*")
-SESAM = ("sesam/**/*.json", "sesam/**/*.conf.json")
+SESAM = ("sesam/**/*.json",)
 DOCS = ("README.md",)
 EVERYWHERE = CODE + DOCKER + CI + SESAM + DOCS
 

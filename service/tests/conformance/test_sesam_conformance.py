@@ -264,7 +264,7 @@ BAD_BATCHES = {
     "an entity without _id": lambda good: [*good, {"name": "no id"}],
     "an _id that is not a string": lambda good: [*good, {"_id": 42}],
     "an entity that is not an object": lambda good: [*good, ["not", "an", "object"]],
-    "a body that is an object": lambda good: {"_id": "alone", **good[0]},
+    "a body that is one entity, not an array": lambda good: good[0],
 }
 
 
