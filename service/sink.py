@@ -276,8 +276,10 @@ def register_sink(
                   "reason": f.reason} for f in failures[:MAX_FAILURES_SHOWN]]
         statuses = sorted({str(f.status) for f in failures})
         detail = (f"{len(failures)} {what} failed upstream (statuses {', '.join(statuses)}); "
-                  f"{outcome.not_attempted} not attempted after the first failure. Nothing "
-                  "of the full-sync sequence advanced: retry the same request.")
+                  f"{outcome.not_attempted} not attempted after the first failure. Every "
+                  "write is idempotent: retry the same request")
+        detail += (" (the full-sync sequence did not advance)." if summary.get("full_sync")
+                   else ".")
         return Rejected(status, "Bad Gateway" if status == 502 else "Upstream Timeout",
                         detail, failed=shown, failed_count=len(failures),
                         not_attempted=outcome.not_attempted, summary=summary)
