@@ -126,8 +126,9 @@ VARIABLES: tuple[Variable, ...] = (
         "Pooled connections to the upstream per worker process.",
     ),
     Variable(
-        "SINK_MAX_BODY_BYTES", _int_between(1, 2**31), "33554432", False,
-        "Largest sink request body accepted (413 above it).",
+        "SINK_MAX_BODY_BYTES", _int_between(1, 2**31), "8388608", False,
+        "Largest sink request body accepted (413 above it); a batch costs about 7 times "
+        "its size in memory while it is handled.",
     ),
     Variable(
         "SINK_CONCURRENCY", _int_between(1, 64), "8", False,
