@@ -298,7 +298,10 @@ def register_sink(
                            f"the body is larger than SINK_MAX_BODY_BYTES ({max_body_bytes} "
                            "bytes); lower the pipe's batch_size") from None
         try:
-            writes, duplicates = prepare_batch(parse_body(data), to_record)
+            entities = parse_body(data)
+            del data  # memory: the text is not needed once parsed
+            writes, duplicates = prepare_batch(entities, to_record)
+            del entities
         except BatchError as error:
             raise Rejected(400, "Bad Request", str(error)) from None
         live = sum(1 for w in writes if w.record is not None)
