@@ -497,7 +497,7 @@ def targets(results: dict[int, dict[str, Summary]]) -> list[str]:
     lines = ["| target | figure | met |", "| --- | --- | --- |"]
 
     def row(target: str, figure: str, met: bool | None) -> None:
-        verdict = "n/a" if met is None else "yes" if met else "NO"
+        verdict = "n/a" if met is None else "yes" if met else "no"
         lines.append(f"| {target} | {figure} | {verdict} |")
 
     size = TARGET_SIZE if TARGET_SIZE in results else max(results)
