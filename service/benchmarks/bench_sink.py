@@ -140,7 +140,8 @@ class Server:
             self.process.wait()
 
 
-def start_servers(directory: Path, latency_ms: float) -> dict[str, Server]:
+def start_servers(directory: Path, latency_ms: float,
+                  settings: dict[str, str] | None = None) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
         port = free_port()
@@ -161,6 +162,8 @@ def start_servers(directory: Path, latency_ms: float) -> dict[str, Server]:
             env.update({"UPSTREAM_URL": servers["upstream"].url, "UPSTREAM_TOKEN": TOKEN,
                         "PORT": str(port), "STATE_DIR": str(directory / "state"),
                         "FULL_SYNC_DELETE": "true"})
+            if name == "connector":
+                env.update(settings or {})
             servers[name] = Server(name, [gunicorn, "-c", "service/gunicorn.conf.py", app],
                                    env, port, "health", directory / f"{name}.log")
     except BaseException:
@@ -259,13 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entities", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=LATENCY_MS)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a connector setting other than its default, e.g. "
+                             "SINK_CONCURRENCY=16")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.set)
     entities = make_entities(args.entities)
     runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-sink-") as directory:
-        servers = start_servers(Path(directory), args.latency_ms)
+        servers = start_servers(Path(directory), args.latency_ms, settings)
         try:
             for _ in range(args.repeat):
                 for name in COMPETITORS:
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = medians["connector"] / medians["naive"]
     result = {
         "entities": args.entities, "batch_size": BATCH_SIZE, "repeat": args.repeat,
-        "upstream_latency_ms": args.latency_ms,
+        "upstream_latency_ms": args.latency_ms, "connector_settings": settings,
         "entities_per_second": {k: round(v, 1) for k, v in medians.items()},
         "all_runs": {k: [round(r.rate, 1) for r in vs] for k, vs in runs.items()},
         "sink_cpu_ms_per_entity": {k: round(v, 2) for k, v in sink_cpu.items()},
@@ -299,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.entities} entities in batches of {BATCH_SIZE}, upstream latency "
           f"{args.latency_ms:g} ms per request, median of {args.repeat} runs "
           f"({result['machine']})")
+    if settings:
+        print("connector settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
     print(f"{'sink':<34} {'entities/s':>10} {'vs naive':>9} {'sink CPU':>9} "
           f"{'upstream CPU':>13}  (ms per entity)")
     labels = {"naive": "naive (sequential, no session)",
