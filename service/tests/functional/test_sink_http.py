@@ -104,7 +104,7 @@ def test_deleting_a_record_that_is_already_gone_is_fine(connector, upstream):
 
 @pytest.mark.parametrize("content_type", [
     "application/json", "application/json; charset=UTF-8", "application/json;charset=utf-8",
-    "text/plain", None,
+    "text/plain", "application/x-www-form-urlencoded", None,
 ])
 def test_the_body_is_read_whatever_the_content_type_says(connector, upstream, content_type):
     headers = {} if content_type is None else {"Content-Type": content_type}
