@@ -98,7 +98,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOG_LEVEL", _log_level, "INFO", False, "DEBUG, INFO, WARNING or ERROR."),
     Variable(
         "WORKERS", _int_between(1, 64), "1", False,
-        "Gunicorn worker processes (each costs about 35 MB).",
+        "Gunicorn worker processes (each about 40 to 55 MB RSS).",
     ),
     Variable("THREADS", _int_between(1, 256), "8", False, "Threads per gunicorn worker."),
     Variable(

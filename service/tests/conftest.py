@@ -187,7 +187,11 @@ def start_connector(upstream_url: str, directory: Path, **extra: str
         process = subprocess.Popen([gunicorn, *GUNICORN_COMMAND[1:]], cwd=ROOT, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/health", process, log)
+    try:
+        wait_until_up(f"{url}/health", process, log)
+    except BaseException:
+        stop(process)
+        raise
     return process, Connector(url, log)
 
 
