@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from service.connector import Records
 from service.sink import BatchError
@@ -13,6 +14,7 @@ from service.sink import Write
 from service.sink import parse_body
 from service.sink import prepare_batch
 from service.sink import run_writes
+from service.upstream import UpstreamClient
 from service.upstream import UpstreamError
 from service.upstream import UpstreamTimeout
 
@@ -131,3 +133,25 @@ def test_a_timeout_is_marked_as_one():
         raise UpstreamTimeout("upstream timed out: PUT .../a")
     outcome = run_writes([("a", "put", slow)], concurrency=8)
     assert outcome.failures[0].timeout and outcome.failures[0].status is None
+
+
+# --- the upstream client, as the sink's writes use it ----------------------------------------
+
+
+def test_a_netrc_entry_for_the_upstream_does_not_replace_the_bearer_token(tmp_path,
+                                                                         monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine records.example login someone password other\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client = UpstreamClient("http://records.example", "the-token")
+    prepared = client.session.prepare_request(
+        requests.Request("PUT", client.url("people", "p-1"), json={}))
+    assert prepared.headers["Authorization"] == "Bearer the-token"
+
+
+def test_proxy_variables_are_read_once_when_the_client_is_made(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    client = UpstreamClient("http://records.example", "the-token")
+    monkeypatch.delenv("HTTP_PROXY")
+    assert client.session.proxies["http"] == "http://proxy.example:3128"
