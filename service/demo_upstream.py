@@ -919,6 +919,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tie-size", type=int, default=1000, help="records per shared time")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay per API request")
+    parser.add_argument(
+        "--server",
+        choices=("werkzeug", "gunicorn"),
+        default="werkzeug",
+        help="werkzeug closes every connection; gunicorn (one process, threaded) keeps "
+        "them alive, as a real API would: the benchmarks use it",
+    )
     return parser.parse_args(argv)
 
 
@@ -937,11 +944,32 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"demo upstream: {exc}", file=sys.stderr)
         return 2
+    if args.server == "gunicorn":
+        return _serve_with_gunicorn(app, args.host, args.port)
     server = make_server(args.host, args.port, app, threaded=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"demo upstream listening on http://{host}:{server.server_port}", flush=True)
     server.serve_forever()  # returns on KeyboardInterrupt (Ctrl-C, or SIGTERM below)
+    return 0
+
+
+def _serve_with_gunicorn(app: flask.Flask, host: str, port: int) -> int:
+    """One worker (the data lives in its memory), threaded, with keep-alive."""
+    from gunicorn.app.base import BaseApplication
+
+    class DemoServer(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {"bind": f"{host}:{port}", "workers": 1, "threads": 16,
+                               "worker_class": "gthread", "keepalive": 75,
+                               "loglevel": "warning"}.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> flask.Flask:
+            return app
+
+    print(f"demo upstream listening on http://{host}:{port} (gunicorn)", flush=True)
+    DemoServer().run()
     return 0
 
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from typing import Any
+from typing import TypeVar
 
 from flask import Flask
 from flask import Response
@@ -33,6 +36,8 @@ from werkzeug.exceptions import NotFound
 from service.upstream import UpstreamError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 TOKEN = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)(?:_((?:[0-9a-f]{2})+))?")
@@ -124,6 +129,64 @@ def entity_chunks(
             return
 
 
+class Prefetched(Iterator[T]):
+    """Fetch the next upstream page while the current one is written: one page ahead.
+
+    The upstream's time and the connector's own then overlap instead of adding up. The
+    source runs in one background thread; its errors surface here, in order, after the
+    pages before them. ``close()`` stops it (the limit reached, the client gone).
+    """
+
+    def __init__(self, source: Iterator[T]) -> None:
+        self._slot: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(source,),
+                                        name="feed-prefetch", daemon=True)
+        self._thread.start()
+
+    def _offer(self, item: Any, error: BaseException | None = None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._slot.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, source: Iterator[T]) -> None:
+        try:
+            for page in source:
+                if not self._offer(page):
+                    return
+            self._offer(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            self._offer(None, error)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        item, error = self._slot.get()
+        if error is not None:
+            self._done = True
+            raise error
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+
+
+_END = object()
+
+
 def register_feed(
     app: Flask,
     *,
@@ -149,16 +212,17 @@ def register_feed(
         size = page_size if limit is None or since is not None else min(page_size, limit)
         stats = {"entities": 0}
         started = time.monotonic()
+        upstream_pages = Prefetched(pages(resource, updated_since, size))
         chunks = entity_chunks(
-            pages(resource, updated_since, size),
+            upstream_pages,
             since=since, limit=limit, position=position, to_entity=to_entity, stats=stats,
         )
         try:
             head = next(chunks)  # the first upstream page, before any byte is sent
         except StopIteration:
             head = None
-        except (UpstreamError, FeedError):
-            chunks.close()
+        except BaseException:
+            upstream_pages.close()
             raise
 
         def generate() -> Iterator[str]:
@@ -177,6 +241,7 @@ def register_feed(
                           resource, stats["entities"], error)
                 raise
             finally:
+                upstream_pages.close()
                 log.info("feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
                          resource, since, limit, stats["entities"],
                          time.monotonic() - started, outcome)

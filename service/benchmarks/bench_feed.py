@@ -174,7 +174,8 @@ def start_servers(records: int, directory: Path) -> dict[str, Server]:
     upstream = Server(
         "upstream",
         [sys.executable, "-m", "service.demo_upstream", "--synthetic", f"{RESOURCE}={records}",
-         "--no-seed", "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN],
+         "--no-seed", "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN,
+         "--server", "gunicorn"],
         dict(os.environ), port, "_admin/health", directory / "upstream.log",
     )
     servers = {"upstream": upstream}

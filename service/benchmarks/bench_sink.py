@@ -153,7 +153,8 @@ def start_servers(directory: Path, latency_ms: float,
         servers["upstream"] = Server(
             "upstream",
             [sys.executable, "-m", "service.demo_upstream", "--host", "127.0.0.1", "--port",
-             str(port), "--token", TOKEN, "--no-seed", "--latency-ms", str(latency_ms)],
+             str(port), "--token", TOKEN, "--no-seed", "--latency-ms", str(latency_ms),
+             "--server", "gunicorn"],
             dict(os.environ), port, "_admin/stats", directory / "upstream.log",
         )
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
