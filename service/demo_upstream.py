@@ -559,6 +559,9 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
         if latency_ms:
             time.sleep(latency_ms / 1000)
         if storm is not None:
+            if storm["mode"] == "drop":
+                flask.request.environ[DROP_ENVIRON_KEY] = True
+                return error_response(500, "dropped")
             return _fault_response(storm["status"], storm["retry_after"])
         scheme, _, given = flask.request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -725,8 +728,12 @@ def parse_faults(body: object) -> dict[str, Any]:
             raise InvalidRequest("latency_ms must be a number >= 0")
         parsed["latency_ms"] = spec["latency_ms"]
     if spec.get("storm") is not None:
-        storm = _require_keys(spec["storm"], "storm", {"status", "count", "retry_after"})
+        storm = _require_keys(spec["storm"], "storm",
+                              {"status", "count", "retry_after", "mode"})
         status = _status(storm)
+        storm_mode = storm.get("mode", "status")
+        if storm_mode not in ("status", "drop"):
+            raise InvalidRequest('storm.mode must be "status" or "drop"')
         retry_after = storm.get("retry_after", 1 if status == 429 else None)
         if retry_after is not None and not _is_number(retry_after):
             raise InvalidRequest("storm.retry_after must be a number >= 0 or null")
@@ -734,7 +741,8 @@ def parse_faults(body: object) -> dict[str, Any]:
             raise InvalidRequest("storm.count must be an integer >= 0")
         active = storm["count"] > 0
         parsed["storm"] = (
-            {"status": status, "count": storm["count"], "retry_after": retry_after}
+            {"status": status, "count": storm["count"], "retry_after": retry_after,
+             "mode": storm_mode}
             if active
             else None
         )

@@ -125,6 +125,13 @@ def test_the_client_rides_out_a_storm(connector, upstream, storm):
     assert upstream.stats()["faulted"] >= storm["count"]
 
 
+def test_the_client_rides_out_dropped_connections(connector, upstream):
+    expected = pull(connector, "people")
+    upstream.faults(storm={"status": 500, "count": 2, "retry_after": None, "mode": "drop"})
+    assert pull(connector, "people") == expected
+    assert upstream.stats()["faulted"] == 2
+
+
 def test_a_failure_before_the_first_byte_is_a_json_502_naming_status_and_url(
         connector, upstream):
     upstream.faults(storm={"status": 429, "count": 1000, "retry_after": 3600})
@@ -161,6 +168,18 @@ def test_a_failure_after_the_first_page_breaks_the_body(connector, upstream):
         json.loads(body)
     log = connector.log_text()
     assert "feed bulk broken" in log and "500" in log and "/bulk" in log
+
+
+def test_connections_dropped_for_good_after_the_first_page_break_the_body(connector,
+                                                                         upstream):
+    seed_tie_run(upstream, size=600)
+    upstream.faults(fail_after_pages={"pages": 1, "mode": "drop"})
+    response, body, broken = read_broken(connector, "bulk")
+    assert response.status_code == 200
+    assert broken
+    with pytest.raises(ValueError):
+        json.loads(body)
+    assert "feed bulk broken" in connector.log_text()
 
 
 def test_an_unknown_collection_is_a_json_404(connector):
