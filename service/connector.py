@@ -108,26 +108,14 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    client = UpstreamClient(
-        settings.upstream_url,
-        settings.upstream_token,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        retries=settings.upstream_retries,
-        retry_budget=settings.upstream_retry_budget,
-        pool_size=settings.upstream_pool_size,
-    )
-    records = Records(client, page_size=settings.upstream_page_size)
+    records = Records(UpstreamClient.from_settings(settings),
+                      page_size=settings.upstream_page_size)
     register_error_handlers(app)
     register_health(app)
-    register_feed(app, collection=COLLECTION, pages=records.pages, position=records.position,
-                  to_entity=records.to_entity, page_size=settings.upstream_page_size)
-    register_sink(app, collection=COLLECTION, to_record=records.to_record,
-                  upsert=records.upsert, delete=records.delete, live_ids=records.live_ids,
-                  max_body_bytes=settings.sink_max_body_bytes,
-                  concurrency=settings.sink_concurrency, state_dir=settings.state_dir,
-                  full_sync_delete=settings.full_sync_delete,
-                  allow_empty_delete=settings.full_sync_allow_empty_delete)
+    register_feed(app, settings, collection=COLLECTION, pages=records.pages,
+                  position=records.position, to_entity=records.to_entity)
+    register_sink(app, settings, collection=COLLECTION, to_record=records.to_record,
+                  upsert=records.upsert, delete=records.delete, live_ids=records.live_ids)
     return app
 
 

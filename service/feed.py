@@ -33,6 +33,7 @@ from flask import stream_with_context
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import NotFound
 
+from service.config import Settings
 from service.upstream import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -189,14 +190,15 @@ _END = object()
 
 def register_feed(
     app: Flask,
+    settings: Settings,
     *,
     collection: re.Pattern[str],
     pages: Callable[[str, str | None, int], Iterator[list[dict[str, Any]]]],
     position: Callable[[dict[str, Any]], tuple[str, str]],
     to_entity: Callable[[dict[str, Any]], dict[str, Any]],
-    page_size: int,
 ) -> None:
     """``GET /<resource>``: the feed of one upstream collection."""
+    page_size = settings.upstream_page_size
 
     @app.get("/<resource>")
     def feed(resource: str) -> Response:

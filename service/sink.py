@@ -39,6 +39,7 @@ from flask import jsonify
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from service.config import Settings
 from service.errors import json_error
 from service.feed import check_collection
 from service.sequences import SequenceConflict
@@ -231,19 +232,20 @@ def _chunks(values: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def register_sink(
     app: Flask,
+    settings: Settings,
     *,
     collection: re.Pattern[str],
     to_record: Callable[[dict[str, Any]], dict[str, Any]],
     upsert: Callable[[str, str, dict[str, Any]], Any],
     delete: Callable[[str, str], Any],
     live_ids: Callable[[str], Iterable[str]],
-    max_body_bytes: int,
-    concurrency: int,
-    state_dir: str,
-    full_sync_delete: bool,
-    allow_empty_delete: bool,
 ) -> None:
     """``POST /<resource>``: the sink of one upstream collection."""
+    max_body_bytes = settings.sink_max_body_bytes
+    concurrency = settings.sink_concurrency
+    state_dir = settings.state_dir
+    full_sync_delete = settings.full_sync_delete
+    allow_empty_delete = settings.full_sync_allow_empty_delete
     try:
         store = SequenceStore(state_dir)
     except (OSError, sqlite3.Error) as error:

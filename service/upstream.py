@@ -23,6 +23,8 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import ResponseError
 from urllib3.util.retry import Retry
 
+from service.config import Settings
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -142,6 +144,18 @@ class UpstreamClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamClient:
+        return cls(
+            settings.upstream_url,
+            settings.upstream_token,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            retries=settings.upstream_retries,
+            retry_budget=settings.upstream_retry_budget,
+            pool_size=settings.upstream_pool_size,
+        )
 
     def url(self, *segments: str) -> str:
         return "/".join([self.base_url, *(segment(s) for s in segments)])
