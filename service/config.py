@@ -97,53 +97,89 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PORT", _int_between(1, 65535), "5000", False, "Port gunicorn binds on 0.0.0.0."),
     Variable("LOG_LEVEL", _log_level, "INFO", False, "DEBUG, INFO, WARNING or ERROR."),
     Variable(
-        "WORKERS", _int_between(1, 64), "1", False,
+        "WORKERS",
+        _int_between(1, 64),
+        "1",
+        False,
         "Gunicorn worker processes (each about 40 to 55 MB RSS).",
     ),
     Variable("THREADS", _int_between(1, 256), "8", False, "Threads per gunicorn worker."),
     Variable(
-        "UPSTREAM_PAGE_SIZE", _int_between(1, 1000), "1000", False,
+        "UPSTREAM_PAGE_SIZE",
+        _int_between(1, 1000),
+        "1000",
+        False,
         "Records asked for per upstream list request.",
     ),
     Variable(
-        "UPSTREAM_CONNECT_TIMEOUT", _seconds, "10", False,
+        "UPSTREAM_CONNECT_TIMEOUT",
+        _seconds,
+        "10",
+        False,
         "Seconds to wait for a connection to the upstream.",
     ),
     Variable(
-        "UPSTREAM_READ_TIMEOUT", _seconds, "60", False,
+        "UPSTREAM_READ_TIMEOUT",
+        _seconds,
+        "60",
+        False,
         "Seconds to wait for an upstream answer.",
     ),
     Variable(
-        "UPSTREAM_RETRIES", _int_between(0, 100), "10", False,
+        "UPSTREAM_RETRIES",
+        _int_between(0, 100),
+        "10",
+        False,
         "Retries of one upstream request (429, 502, 503, 504, dropped connections).",
     ),
     Variable(
-        "UPSTREAM_RETRY_BUDGET", _seconds, "120", False,
+        "UPSTREAM_RETRY_BUDGET",
+        _seconds,
+        "120",
+        False,
         "Most seconds one upstream request may spend waiting between retries.",
     ),
     Variable(
-        "UPSTREAM_POOL_SIZE", _int_between(1, 256), "32", False,
+        "UPSTREAM_POOL_SIZE",
+        _int_between(1, 256),
+        "32",
+        False,
         "Pooled connections to the upstream per worker process.",
     ),
     Variable(
-        "SINK_MAX_BODY_BYTES", _int_between(1, 2**31), "8388608", False,
+        "SINK_MAX_BODY_BYTES",
+        _int_between(1, 2**31),
+        "8388608",
+        False,
         "Largest sink request body accepted (413 above it); a batch costs about 7 times "
         "its size in memory while it is handled.",
     ),
     Variable(
-        "SINK_CONCURRENCY", _int_between(1, 64), "8", False,
+        "SINK_CONCURRENCY",
+        _int_between(1, 64),
+        "8",
+        False,
         "Upstream writes in flight at once for one sink batch.",
     ),
     Variable(
-        "STATE_DIR", _directory, "/tmp/connector-state", False,
+        "STATE_DIR",
+        _directory,
+        "/tmp/connector-state",
+        False,
         "Directory for the full-sync sequence state (an SQLite file).",
     ),
     Variable(
-        "FULL_SYNC_DELETE", _bool, "false", False,
+        "FULL_SYNC_DELETE",
+        _bool,
+        "false",
+        False,
         "Delete upstream records a full sync did not send, when it ends.",
     ),
     Variable(
-        "FULL_SYNC_ALLOW_EMPTY_DELETE", _bool, "false", False,
+        "FULL_SYNC_ALLOW_EMPTY_DELETE",
+        _bool,
+        "false",
+        False,
         "Let a full sync that sent no entities delete every record.",
     ),
 )
@@ -203,9 +239,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_connector", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._connector = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)

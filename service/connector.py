@@ -39,8 +39,9 @@ class Records:
         self.client = client
         self.page_size = page_size
 
-    def pages(self, resource: str, updated_since: str | None,
-              page_size: int) -> Iterator[list[dict[str, Any]]]:
+    def pages(
+        self, resource: str, updated_since: str | None, page_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
         """FORK: how to page through the upstream, in (updated_at, id) order.
 
         With ``updated_since`` (inclusive), every change including deletions; without
@@ -53,8 +54,7 @@ class Records:
         while True:
             body = self.client.get_json(url, params)
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                raise UpstreamError(f"upstream list answer has no data list: GET {url}",
-                                    url=url)
+                raise UpstreamError(f"upstream list answer has no data list: GET {url}", url=url)
             yield body["data"]
             cursor = body.get("next_cursor")
             if not cursor:
@@ -86,13 +86,13 @@ class Records:
 
     def upsert(self, resource: str, record_id: str, record: dict[str, Any]) -> None:
         """FORK: create or replace one record (idempotent: Sesam retries batches)."""
-        self.client.request("PUT", self.client.url(resource, record_id), json_body=record,
-                            ok=(200, 201, 204))
+        self.client.request(
+            "PUT", self.client.url(resource, record_id), json_body=record, ok=(200, 201, 204)
+        )
 
     def delete(self, resource: str, record_id: str) -> None:
         """FORK: delete one record; one that is already gone (404) counts as done."""
-        self.client.request("DELETE", self.client.url(resource, record_id),
-                            ok=(200, 204, 404))
+        self.client.request("DELETE", self.client.url(resource, record_id), ok=(200, 204, 404))
 
     def live_ids(self, resource: str) -> Iterator[str]:
         """FORK: the ids of every live record, for a full sync's deletion detection."""
@@ -108,14 +108,26 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    records = Records(UpstreamClient.from_settings(settings),
-                      page_size=settings.upstream_page_size)
+    records = Records(UpstreamClient.from_settings(settings), page_size=settings.upstream_page_size)
     register_error_handlers(app)
     register_health(app)
-    register_feed(app, settings, collection=COLLECTION, pages=records.pages,
-                  position=records.position, to_entity=records.to_entity)
-    register_sink(app, settings, collection=COLLECTION, to_record=records.to_record,
-                  upsert=records.upsert, delete=records.delete, live_ids=records.live_ids)
+    register_feed(
+        app,
+        settings,
+        collection=COLLECTION,
+        pages=records.pages,
+        position=records.position,
+        to_entity=records.to_entity,
+    )
+    register_sink(
+        app,
+        settings,
+        collection=COLLECTION,
+        to_record=records.to_record,
+        upsert=records.upsert,
+        delete=records.delete,
+        live_ids=records.live_ids,
+    )
     return app
 
 

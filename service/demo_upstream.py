@@ -728,8 +728,7 @@ def parse_faults(body: object) -> dict[str, Any]:
             raise InvalidRequest("latency_ms must be a number >= 0")
         parsed["latency_ms"] = spec["latency_ms"]
     if spec.get("storm") is not None:
-        storm = _require_keys(spec["storm"], "storm",
-                              {"status", "count", "retry_after", "mode"})
+        storm = _require_keys(spec["storm"], "storm", {"status", "count", "retry_after", "mode"})
         status = _status(storm)
         storm_mode = storm.get("mode", "status")
         if storm_mode not in ("status", "drop"):
@@ -741,8 +740,12 @@ def parse_faults(body: object) -> dict[str, Any]:
             raise InvalidRequest("storm.count must be an integer >= 0")
         active = storm["count"] > 0
         parsed["storm"] = (
-            {"status": status, "count": storm["count"], "retry_after": retry_after,
-             "mode": storm_mode}
+            {
+                "status": status,
+                "count": storm["count"],
+                "retry_after": retry_after,
+                "mode": storm_mode,
+            }
             if active
             else None
         )
@@ -968,9 +971,14 @@ def _serve_with_gunicorn(app: flask.Flask, host: str, port: int) -> int:
 
     class DemoServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in {"bind": f"{host}:{port}", "workers": 1, "threads": 16,
-                               "worker_class": "gthread", "keepalive": 75,
-                               "loglevel": "warning"}.items():
+            for key, value in {
+                "bind": f"{host}:{port}",
+                "workers": 1,
+                "threads": 16,
+                "worker_class": "gthread",
+                "keepalive": 75,
+                "loglevel": "warning",
+            }.items():
                 self.cfg.set(key, value)
 
         def load(self) -> flask.Flask:

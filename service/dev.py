@@ -40,10 +40,8 @@ def ensure_venv() -> Path:
         print(f"creating {VENV.name}/", flush=True)
         venv.create(VENV, with_pip=True)
     python = str(venv_python())
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-                   check=True)
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
-                   check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True)
     stamp.write_text(digest)
     return venv_python()
 
@@ -71,15 +69,16 @@ def run() -> int:
     env["DEMO_UPSTREAM_TOKEN"] = token
     port = env.setdefault("PORT", "5000")
     upstream = subprocess.Popen(
-        [str(python), "-m", "service.demo_upstream", "--port", upstream_port], cwd=ROOT,
+        [str(python), "-m", "service.demo_upstream", "--port", upstream_port],
+        cwd=ROOT,
         env=env,
     )
-    connector = subprocess.Popen([str(python.with_name("gunicorn")), *GUNICORN_ARGS],
-                                 cwd=ROOT, env=env)
+    connector = subprocess.Popen(
+        [str(python.with_name("gunicorn")), *GUNICORN_ARGS], cwd=ROOT, env=env
+    )
     try:
         wait_for(f"http://127.0.0.1:{port}/health")
-        print(f"\nready: curl http://localhost:{port}/people   (Ctrl-C stops both)\n",
-              flush=True)
+        print(f"\nready: curl http://localhost:{port}/people   (Ctrl-C stops both)\n", flush=True)
         while upstream.poll() is None and connector.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -98,8 +97,16 @@ def run() -> int:
 
 def test(args: list[str]) -> int:
     python = ensure_venv()
-    command = [str(python), "-m", "pytest", "-c", "service/tests/pytest.ini",
-               "--rootdir", "service/tests", *(args or ["service/tests"])]
+    command = [
+        str(python),
+        "-m",
+        "pytest",
+        "-c",
+        "service/tests/pytest.ini",
+        "--rootdir",
+        "service/tests",
+        *(args or ["service/tests"]),
+    ]
     return subprocess.run(command, cwd=ROOT).returncode
 
 

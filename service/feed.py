@@ -51,8 +51,10 @@ class FeedError(Exception):
 def make_token(updated_at: str, record_id: str) -> str:
     """The ``_updated`` of a record: unique, and string order is feed order."""
     if not TIMESTAMP.fullmatch(updated_at):
-        raise FeedError(f"record {record_id!r} has updated_at {updated_at!r}, "
-                        "not in the form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+        raise FeedError(
+            f"record {record_id!r} has updated_at {updated_at!r}, "
+            "not in the form YYYY-MM-DDTHH:MM:SS.ffffffZ"
+        )
     return f"{updated_at}_{record_id.encode('utf-8').hex()}"
 
 
@@ -119,8 +121,9 @@ def entity_chunks(
                 if remaining == 0:
                     break
         if entities:
-            text = json.dumps(entities, ensure_ascii=False, allow_nan=False,
-                              separators=(",", ":"))[1:-1]
+            text = json.dumps(entities, ensure_ascii=False, allow_nan=False, separators=(",", ":"))[
+                1:-1
+            ]
             stats["entities"] += len(entities)
             yield text if first else "," + text
             first = False
@@ -142,8 +145,9 @@ class Prefetched(Iterator[T]):
         self._slot: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._done = False
-        self._thread = threading.Thread(target=self._produce, args=(source,),
-                                        name="feed-prefetch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._produce, args=(source,), name="feed-prefetch", daemon=True
+        )
         self._thread.start()
 
     def _offer(self, item: Any, error: BaseException | None = None) -> bool:
@@ -217,7 +221,11 @@ def register_feed(
         upstream_pages = Prefetched(pages(resource, updated_since, size))
         chunks = entity_chunks(
             upstream_pages,
-            since=since, limit=limit, position=position, to_entity=to_entity, stats=stats,
+            since=since,
+            limit=limit,
+            position=position,
+            to_entity=to_entity,
+            stats=stats,
         )
         try:
             head = next(chunks)  # the first upstream page, before any byte is sent
@@ -239,14 +247,24 @@ def register_feed(
                 yield "]"
                 outcome = "ok"
             except (UpstreamError, FeedError) as error:
-                log.error("feed %s broken after %d entities, closing without ']': %s",
-                          resource, stats["entities"], error)
+                log.error(
+                    "feed %s broken after %d entities, closing without ']': %s",
+                    resource,
+                    stats["entities"],
+                    error,
+                )
                 raise
             finally:
                 upstream_pages.close()
-                log.info("feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
-                         resource, since, limit, stats["entities"],
-                         time.monotonic() - started, outcome)
+                log.info(
+                    "feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
+                    resource,
+                    since,
+                    limit,
+                    stats["entities"],
+                    time.monotonic() - started,
+                    outcome,
+                )
 
         return Response(stream_with_context(generate()), mimetype="application/json")
 

@@ -28,23 +28,56 @@ ORIGINAL = "connector"
 SESAM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
 # service/ modules that are plumbing, and names the layout needs; a connector may not take
 # them. Any other module or package already in service/ is refused too (see rename()).
-RESERVED = frozenset({
-    "config", "feed", "sink", "upstream", "errors", "dev", "rename", "runner", "sesam_runner",
-    "demo_upstream", "gunicorn", "gunicorn_conf", "tests", "conftest", "service",
-    "health", "logging", "transit", "sequences", "state", "conformance", "main",
-})
+RESERVED = frozenset(
+    {
+        "config",
+        "feed",
+        "sink",
+        "upstream",
+        "errors",
+        "dev",
+        "rename",
+        "runner",
+        "sesam_runner",
+        "demo_upstream",
+        "gunicorn",
+        "gunicorn_conf",
+        "tests",
+        "conftest",
+        "service",
+        "health",
+        "logging",
+        "transit",
+        "sequences",
+        "state",
+        "conformance",
+        "main",
+    }
+)
 # The rename tool and its tests speak of the original name on purpose: never rewritten.
-LEFT_ALONE = frozenset({
-    "service/rename.py",
-    "service/tests/functional/test_rename.py",
-    "service/tests/unit/test_rename_rules.py",
-})
-SKIPPED_DIRS = frozenset({".git", ".venv", "venv", "__pycache__", "node_modules",
-                          ".ruff_cache", ".pytest_cache", ".mypy_cache", ".benchmarks"})
+LEFT_ALONE = frozenset(
+    {
+        "service/rename.py",
+        "service/tests/functional/test_rename.py",
+        "service/tests/unit/test_rename_rules.py",
+    }
+)
+SKIPPED_DIRS = frozenset(
+    {
+        ".git",
+        ".venv",
+        "venv",
+        "__pycache__",
+        "node_modules",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".benchmarks",
+    }
+)
 
 CODE = ("service/**/*.py", "service/**/*.ini", "service/**/*.toml")
-DOCKER = ("Dockerfile", "docker-compose.yml", "docker-compose.yaml", "compose.yml",
-          "compose.yaml")
+DOCKER = ("Dockerfile", "docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
 COMPOSE = DOCKER[1:]
 CI = (".github/workflows/*.yml", ".github/workflows/*.yaml", ".ci/*")
 SESAM = ("sesam/**/*.json",)
@@ -68,40 +101,85 @@ class Place:
 
 
 PLACES = (
-    Place(EVERYWHERE, r"\bservice\.{module}\b", "service.{module}",
-          "the module in imports and the gunicorn command"),
-    Place(EVERYWHERE, r"\bservice/{module}\.py\b", "service/{module}.py",
-          "the module's path"),
-    Place(EVERYWHERE, r"\btest_{module}\.py\b", "test_{module}.py",
-          "its tests' file name"),
-    Place(COMPOSE, r"(?m)^(\s+){name}:(\s*(?:#.*)?)$", r"\g<1>{name}:\g<2>",
-          "the compose service key"),
-    Place(COMPOSE + DOCS + CI, r"(?mi)^(\s*(?:-\s*)?image:\s*[\"']?[^\s\"']*?)\b{name}\b",
-          r"\g<1>{name}", "the image name"),
-    Place(CODE, r"((?:\bservices|\[\s*[\"']services[\"']\s*\])\s*\[\s*[\"']){name}([\"'])",
-          r"\g<1>{name}\g<2>", "the compose service in tests that read docker-compose.yml"),
-    Place(COMPOSE, r"(?m)^(\s*container_name:\s*[\"']?[^\s\"']*?)\b{name}\b", r"\g<1>{name}",
-          "the container name"),
-    Place(DOCS + CI + DOCKER + CODE,
-          r"\b(docker[- ]compose(?:\s+-{1,2}\S+)*\s+"
-          r"(?:exec|run|logs|restart|stop|start|build|up|down|ps|kill|rm|pull|push)"
-          r"(?:\s+-{1,2}\S+)*\s+){name}\b",
-          r"\g<1>{name}", "docker-compose commands naming the service"),
-    Place(DOCS + CI, r"(\s(?:-t|--tag)[ =][^\s:]*?)\b{name}\b", r"\g<1>{name}",
-          "image tags in docker build commands"),
-    Place(SESAM, r'("(?:_id|system|image)"\s*:\s*"[^"]*?)\b{name}\b', r"\g<1>{name}",
-          "the Sesam system id, its image, and the pipes' ids and system"),
-    Place(SESAM, r"(\"url\"\s*:\s*\"[a-z]+://[^\"/]*?)\b{name}\b", r"\g<1>{name}",
-          "URLs that reach the connector by its name"),
-    Place(EVERYWHERE, r"(\bsesam/[\w./-]*?)\b{name}\b", r"\g<1>{name}",
-          "paths of the Sesam config files (moved: see plan())"),
-    Place(DOCS + CI + DOCKER,
-          r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
-          r"\g<1>{name}", "image references in prose (sesam-community/connector:1.0.0)"),
-    Place(DOCS, r"(`[a-z0-9_-]*?)\b{name}\b(?=[a-z0-9_-]*`)", r"\g<1>{name}",
-          "`quoted` pipe and system ids and compose service names"),
-    Place(DOCS, r"\A# (?:The reference Sesam connector|{name}: a Sesam connector)",
-          "# {name}: a Sesam connector", "the README title"),
+    Place(
+        EVERYWHERE,
+        r"\bservice\.{module}\b",
+        "service.{module}",
+        "the module in imports and the gunicorn command",
+    ),
+    Place(EVERYWHERE, r"\bservice/{module}\.py\b", "service/{module}.py", "the module's path"),
+    Place(EVERYWHERE, r"\btest_{module}\.py\b", "test_{module}.py", "its tests' file name"),
+    Place(
+        COMPOSE, r"(?m)^(\s+){name}:(\s*(?:#.*)?)$", r"\g<1>{name}:\g<2>", "the compose service key"
+    ),
+    Place(
+        COMPOSE + DOCS + CI,
+        r"(?mi)^(\s*(?:-\s*)?image:\s*[\"']?[^\s\"']*?)\b{name}\b",
+        r"\g<1>{name}",
+        "the image name",
+    ),
+    Place(
+        CODE,
+        r"((?:\bservices|\[\s*[\"']services[\"']\s*\])\s*\[\s*[\"']){name}([\"'])",
+        r"\g<1>{name}\g<2>",
+        "the compose service in tests that read docker-compose.yml",
+    ),
+    Place(
+        COMPOSE,
+        r"(?m)^(\s*container_name:\s*[\"']?[^\s\"']*?)\b{name}\b",
+        r"\g<1>{name}",
+        "the container name",
+    ),
+    Place(
+        DOCS + CI + DOCKER + CODE,
+        r"\b(docker[- ]compose(?:\s+-{1,2}\S+)*\s+"
+        r"(?:exec|run|logs|restart|stop|start|build|up|down|ps|kill|rm|pull|push)"
+        r"(?:\s+-{1,2}\S+)*\s+){name}\b",
+        r"\g<1>{name}",
+        "docker-compose commands naming the service",
+    ),
+    Place(
+        DOCS + CI,
+        r"(\s(?:-t|--tag)[ =][^\s:]*?)\b{name}\b",
+        r"\g<1>{name}",
+        "image tags in docker build commands",
+    ),
+    Place(
+        SESAM,
+        r'("(?:_id|system|image)"\s*:\s*"[^"]*?)\b{name}\b',
+        r"\g<1>{name}",
+        "the Sesam system id, its image, and the pipes' ids and system",
+    ),
+    Place(
+        SESAM,
+        r"(\"url\"\s*:\s*\"[a-z]+://[^\"/]*?)\b{name}\b",
+        r"\g<1>{name}",
+        "URLs that reach the connector by its name",
+    ),
+    Place(
+        EVERYWHERE,
+        r"(\bsesam/[\w./-]*?)\b{name}\b",
+        r"\g<1>{name}",
+        "paths of the Sesam config files (moved: see plan())",
+    ),
+    Place(
+        DOCS + CI + DOCKER,
+        r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
+        r"\g<1>{name}",
+        "image references in prose (sesam-community/connector:1.0.0)",
+    ),
+    Place(
+        DOCS,
+        r"(`[a-z0-9_-]*?)\b{name}\b(?=[a-z0-9_-]*`)",
+        r"\g<1>{name}",
+        "`quoted` pipe and system ids and compose service names",
+    ),
+    Place(
+        DOCS,
+        r"\A# (?:The reference Sesam connector|{name}: a Sesam connector)",
+        "# {name}: a Sesam connector",
+        "the README title",
+    ),
 )
 
 
@@ -128,17 +206,24 @@ def check_name(name: str) -> None:
     if not SESAM_ID.fullmatch(name):
         raise Refused(
             f"{name!r} is not a Sesam microservice id: use 2 to 63 lower-case ASCII letters, "
-            "digits, '-' and '_', starting with a letter or digit")
+            "digits, '-' and '_', starting with a letter or digit"
+        )
     module = module_for(name)
     if name[0].isdigit():
-        raise Refused(f"{name!r} starts with a digit: the Python module service/{module}.py "
-                      "could not be imported; start it with a letter")
+        raise Refused(
+            f"{name!r} starts with a digit: the Python module service/{module}.py "
+            "could not be imported; start it with a letter"
+        )
     if keyword.iskeyword(module) or not module.isidentifier():
-        raise Refused(f"{name!r} gives the Python module name {module!r}, a keyword or not "
-                      "an identifier; pick another name")
+        raise Refused(
+            f"{name!r} gives the Python module name {module!r}, a keyword or not "
+            "an identifier; pick another name"
+        )
     if module in RESERVED:
-        raise Refused(f"{name!r} clashes with service/{module}, part of the plumbing or "
-                      "the layout; pick another name")
+        raise Refused(
+            f"{name!r} clashes with service/{module}, part of the plumbing or "
+            "the layout; pick another name"
+        )
 
 
 def walk(root: Path) -> Iterator[Path]:
@@ -152,8 +237,11 @@ def walk(root: Path) -> Iterator[Path]:
 def place_files(root: Path, place: Place) -> list[Path]:
     found: set[Path] = set()
     for pattern in place.files:
-        found.update(p for p in root.glob(pattern) if p.is_file()
-                     and not SKIPPED_DIRS.intersection(p.relative_to(root).parts))
+        found.update(
+            p
+            for p in root.glob(pattern)
+            if p.is_file() and not SKIPPED_DIRS.intersection(p.relative_to(root).parts)
+        )
     return sorted(p for p in found if p.relative_to(root).as_posix() not in LEFT_ALONE)
 
 
@@ -167,8 +255,10 @@ def connector_module(root: Path) -> str:
         if "def create_app(" in text:
             candidates.append((("# FORK:" not in text), path.stem))
     if not candidates:
-        raise Refused("no connector module in service/ (a module that defines create_app); "
-                      "run this from the root of a fork")
+        raise Refused(
+            "no connector module in service/ (a module that defines create_app); "
+            "run this from the root of a fork"
+        )
     tagged = [stem for untagged, stem in candidates if not untagged]
     if len(tagged) == 1:
         return tagged[0]
@@ -185,8 +275,10 @@ def current_names(root: Path) -> Names:
         return Names(ORIGINAL, ORIGINAL)
     spelled = "[-_]".join(re.escape(part) for part in module.split("_"))
     texts = [root / f for f in COMPOSE] + [root / "README.md"]
-    looks = [rf"(?m)^\s+({spelled}):\s*$",
-             rf"\bdocker[- ]compose(?:\s+\S+)*?\s+exec\s+({spelled})\b"]
+    looks = [
+        rf"(?m)^\s+({spelled}):\s*$",
+        rf"\bdocker[- ]compose(?:\s+\S+)*?\s+exec\s+({spelled})\b",
+    ]
     for path in texts:
         if path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -280,8 +372,10 @@ def plan(root: Path, new: Names, old: Names) -> Plan:
                 moves.append((config, config.with_name(named.sub(new.name, config.name))))
     for source, target in moves:
         if target.exists():
-            raise Refused(f"{target.relative_to(root)} already exists; "
-                          f"{source.relative_to(root)} cannot move there")
+            raise Refused(
+                f"{target.relative_to(root)} already exists; "
+                f"{source.relative_to(root)} cannot move there"
+            )
     return Plan(old, new, edits, moves)
 
 
@@ -310,8 +404,9 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
     new = Names.of(name)
     old = current_names(root)
     if old.module not in (ORIGINAL, new.module) and not force:
-        raise Refused(f"this fork is already renamed to {old.name!r}; "
-                      f"pass --force to rename it to {name!r}")
+        raise Refused(
+            f"this fork is already renamed to {old.name!r}; pass --force to rename it to {name!r}"
+        )
     for taken in (f"{new.module}.py", new.module):
         if new.module != old.module and (root / "service" / taken).exists():
             raise Refused(f"service/{taken} already exists; pick another name")
@@ -330,24 +425,33 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
     if dry_run:
         print(f"dry run: would rename {old.name} to {name}; nothing written")
         return 0
-    left = [line for former in sorted({old.module, ORIGINAL} - {new.module})
-            for line in stale(root, former)]
+    left = [
+        line
+        for former in sorted({old.module, ORIGINAL} - {new.module})
+        for line in stale(root, former)
+    ]
     if left:
-        print(f"renamed {old.name} to {name}, but these places still name the old module "
-              "(outside the places this command knows; edit them by hand):")
+        print(
+            f"renamed {old.name} to {name}, but these places still name the old module "
+            "(outside the places this command knows; edit them by hand):"
+        )
         print("\n".join(f"  {line}" for line in left))
         return 1
-    print(f"renamed {old.name} to {name}: {len(work.edits)} files edited, "
-          f"{len(work.moves)} moved; next: grep -n 'FORK:' service/{new.module}.py")
+    print(
+        f"renamed {old.name} to {name}: {len(work.edits)} files edited, "
+        f"{len(work.moves)} moved; next: grep -n 'FORK:' service/{new.module}.py"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.rename",
-                                     description="Rename the connector in place.")
+    parser = argparse.ArgumentParser(
+        prog="python -m service.rename", description="Rename the connector in place."
+    )
     parser.add_argument("name", help="the new name, e.g. acme-crm (module service/acme_crm.py)")
-    parser.add_argument("--force", action="store_true",
-                        help="rename a fork that is already renamed")
+    parser.add_argument(
+        "--force", action="store_true", help="rename a fork that is already renamed"
+    )
     parser.add_argument("--dry-run", action="store_true", help="show, change nothing")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

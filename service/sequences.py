@@ -123,26 +123,31 @@ def parse_params(args: Mapping[str, str]) -> SyncParams:
             if getattr(params, name) is None:
                 raise ValueError(f"a full sync (is_full=true) needs {name}")
         if not params.is_first and params.previous_request_id is None:
-            raise ValueError("a full-sync request that is not is_first=true needs "
-                             "previous_request_id")
+            raise ValueError(
+                "a full-sync request that is not is_first=true needs previous_request_id"
+            )
     return params
 
 
 def decide(current: Sequence | None, params: SyncParams) -> Verdict:
     """The protocol's sequence rules: what this request is, or SequenceConflict."""
     if not params.is_full:
-        if (current is not None and not current.ended
-                and params.sequence_id == current.sequence_id):
+        if current is not None and not current.ended and params.sequence_id == current.sequence_id:
             raise SequenceConflict(
                 f"is_full changed within sequence {current.sequence_id!r}: "
                 "is_full=false for a full sync"
             )
         return Verdict.INCREMENTAL
-    if (current is not None and current.sequence_id == params.sequence_id
-            and current.last_request_id == params.request_id):
-        same = (current.last_is_first == params.is_first and current.ended == params.is_last
-                and (params.is_first
-                     or current.last_previous_request_id == params.previous_request_id))
+    if (
+        current is not None
+        and current.sequence_id == params.sequence_id
+        and current.last_request_id == params.request_id
+    ):
+        same = (
+            current.last_is_first == params.is_first
+            and current.ended == params.is_last
+            and (params.is_first or current.last_previous_request_id == params.previous_request_id)
+        )
         if same:
             return Verdict.RETRY
         raise SequenceConflict(
@@ -183,8 +188,7 @@ class SequenceStore:
     def _connect(self) -> sqlite3.Connection:
         # A connection per use: cheap next to an HTTP request, and never shared between
         # threads or inherited across a fork.
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
-                                     isolation_level=None)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
         # WAL with synchronous=NORMAL never corrupts; a power cut may lose the last
         # advance, and Sesam's next request then gets a 409 and starts the sync again.
@@ -210,12 +214,14 @@ class SequenceStore:
         row = connection.execute(
             "SELECT collection, sequence_id, last_request_id, last_previous_request_id, "
             "last_is_first, ended, tracking, live_entities, requests "
-            "FROM sequences WHERE collection = ?", (collection,),
+            "FROM sequences WHERE collection = ?",
+            (collection,),
         ).fetchone()
         if row is None:
             return None
-        return Sequence(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]),
-                        bool(row[6]), row[7], row[8])
+        return Sequence(
+            row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), bool(row[6]), row[7], row[8]
+        )
 
     def current(self, collection: str) -> Sequence | None:
         with self._transaction(immediate=False) as connection:
@@ -235,7 +241,8 @@ class SequenceStore:
         with self._transaction() as connection:
             connection.executemany(
                 "INSERT OR IGNORE INTO sent_ids (collection, sequence_id, entity_id) "
-                "VALUES (?, ?, ?)", rows,
+                "VALUES (?, ?, ?)",
+                rows,
             )
 
     def sent_among(self, collection: str, sequence_id: str, ids: list[str]) -> set[str]:
@@ -244,18 +251,23 @@ class SequenceStore:
         connection = self._connect()
         try:
             for start in range(0, len(ids), _SQL_VARIABLES):
-                chunk = ids[start:start + _SQL_VARIABLES]
+                chunk = ids[start : start + _SQL_VARIABLES]
                 marks = ",".join("?" * len(chunk))
-                found.update(row[0] for row in connection.execute(
-                    "SELECT entity_id FROM sent_ids WHERE collection = ? AND sequence_id = ? "
-                    f"AND entity_id IN ({marks})", (collection, sequence_id, *chunk),
-                ))
+                found.update(
+                    row[0]
+                    for row in connection.execute(
+                        "SELECT entity_id FROM sent_ids WHERE collection = ? AND sequence_id = ? "
+                        f"AND entity_id IN ({marks})",
+                        (collection, sequence_id, *chunk),
+                    )
+                )
         finally:
             connection.close()
         return found
 
-    def accept(self, collection: str, params: SyncParams, *, live_entities: int,
-               tracking: bool) -> Verdict:
+    def accept(
+        self, collection: str, params: SyncParams, *, live_entities: int, tracking: bool
+    ) -> Verdict:
         """Check again and advance, in one IMMEDIATE transaction: of two racing copies
         of a request, one advances and the other is a RETRY (or a conflict)."""
         now = time.time()
@@ -268,9 +280,17 @@ class SequenceStore:
                     "last_request_id, last_previous_request_id, last_is_first, ended, "
                     "tracking, live_entities, requests, started_at, updated_at) "
                     "VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1, ?, ?)",
-                    (collection, params.sequence_id, params.request_id,
-                     params.previous_request_id, int(params.is_last), int(tracking),
-                     live_entities, now, now),
+                    (
+                        collection,
+                        params.sequence_id,
+                        params.request_id,
+                        params.previous_request_id,
+                        int(params.is_last),
+                        int(tracking),
+                        live_entities,
+                        now,
+                        now,
+                    ),
                 )
                 connection.execute(
                     "DELETE FROM sent_ids WHERE collection = ? AND sequence_id != ?",
@@ -281,11 +301,18 @@ class SequenceStore:
                     "UPDATE sequences SET last_request_id = ?, last_previous_request_id = ?, "
                     "last_is_first = 0, ended = ?, live_entities = live_entities + ?, "
                     "requests = requests + 1, updated_at = ? WHERE collection = ?",
-                    (params.request_id, params.previous_request_id, int(params.is_last),
-                     live_entities, now, collection),
+                    (
+                        params.request_id,
+                        params.previous_request_id,
+                        int(params.is_last),
+                        live_entities,
+                        now,
+                        collection,
+                    ),
                 )
             if params.is_last and verdict in (Verdict.START, Verdict.CONTINUE):
                 connection.execute(
-                    "DELETE FROM sent_ids WHERE collection = ?", (collection,),
+                    "DELETE FROM sent_ids WHERE collection = ?",
+                    (collection,),
                 )
         return verdict

@@ -80,8 +80,7 @@ def updated_text(entity: dict[str, Any], index: int) -> str:
     """An entity's ``_updated`` as Sesam hands it back: a string (ints become text)."""
     if "_updated" not in entity or entity["_updated"] is None:
         raise RunnerError(
-            f"entity {index} (_id {entity['_id']!r}) has no _updated, so Sesam cannot "
-            "page on since"
+            f"entity {index} (_id {entity['_id']!r}) has no _updated, so Sesam cannot page on since"
         )
     value = entity["_updated"]
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -92,8 +91,9 @@ def updated_text(entity: dict[str, Any], index: int) -> str:
     return str(value)
 
 
-def check_page(body: bytes | str, *, since: str | None,
-               limit: int) -> tuple[list[dict[str, Any]], str | None]:
+def check_page(
+    body: bytes | str, *, since: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
     """One feed page as Sesam's json source takes it: the entities and the next since.
 
     ``since`` is what was asked with (None on the first page of a full run). Every
@@ -114,11 +114,13 @@ def check_page(body: bytes | str, *, since: str | None,
     previous = since
     for index, entity in enumerate(page):
         if not isinstance(entity, dict):
-            raise RunnerError(f"entity {index} of the page is a JSON {type(entity).__name__}, "
-                              "not an object")
+            raise RunnerError(
+                f"entity {index} of the page is a JSON {type(entity).__name__}, not an object"
+            )
         if not isinstance(entity.get("_id"), str):
-            raise RunnerError(f"entity {index} of the page has no string _id "
-                              f"(_id is {entity.get('_id')!r})")
+            raise RunnerError(
+                f"entity {index} of the page has no string _id (_id is {entity.get('_id')!r})"
+            )
         updated = updated_text(entity, index)
         if previous is not None and updated <= previous:
             if previous == since:
@@ -145,12 +147,18 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads(text)
     except ValueError:
-        raise UsageError(f"the state file {path} is not JSON; delete it to start over "
-                         "with a full run") from None
-    if (not isinstance(state, dict) or state.get("version") != STATE_VERSION
-            or not isinstance(state.get("pulls"), dict)):
-        raise UsageError(f"the state file {path} is not a runner state file (version "
-                         f"{STATE_VERSION}); delete it to start over with a full run")
+        raise UsageError(
+            f"the state file {path} is not JSON; delete it to start over with a full run"
+        ) from None
+    if (
+        not isinstance(state, dict)
+        or state.get("version") != STATE_VERSION
+        or not isinstance(state.get("pulls"), dict)
+    ):
+        raise UsageError(
+            f"the state file {path} is not a runner state file (version "
+            f"{STATE_VERSION}); delete it to start over with a full run"
+        )
     return state
 
 
@@ -160,8 +168,9 @@ def stored_since(state: dict[str, Any], url: str) -> str | None:
     return since if isinstance(since, str) else None
 
 
-def save_since(path: Path, url: str, since: str | None, *,
-               now: Callable[[], dt.datetime] | None = None) -> None:
+def save_since(
+    path: Path, url: str, since: str | None, *, now: Callable[[], dt.datetime] | None = None
+) -> None:
     """Record a finished pull; written to a temporary file and renamed, so a crash while
     saving never leaves a half-written state file."""
     state = load_state(path)
@@ -169,11 +178,9 @@ def save_since(path: Path, url: str, since: str | None, *,
         state["pulls"].pop(url, None)
     else:
         moment = (now or (lambda: dt.datetime.now(dt.UTC)))()
-        state["pulls"][url] = {"since": since,
-                               "finished": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        state["pulls"][url] = {"since": since, "finished": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n",
-                         encoding="utf-8")
+    temporary.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
 
@@ -229,8 +236,9 @@ class ArrayWriter:
 # --- push: reading the file, batches, sequence parameters ---------------------------------
 
 
-def iter_json_array(stream: IO[str], *, chunk_size: int = 1 << 16,
-                    name: str = "the file") -> Iterator[Any]:
+def iter_json_array(
+    stream: IO[str], *, chunk_size: int = 1 << 16, name: str = "the file"
+) -> Iterator[Any]:
     """The elements of a JSON array read from ``stream`` a chunk at a time.
 
     Holds one element (and one chunk) in memory, so a file of millions of entities can be
@@ -274,8 +282,9 @@ def iter_json_array(stream: IO[str], *, chunk_size: int = 1 << 16,
         return error.pos >= len(buffer) - 6 or error.msg.startswith("Unterminated string")
 
     def fail(what: str) -> UsageError:
-        return UsageError(f"{name} is not a JSON array of entities: {what} "
-                          f"at character {offset + position}")
+        return UsageError(
+            f"{name} is not a JSON array of entities: {what} at character {offset + position}"
+        )
 
     if next_char() != "[":
         raise fail("expected '['")
@@ -316,8 +325,9 @@ def iter_json_array(stream: IO[str], *, chunk_size: int = 1 << 16,
 def check_entity(value: Any, index: int) -> dict[str, Any]:
     """What Sesam's sink would send: an object with a string ``_id``."""
     if not isinstance(value, dict):
-        raise UsageError(f"entity {index} of the file is a JSON {type(value).__name__}, "
-                         "not an object")
+        raise UsageError(
+            f"entity {index} of the file is a JSON {type(value).__name__}, not an object"
+        )
     if not isinstance(value.get("_id"), str):
         raise UsageError(f"entity {index} of the file has no string _id")
     return value
@@ -334,8 +344,7 @@ def read_entities(path: Path) -> Iterator[dict[str, Any]]:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
 
-def batches(entities: Iterable[dict[str, Any]],
-            size: int) -> Iterator[list[dict[str, Any]]]:
+def batches(entities: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     """Batches of ``size``, then always one empty batch, as Sesam's json sink sends them
     (150 entities at 100 go as 100, 50, 0)."""
     batch: list[dict[str, Any]] = []
@@ -420,8 +429,10 @@ def error_detail(response: requests.Response) -> str:
 
 def describe_failure(error: requests.RequestException) -> str:
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
-        return ("the connection broke mid-body, so the stream was truncated "
-                "(the connector's failure contract)")
+        return (
+            "the connection broke mid-body, so the stream was truncated "
+            "(the connector's failure contract)"
+        )
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return f"no connection within {TIMEOUT[0]:.0f}s"
     if isinstance(error, requests.exceptions.Timeout) or "timed out" in str(error):
@@ -438,8 +449,13 @@ def plural(count: int, one: str, many: str = "") -> str:
 class Progress:
     """A line on stderr every ``every`` seconds: entities so far, rate and elapsed time."""
 
-    def __init__(self, verb: str, every: float, stream: IO[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        verb: str,
+        every: float,
+        stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.verb = verb
         self.every = every
         self.stream = stream or sys.stderr
@@ -450,8 +466,10 @@ class Progress:
     def line(self, count: int, extra: str = "") -> str:
         elapsed = self.clock() - self.started
         rate = count / elapsed if elapsed > 0 else 0.0
-        return (f"{self.verb}: {plural(count, 'entity', 'entities')}{extra}, "
-                f"{rate:.0f}/s, {elapsed:.1f}s elapsed")
+        return (
+            f"{self.verb}: {plural(count, 'entity', 'entities')}{extra}, "
+            f"{rate:.0f}/s, {elapsed:.1f}s elapsed"
+        )
 
     def update(self, count: int, extra: str = "") -> None:
         if self.clock() - self.shown >= self.every:
@@ -462,8 +480,16 @@ class Progress:
         print(text, file=self.stream, flush=True)
 
 
-def run_pull(url: str, *, page_size: int, state_path: Path, out: str, full: bool,
-             progress_every: float, session: requests.Session | None = None) -> int:
+def run_pull(
+    url: str,
+    *,
+    page_size: int,
+    state_path: Path,
+    out: str,
+    full: bool,
+    progress_every: float,
+    session: requests.Session | None = None,
+) -> int:
     """Page through the feed like Sesam's json source; commit output and state on success."""
     key = shown_url(url)
     if not state_path.parent.is_dir():
@@ -481,13 +507,16 @@ def run_pull(url: str, *, page_size: int, state_path: Path, out: str, full: bool
                 params["since"] = since
             where = f"GET {key} (since={since!r}, limit={page_size})"
             try:
-                response = http.get(url, params=params, timeout=TIMEOUT,
-                                    headers={"Accept": "application/json"})
+                response = http.get(
+                    url, params=params, timeout=TIMEOUT, headers={"Accept": "application/json"}
+                )
             except requests.RequestException as error:
                 raise RunnerError(f"{where}: {describe_failure(error)}") from None
             if not 200 <= response.status_code < 300:
-                raise RunnerError(f"{where}: HTTP {response.status_code} "
-                                  f"{response.reason}{error_detail(response)}")
+                raise RunnerError(
+                    f"{where}: HTTP {response.status_code} "
+                    f"{response.reason}{error_detail(response)}"
+                )
             try:
                 entities, since = check_page(response.content, since=since, limit=page_size)
             except RunnerError as error:
@@ -505,22 +534,37 @@ def run_pull(url: str, *, page_size: int, state_path: Path, out: str, full: bool
         save_since(state_path, key, since)
     kind = "full run" if started_from is None else f"incremental run from since={started_from!r}"
     written = "stdout" if out == "-" else out
-    progress.summary(progress.line(writer.count, f" in {plural(pages, 'request')}")
-                     + f": {kind}, wrote {written}, since is now {since!r} "
-                     f"(kept in {state_path})")
+    progress.summary(
+        progress.line(writer.count, f" in {plural(pages, 'request')}")
+        + f": {kind}, wrote {written}, since is now {since!r} "
+        f"(kept in {state_path})"
+    )
     return EXIT_OK
 
 
-def post_batch(http: requests.Session, url: str, body: bytes, params: dict[str, str], *,
-               retries: int, retry_delay: float, what: str) -> None:
+def post_batch(
+    http: requests.Session,
+    url: str,
+    body: bytes,
+    params: dict[str, str],
+    *,
+    retries: int,
+    retry_delay: float,
+    what: str,
+) -> None:
     """POST one batch; retry a failure like Sesam, but never a 409 (the sync is over)."""
     failure = ""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(retry_delay)
         try:
-            response = http.post(url, params=params, data=body, timeout=TIMEOUT,
-                                 headers={"Content-Type": CONTENT_TYPE})
+            response = http.post(
+                url,
+                params=params,
+                data=body,
+                timeout=TIMEOUT,
+                headers={"Content-Type": CONTENT_TYPE},
+            )
         except requests.RequestException as error:
             failure = describe_failure(error)
             continue
@@ -536,10 +580,18 @@ def post_batch(http: requests.Session, url: str, body: bytes, params: dict[str, 
     raise RunnerError(f"{what}: failed {tries}, last: {failure}")
 
 
-def run_push(url: str, path: Path, *, batch_size: int, full: bool, retries: int,
-             retry_delay: float, progress_every: float,
-             session: requests.Session | None = None,
-             new_id: Callable[[], str] | None = None) -> int:
+def run_push(
+    url: str,
+    path: Path,
+    *,
+    batch_size: int,
+    full: bool,
+    retries: int,
+    retry_delay: float,
+    progress_every: float,
+    session: requests.Session | None = None,
+    new_id: Callable[[], str] | None = None,
+) -> int:
     """Push a JSON array file like Sesam's json sink; the file is checked whole first."""
     total = sum(1 for _ in read_entities(path))  # a bad file fails before any request
     key = shown_url(url)
@@ -551,16 +603,19 @@ def run_push(url: str, path: Path, *, batch_size: int, full: bool, retries: int,
     for batch in batches(read_entities(path), batch_size):
         params = sequence.params(last=not batch)
         body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        what = (f"POST {key} (batch {requests_made + 1}, {len(batch)} entities, "
-                f"sequence_id={sequence.sequence_id}, is_full={params['is_full']})")
-        post_batch(http, url, body, params, retries=retries, retry_delay=retry_delay,
-                   what=what)
+        what = (
+            f"POST {key} (batch {requests_made + 1}, {len(batch)} entities, "
+            f"sequence_id={sequence.sequence_id}, is_full={params['is_full']})"
+        )
+        post_batch(http, url, body, params, retries=retries, retry_delay=retry_delay, what=what)
         sent += len(batch)
         requests_made += 1
         progress.update(sent, f" of {total}")
     kind = "full sync" if full else "incremental sync"
-    progress.summary(progress.line(sent, f" in {plural(requests_made, 'request')}")
-                     + f": {kind} sequence_id={sequence.sequence_id} done")
+    progress.summary(
+        progress.line(sent, f" in {plural(requests_made, 'request')}")
+        + f": {kind} sequence_id={sequence.sequence_id} done"
+    )
     return EXIT_OK
 
 
@@ -601,44 +656,81 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog=PROG,
         description="Run a connector the way Sesam's pipes do: pull its feed like a json "
-                    "source, push entities to it like a json sink.",
+        "source, push entities to it like a json sink.",
         epilog="Exit status: 0 success, 1 failure or protocol breach, 2 usage error.",
     )
     commands = main.add_subparsers(dest="command", required=True, metavar="{pull,push}")
     pull = commands.add_parser(
-        "pull", help="pull a feed like a json source (supports_since, is_chronological)",
+        "pull",
+        help="pull a feed like a json source (supports_since, is_chronological)",
         description="Pull URL page by page like a Sesam json source with supports_since, "
-                    "is_chronological and page_size. Without --full, start from the since "
-                    "kept in the state file by the last successful run.",
+        "is_chronological and page_size. Without --full, start from the since "
+        "kept in the state file by the last successful run.",
     )
     pull.add_argument("url", metavar="URL", help="the feed, e.g. http://localhost:5000/people")
-    pull.add_argument("--page-size", type=_positive, default=DEFAULT_PAGE_SIZE, metavar="N",
-                      help=f"entities asked for per request (default {DEFAULT_PAGE_SIZE})")
-    pull.add_argument("--state", type=Path, default=Path(DEFAULT_STATE), metavar="FILE",
-                      help=f"where the since value is kept per URL (default {DEFAULT_STATE})")
-    pull.add_argument("--out", default="-", metavar="FILE|-",
-                      help="write the entities here as a JSON array (default -, stdout)")
-    pull.add_argument("--full", action="store_true",
-                      help="a full run: ignore the stored since")
+    pull.add_argument(
+        "--page-size",
+        type=_positive,
+        default=DEFAULT_PAGE_SIZE,
+        metavar="N",
+        help=f"entities asked for per request (default {DEFAULT_PAGE_SIZE})",
+    )
+    pull.add_argument(
+        "--state",
+        type=Path,
+        default=Path(DEFAULT_STATE),
+        metavar="FILE",
+        help=f"where the since value is kept per URL (default {DEFAULT_STATE})",
+    )
+    pull.add_argument(
+        "--out",
+        default="-",
+        metavar="FILE|-",
+        help="write the entities here as a JSON array (default -, stdout)",
+    )
+    pull.add_argument("--full", action="store_true", help="a full run: ignore the stored since")
     push = commands.add_parser(
-        "push", help="push a JSON file of entities like a json sink",
+        "push",
+        help="push a JSON file of entities like a json sink",
         description="POST the entities of FILE (a JSON array) to URL in batches like a "
-                    "Sesam json sink, with the sequence parameters and a final empty batch.",
+        "Sesam json sink, with the sequence parameters and a final empty batch.",
     )
     push.add_argument("url", metavar="URL", help="the sink, e.g. http://localhost:5000/people")
     push.add_argument("file", type=Path, metavar="FILE", help="a JSON array of entities")
-    push.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
-                      metavar="N", help=f"entities per request (default {DEFAULT_BATCH_SIZE})")
-    push.add_argument("--full", action="store_true",
-                      help="a full sync: is_first, previous_request_id chain, is_last")
-    push.add_argument("--retries", type=_not_negative, default=DEFAULT_RETRIES, metavar="N",
-                      help=f"retries of a failed batch (default {DEFAULT_RETRIES})")
-    push.add_argument("--retry-delay", type=_seconds, default=1.0, metavar="SECONDS",
-                      help="wait between retries (default 1)")
+    push.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"entities per request (default {DEFAULT_BATCH_SIZE})",
+    )
+    push.add_argument(
+        "--full",
+        action="store_true",
+        help="a full sync: is_first, previous_request_id chain, is_last",
+    )
+    push.add_argument(
+        "--retries",
+        type=_not_negative,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help=f"retries of a failed batch (default {DEFAULT_RETRIES})",
+    )
+    push.add_argument(
+        "--retry-delay",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait between retries (default 1)",
+    )
     for command in (pull, push):
-        command.add_argument("--progress-every", type=_seconds, default=5.0,
-                             metavar="SECONDS",
-                             help="a progress line on stderr this often (default 5)")
+        command.add_argument(
+            "--progress-every",
+            type=_seconds,
+            default=5.0,
+            metavar="SECONDS",
+            help="a progress line on stderr this often (default 5)",
+        )
     return main
 
 
@@ -647,11 +739,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = check_url(args.url)
         if args.command == "pull":
-            return run_pull(url, page_size=args.page_size, state_path=args.state,
-                            out=args.out, full=args.full, progress_every=args.progress_every)
-        return run_push(url, args.file, batch_size=args.batch_size, full=args.full,
-                        retries=args.retries, retry_delay=args.retry_delay,
-                        progress_every=args.progress_every)
+            return run_pull(
+                url,
+                page_size=args.page_size,
+                state_path=args.state,
+                out=args.out,
+                full=args.full,
+                progress_every=args.progress_every,
+            )
+        return run_push(
+            url,
+            args.file,
+            batch_size=args.batch_size,
+            full=args.full,
+            retries=args.retries,
+            retry_delay=args.retry_delay,
+            progress_every=args.progress_every,
+        )
     except UsageError as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
@@ -659,8 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG} {args.command} failed: {error}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted; nothing committed", file=sys.stderr,
-              flush=True)
+        print(f"{PROG} {args.command}: interrupted; nothing committed", file=sys.stderr, flush=True)
         return EXIT_FAILED
 
 

@@ -125,13 +125,15 @@ def _strict_json(record: dict[str, Any]) -> bool:
     return True
 
 
-def prepare_batch(entities: Any,
-                  to_record: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[list[Write], int]:
+def prepare_batch(
+    entities: Any, to_record: Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[list[Write], int]:
     """Validate every entity before anything is written; answer the writes (one per
     ``_id``, the last version wins) and how many versions were superseded."""
     if not isinstance(entities, list):
-        raise BatchError(f"the body must be a JSON array of entities, not a JSON "
-                         f"{_json_type(entities)}")
+        raise BatchError(
+            f"the body must be a JSON array of entities, not a JSON {_json_type(entities)}"
+        )
     writes: dict[str, Write] = {}
     for index, entity in enumerate(entities):
         if not isinstance(entity, dict):
@@ -140,8 +142,9 @@ def prepare_batch(entities: Any,
             raise BatchError(f"entity {index} has no _id")
         entity_id = entity["_id"]
         if not isinstance(entity_id, str):
-            raise BatchError(f"entity {index}: _id must be a string, not a JSON "
-                             f"{_json_type(entity_id)}")
+            raise BatchError(
+                f"entity {index}: _id must be a string, not a JSON {_json_type(entity_id)}"
+            )
         if not entity_id:
             raise BatchError(f"entity {index}: _id must not be empty")
         if entity.get("_deleted") is True:
@@ -150,13 +153,14 @@ def prepare_batch(entities: Any,
             try:
                 record = to_record(entity)
             except RecursionError:
-                raise BatchError(f"entity {index} ({entity_id!r}) is nested too deeply"
-                                 ) from None
+                raise BatchError(f"entity {index} ({entity_id!r}) is nested too deeply") from None
             except ValueError as error:
                 raise BatchError(f"entity {index} ({entity_id!r}): {error}") from None
             if not _strict_json(record):
-                raise BatchError(f"entity {index} ({entity_id!r}) holds a string that is not "
-                                 "valid Unicode (a lone surrogate)")
+                raise BatchError(
+                    f"entity {index} ({entity_id!r}) holds a string that is not "
+                    "valid Unicode (a lone surrogate)"
+                )
         writes.pop(entity_id, None)  # keep the last version, in its place
         writes[entity_id] = Write(entity_id, record)
     return list(writes.values()), len(entities) - len(writes)
@@ -199,8 +203,15 @@ def run_writes(jobs: list[Job], concurrency: int) -> Outcome:
         except UpstreamError as error:
             failed.set()
             with lock:
-                outcome.failures.append(Failure(entity_id, operation, error.status, str(error),
-                                                isinstance(error, UpstreamTimeout)))
+                outcome.failures.append(
+                    Failure(
+                        entity_id,
+                        operation,
+                        error.status,
+                        str(error),
+                        isinstance(error, UpstreamTimeout),
+                    )
+                )
             return
         with lock:
             if operation == "delete":
@@ -212,8 +223,9 @@ def run_writes(jobs: list[Job], concurrency: int) -> Outcome:
         for job in jobs:
             run(job)
         return outcome
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(jobs)),
-                            thread_name_prefix="sink-write") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(concurrency, len(jobs)), thread_name_prefix="sink-write"
+    ) as pool:
         for future in [pool.submit(run, job) for job in jobs]:
             future.result()  # run() catches UpstreamError; anything else is a bug: raise
     return outcome
@@ -249,18 +261,25 @@ def register_sink(
     try:
         store = SequenceStore(state_dir)
     except (OSError, sqlite3.Error) as error:
-        raise RuntimeError(f"STATE_DIR={state_dir!r} cannot hold the sequence state: "
-                           f"{error}") from None
+        raise RuntimeError(
+            f"STATE_DIR={state_dir!r} cannot hold the sequence state: {error}"
+        ) from None
 
     def jobs_for(resource: str, writes: list[Write]) -> list[Job]:
         jobs: list[Job] = []
         for write in writes:
             if write.record is None:
-                jobs.append((write.entity_id, "delete",
-                             lambda i=write.entity_id: delete(resource, i)))
+                jobs.append(
+                    (write.entity_id, "delete", lambda i=write.entity_id: delete(resource, i))
+                )
             else:
-                jobs.append((write.entity_id, "put",
-                             lambda i=write.entity_id, r=write.record: upsert(resource, i, r)))
+                jobs.append(
+                    (
+                        write.entity_id,
+                        "put",
+                        lambda i=write.entity_id, r=write.record: upsert(resource, i, r),
+                    )
+                )
         return jobs
 
     def missing_ids(resource: str, sequence_id: str) -> list[str]:
@@ -274,17 +293,31 @@ def register_sink(
     def write_failed(outcome: Outcome, summary: dict[str, Any], what: str) -> Rejected:
         failures = outcome.failures
         status = 504 if all(f.timeout for f in failures) else 502
-        shown = [{"_id": f.entity_id, "operation": f.operation, "upstream_status": f.status,
-                  "reason": f.reason} for f in failures[:MAX_FAILURES_SHOWN]]
+        shown = [
+            {
+                "_id": f.entity_id,
+                "operation": f.operation,
+                "upstream_status": f.status,
+                "reason": f.reason,
+            }
+            for f in failures[:MAX_FAILURES_SHOWN]
+        ]
         statuses = sorted({str(f.status) for f in failures})
-        detail = (f"{len(failures)} {what} failed upstream (statuses {', '.join(statuses)}); "
-                  f"{outcome.not_attempted} not attempted after the first failure. Every "
-                  "write is idempotent: retry the same request")
-        detail += (" (the full-sync sequence did not advance)." if summary.get("full_sync")
-                   else ".")
-        return Rejected(status, "Bad Gateway" if status == 502 else "Upstream Timeout",
-                        detail, failed=shown, failed_count=len(failures),
-                        not_attempted=outcome.not_attempted, summary=summary)
+        detail = (
+            f"{len(failures)} {what} failed upstream (statuses {', '.join(statuses)}); "
+            f"{outcome.not_attempted} not attempted after the first failure. Every "
+            "write is idempotent: retry the same request"
+        )
+        detail += " (the full-sync sequence did not advance)." if summary.get("full_sync") else "."
+        return Rejected(
+            status,
+            "Bad Gateway" if status == 502 else "Upstream Timeout",
+            detail,
+            failed=shown,
+            failed_count=len(failures),
+            not_attempted=outcome.not_attempted,
+            summary=summary,
+        )
 
     def handle(resource: str, summary: dict[str, Any]) -> None:
         try:
@@ -296,9 +329,12 @@ def register_sink(
         try:
             data = request.get_data(cache=False)
         except RequestEntityTooLarge:
-            raise Rejected(413, "Request Entity Too Large",
-                           f"the body is larger than SINK_MAX_BODY_BYTES ({max_body_bytes} "
-                           "bytes); lower the pipe's batch_size") from None
+            raise Rejected(
+                413,
+                "Request Entity Too Large",
+                f"the body is larger than SINK_MAX_BODY_BYTES ({max_body_bytes} "
+                "bytes); lower the pipe's batch_size",
+            ) from None
         try:
             entities = parse_body(data)
             del data  # memory: the text is not needed once parsed
@@ -317,16 +353,24 @@ def register_sink(
             except SequenceConflict as error:
                 raise Rejected(409, "Conflict", str(error)) from None
         full = verdict is not Verdict.INCREMENTAL
-        tracking = full_sync_delete if verdict is Verdict.START else bool(
-            current is not None and current.tracking)
+        tracking = (
+            full_sync_delete
+            if verdict is Verdict.START
+            else bool(current is not None and current.tracking)
+        )
         if full:
             summary["full_sync"] = sync_info = {
-                "sequence_id": params.sequence_id, "request_id": params.request_id,
-                "is_first": params.is_first, "is_last": params.is_last,
+                "sequence_id": params.sequence_id,
+                "request_id": params.request_id,
+                "is_first": params.is_first,
+                "is_last": params.is_last,
                 "verdict": verdict.value,
             }
-            if full_sync_delete and tracking and not (current is not None and current.ended
-                                                      and verdict is Verdict.RETRY):
+            if (
+                full_sync_delete
+                and tracking
+                and not (current is not None and current.ended and verdict is Verdict.RETRY)
+            ):
                 assert params.sequence_id is not None
                 store.record_ids(resource, params.sequence_id, (w.entity_id for w in writes))
 
@@ -337,16 +381,27 @@ def register_sink(
         if not full:
             return
 
-        sync_info["deletion"] = deletion(resource, params, verdict, current, tracking, live,
-                                         summary)
+        sync_info["deletion"] = deletion(
+            resource, params, verdict, current, tracking, live, summary
+        )
         try:
             store.accept(resource, params, live_entities=live, tracking=tracking)
         except SequenceConflict as error:
-            raise Rejected(409, "Conflict", f"{error} (the sequence changed while this "
-                           "request was written; its writes stand)") from None
+            raise Rejected(
+                409,
+                "Conflict",
+                f"{error} (the sequence changed while this request was written; its writes stand)",
+            ) from None
 
-    def deletion(resource: str, params: SyncParams, verdict: Verdict, current: Any,
-                 tracking: bool, live: int, summary: dict[str, Any]) -> str:
+    def deletion(
+        resource: str,
+        params: SyncParams,
+        verdict: Verdict,
+        current: Any,
+        tracking: bool,
+        live: int,
+        summary: dict[str, Any],
+    ) -> str:
         """Deletion detection at the end of a full sync; answers what happened."""
         if not full_sync_delete:
             return "off"
@@ -356,32 +411,44 @@ def register_sink(
         if verdict is Verdict.RETRY:
             return "already_done"
         if not tracking:
-            log.warning("sink %s: full sync %s ended, but it began before FULL_SYNC_DELETE "
-                        "was on (or its state was lost): nothing deleted", resource,
-                        params.sequence_id)
+            log.warning(
+                "sink %s: full sync %s ended, but it began before FULL_SYNC_DELETE "
+                "was on (or its state was lost): nothing deleted",
+                resource,
+                params.sequence_id,
+            )
             return "skipped_untracked"
         sent = live + (current.live_entities if verdict is Verdict.CONTINUE else 0)
         if sent == 0 and not allow_empty_delete:
-            log.warning("sink %s: full sync %s sent no entities: deleting nothing "
-                        "(FULL_SYNC_ALLOW_EMPTY_DELETE=true would delete every record)",
-                        resource, params.sequence_id)
+            log.warning(
+                "sink %s: full sync %s sent no entities: deleting nothing "
+                "(FULL_SYNC_ALLOW_EMPTY_DELETE=true would delete every record)",
+                resource,
+                params.sequence_id,
+            )
             return "skipped_empty"
         assert params.sequence_id is not None
         missing = missing_ids(resource, params.sequence_id)
-        outcome = run_writes([(i, "delete", lambda i=i: delete(resource, i)) for i in missing],
-                             concurrency)
+        outcome = run_writes(
+            [(i, "delete", lambda i=i: delete(resource, i)) for i in missing], concurrency
+        )
         summary["full_sync"]["deleted_missing"] = outcome.deletes
         if outcome.failures:
-            raise write_failed(outcome, summary, "deletions of records the full sync did "
-                               "not send")
+            raise write_failed(outcome, summary, "deletions of records the full sync did not send")
         return "done"
 
     @app.post("/<resource>")
     def sink(resource: str) -> Response:
         check_collection(collection, resource)
         started = time.monotonic()
-        summary: dict[str, Any] = {"resource": resource, "is_full": False, "entities": 0,
-                                   "duplicates": 0, "upserts": 0, "deletes": 0}
+        summary: dict[str, Any] = {
+            "resource": resource,
+            "is_full": False,
+            "entities": 0,
+            "duplicates": 0,
+            "upserts": 0,
+            "deletes": 0,
+        }
         status = 200
         outcome = "ok"
         try:
@@ -393,34 +460,48 @@ def register_sink(
             if "failed" in rejected.extra:
                 shown = rejected.extra["failed"][:10]
                 outcome += " failed: " + ", ".join(
-                    f"{f['_id']!r} {f['operation']} {f['upstream_status']}" for f in shown)
-            return json_error(rejected.status, rejected.error, rejected.detail,
-                              **rejected.extra)
+                    f"{f['_id']!r} {f['operation']} {f['upstream_status']}" for f in shown
+                )
+            return json_error(rejected.status, rejected.error, rejected.detail, **rejected.extra)
         except UpstreamError as error:  # listing live ids for deletion detection
             status = 504 if isinstance(error, UpstreamTimeout) else 502
             outcome = f"failed: {error}"
-            return json_error(status, "Bad Gateway" if status == 502 else "Upstream Timeout",
-                              f"listing the upstream's live records failed: {error}",
-                              summary=summary)
+            return json_error(
+                status,
+                "Bad Gateway" if status == 502 else "Upstream Timeout",
+                f"listing the upstream's live records failed: {error}",
+                summary=summary,
+            )
         except Exception:
             status = 500
             outcome = "failed: unexpected error (logged below)"
             raise
         finally:
-            log.info("sink %s status=%d entities=%d duplicates=%d upserts=%d deletes=%d%s "
-                     "seconds=%.3f %s", resource, status, summary["entities"],
-                     summary["duplicates"], summary["upserts"], summary["deletes"],
-                     _sync_text(summary), time.monotonic() - started, outcome)
+            log.info(
+                "sink %s status=%d entities=%d duplicates=%d upserts=%d deletes=%d%s "
+                "seconds=%.3f %s",
+                resource,
+                status,
+                summary["entities"],
+                summary["duplicates"],
+                summary["upserts"],
+                summary["deletes"],
+                _sync_text(summary),
+                time.monotonic() - started,
+                outcome,
+            )
 
 
 def _sync_text(summary: dict[str, Any]) -> str:
     info = summary.get("full_sync")
     if info is None:
         return f" is_full={str(summary['is_full']).lower()}"
-    text = (f" is_full=true sequence_id={info['sequence_id']!r}"
-            f" request_id={info['request_id']!r}"
-            f" is_first={str(info['is_first']).lower()} is_last={str(info['is_last']).lower()}"
-            f" verdict={info['verdict']}")
+    text = (
+        f" is_full=true sequence_id={info['sequence_id']!r}"
+        f" request_id={info['request_id']!r}"
+        f" is_first={str(info['is_first']).lower()} is_last={str(info['is_last']).lower()}"
+        f" verdict={info['verdict']}"
+    )
     if "deletion" in info:
         text += f" deletion={info['deletion']}"
     if "deleted_missing" in info:

@@ -61,8 +61,9 @@ def _reject_constant(name: str) -> Any:
 class BudgetRetry(Retry):
     """urllib3's Retry with a bound on the total time spent sleeping between tries."""
 
-    def __init__(self, *args: Any, wait_budget: float = 60.0, waited: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, wait_budget: float = 60.0, waited: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.wait_budget = wait_budget
         self.waited = waited
@@ -91,9 +92,15 @@ class BudgetRetry(Retry):
                 return retry_after
         return self.get_backoff_time()
 
-    def increment(self, method: str | None = None, url: str | None = None,
-                  response: Any = None, error: Exception | None = None,
-                  _pool: Any = None, _stacktrace: Any = None) -> BudgetRetry:
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> BudgetRetry:
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         assert isinstance(new, BudgetRetry)
         delay = new.next_sleep(response)
@@ -115,9 +122,18 @@ class BudgetRetry(Retry):
 class UpstreamClient:
     """JSON over HTTP to the upstream; one instance (one pool) per process."""
 
-    def __init__(self, base_url: str, token: str, *, connect_timeout: float = 10,
-                 read_timeout: float = 60, retries: int = 10, retry_budget: float = 120,
-                 pool_size: int = 32, backoff_factor: float = 0.5) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+        retries: int = 10,
+        retry_budget: float = 120,
+        pool_size: int = 32,
+        backoff_factor: float = 0.5,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
@@ -126,8 +142,9 @@ class UpstreamClient:
         # bearer token with a matching ~/.netrc entry.
         self.session.trust_env = False
         self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
-        self.session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
-                               or os.environ.get("CURL_CA_BUNDLE") or True)
+        self.session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["Accept"] = "application/json"
         retry = BudgetRetry(
@@ -160,17 +177,22 @@ class UpstreamClient:
     def url(self, *segments: str) -> str:
         return "/".join([self.base_url, *(segment(s) for s in segments)])
 
-    def request(self, method: str, url: str, *, params: dict[str, Any] | None = None,
-                json_body: Any = None, ok: tuple[int, ...] = (200,)) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> requests.Response:
         """One request with retries; a status outside ``ok`` raises UpstreamError."""
         try:
             response = self.session.request(
                 method, url, params=params, json=json_body, timeout=self.timeout
             )
         except requests.exceptions.Timeout as error:
-            raise UpstreamTimeout(
-                f"upstream timed out: {method} {url}", url=url
-            ) from error
+            raise UpstreamTimeout(f"upstream timed out: {method} {url}", url=url) from error
         except requests.exceptions.RequestException as error:
             reason = error.args[0] if error.args else error
             reason = getattr(reason, "reason", reason)
@@ -179,8 +201,7 @@ class UpstreamClient:
                     f"upstream timed out after retries: {method} {url}", url=url
                 ) from error
             raise UpstreamError(
-                f"upstream unreachable after retries: {method} {url}: "
-                f"{type(reason).__name__}",
+                f"upstream unreachable after retries: {method} {url}: {type(reason).__name__}",
                 url=url,
             ) from error
         if response.status_code not in ok:

@@ -88,14 +88,16 @@ def free_port() -> int:
 class Server:
     """A child process serving HTTP on loopback, stopped with SIGTERM."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
-                 health: str, log: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], port: int, health: str, log: Path
+    ) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         with log.open("wb") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         self.wait_until_up(f"{self.url}/{health}")
 
     def wait_until_up(self, url: str, seconds: float = 30) -> None:
@@ -139,16 +141,19 @@ class Server:
 def server_environment(upstream_url: str, port: int, state_dir: Path) -> dict[str, str]:
     """The contract's variables; every tuning variable at its default."""
     env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
         and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL")
     }
-    env.update({
-        "UPSTREAM_URL": upstream_url,
-        "UPSTREAM_TOKEN": TOKEN,
-        "PORT": str(port),
-        "STATE_DIR": str(state_dir),  # not the shared default in /tmp
-    })
+    env.update(
+        {
+            "UPSTREAM_URL": upstream_url,
+            "UPSTREAM_TOKEN": TOKEN,
+            "PORT": str(port),
+            "STATE_DIR": str(state_dir),  # not the shared default in /tmp
+        }
+    )
     return env
 
 
@@ -164,8 +169,9 @@ def start_gunicorn(name: str, upstream_url: str, directory: Path) -> Server:
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     env = server_environment(upstream_url, port, directory / f"{name}-state")
     log = directory / f"{name}-{port}.log"
-    return Server(name, [gunicorn, "-c", "service/gunicorn.conf.py", APPS[name]], env, port,
-                  "health", log)
+    return Server(
+        name, [gunicorn, "-c", "service/gunicorn.conf.py", APPS[name]], env, port, "health", log
+    )
 
 
 def start_servers(records: int, directory: Path) -> dict[str, Server]:
@@ -173,10 +179,26 @@ def start_servers(records: int, directory: Path) -> dict[str, Server]:
     port = free_port()
     upstream = Server(
         "upstream",
-        [sys.executable, "-m", "service.demo_upstream", "--synthetic", f"{RESOURCE}={records}",
-         "--no-seed", "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN,
-         "--server", "gunicorn"],
-        dict(os.environ), port, "_admin/health", directory / "upstream.log",
+        [
+            sys.executable,
+            "-m",
+            "service.demo_upstream",
+            "--synthetic",
+            f"{RESOURCE}={records}",
+            "--no-seed",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+            "--server",
+            "gunicorn",
+        ],
+        dict(os.environ),
+        port,
+        "_admin/health",
+        directory / "upstream.log",
     )
     servers = {"upstream": upstream}
     try:
@@ -203,8 +225,9 @@ class RssSampler:
     runaway naive connector fails its run instead of taking the machine down.
     """
 
-    def __init__(self, servers: dict[str, Server], interval: float,
-                 cap_bytes: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, servers: dict[str, Server], interval: float, cap_bytes: dict[str, int] | None = None
+    ) -> None:
         self.servers = servers
         self.interval = interval
         self.cap_bytes = cap_bytes or {}
@@ -286,7 +309,7 @@ def run_stream(name: str, url: str) -> Run:
                     first = chunk[:1]
                 joined = carry + chunk
                 run.entities += joined.count(ENTITY_MARK)
-                carry = joined[-(len(ENTITY_MARK) - 1):]  # too short to hold a whole mark
+                carry = joined[-(len(ENTITY_MARK) - 1) :]  # too short to hold a whole mark
                 run.size_bytes += len(chunk)
                 last = chunk[-1:]
         run.seconds = time.perf_counter() - started
@@ -307,8 +330,9 @@ def cpu_seconds(server: Server) -> float:
     return total
 
 
-def measure(name: str, servers: dict[str, Server], interval: float,
-            cap_bytes: dict[str, int]) -> Run:
+def measure(
+    name: str, servers: dict[str, Server], interval: float, cap_bytes: dict[str, int]
+) -> Run:
     watched = {key: servers[key] for key in ("upstream", "naive", "connector")}
     gc.collect()
     with RssSampler(watched, interval, cap_bytes) as sampler:
@@ -364,8 +388,9 @@ class Summary:
 
     @property
     def seconds_per_page(self) -> float | None:
-        return _median([run.seconds / run.pages for run in self.ok
-                        if run.seconds is not None and run.pages])
+        return _median(
+            [run.seconds / run.pages for run in self.ok if run.seconds is not None and run.pages]
+        )
 
     @property
     def cpu_seconds(self) -> float | None:
@@ -391,11 +416,15 @@ class Summary:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "competitor": self.competitor, "records": self.records,
-            "seconds": self.seconds, "first_byte": self.first_byte,
+            "competitor": self.competitor,
+            "records": self.records,
+            "seconds": self.seconds,
+            "first_byte": self.first_byte,
             "cpu_seconds": self.cpu_seconds,
-            "entities": self.entities, "server_peak_mb": self.server_peak_mb,
-            "upstream_peak_mb": self.upstream_peak_mb, "error": self.error,
+            "entities": self.entities,
+            "server_peak_mb": self.server_peak_mb,
+            "upstream_peak_mb": self.upstream_peak_mb,
+            "error": self.error,
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
 
@@ -405,8 +434,9 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def bench_size(records: int, args: argparse.Namespace, verify_body: bool,
-               loads: list[float]) -> dict[str, Summary]:
+def bench_size(
+    records: int, args: argparse.Namespace, verify_body: bool, loads: list[float]
+) -> dict[str, Summary]:
     """Every competitor ``args.repeat`` times, in rotation, against fresh servers."""
     runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
     with tempfile.TemporaryDirectory(prefix="bench-feed-") as directory:
@@ -417,27 +447,38 @@ def bench_size(records: int, args: argparse.Namespace, verify_body: bool,
                 verify(servers, records, ["connector"] if naive_skipped else list(APPS))
                 for name in APPS:  # fresh processes: verification is not a peak to report
                     servers[name].stop()
-                    servers[name] = start_gunicorn(name, servers["upstream"].url,
-                                                   Path(directory))
+                    servers[name] = start_gunicorn(name, servers["upstream"].url, Path(directory))
             caps = {"naive": args.naive_rss_cap_mb * MB}
             for repetition in range(args.repeat):
                 shift = repetition % len(COMPETITORS)
                 for name in COMPETITORS[shift:] + COMPETITORS[:shift]:
                     if name == "naive" and (naive_skipped or not servers["naive"].alive):
                         if naive_skipped and not runs["naive"]:
-                            runs["naive"].append(Run("naive", error=(
-                                f"skipped: over --naive-max-records {args.naive_max_records}")))
+                            runs["naive"].append(
+                                Run(
+                                    "naive",
+                                    error=(
+                                        "skipped: over --naive-max-records "
+                                        f"{args.naive_max_records}"
+                                    ),
+                                )
+                            )
                         continue
                     loads.append(os.getloadavg()[0])  # the machine is shared: say how busy
                     run = measure(name, servers, args.interval, caps)
                     runs[name].append(run)
-                    log(f"{records:>9} {name:<9} rep {repetition + 1}: "
-                        + (f"{run.seconds:.2f}s first byte {run.first_byte * 1000:.0f}ms "
-                           f"CPU {run.cpu_seconds:.2f}s "
-                           f"{run.entities} entities {run.size_bytes / MB:.0f} MB "
-                           f"server RSS {run.server_peak_rss / MB:.0f} MB "
-                           f"upstream RSS {run.upstream_peak_rss / MB:.0f} MB"
-                           if run.error is None else run.error))
+                    log(
+                        f"{records:>9} {name:<9} rep {repetition + 1}: "
+                        + (
+                            f"{run.seconds:.2f}s first byte {run.first_byte * 1000:.0f}ms "
+                            f"CPU {run.cpu_seconds:.2f}s "
+                            f"{run.entities} entities {run.size_bytes / MB:.0f} MB "
+                            f"server RSS {run.server_peak_rss / MB:.0f} MB "
+                            f"upstream RSS {run.upstream_peak_rss / MB:.0f} MB"
+                            if run.error is None
+                            else run.error
+                        )
+                    )
                     time.sleep(args.pause)
         finally:
             stop_servers(servers)
@@ -459,8 +500,9 @@ def _milliseconds(value: float | None) -> str:
     return f"{value * 1000:.0f}" if value is not None else "n/a"
 
 
-def report(results: dict[int, dict[str, Summary]], args: argparse.Namespace,
-           loads: list[float]) -> str:
+def report(
+    results: dict[int, dict[str, Summary]], args: argparse.Namespace, loads: list[float]
+) -> str:
     lines = [
         f"Feed benchmark: medians of {args.repeat} rotation(s); "
         f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
@@ -508,33 +550,45 @@ def targets(results: dict[int, dict[str, Summary]]) -> list[str]:
     limit, naive, connector = (at[name].seconds for name in COMPETITORS)
     vs_limit = connector / limit if connector and limit else None
     vs_naive = connector / naive if connector and naive else None
-    row(f"time ≤ {MAX_TIME_VS_LIMIT} × limit at {size:,}",
+    row(
+        f"time ≤ {MAX_TIME_VS_LIMIT} × limit at {size:,}",
         f"{vs_limit:.2f} ×" if vs_limit else "n/a",
-        None if vs_limit is None else vs_limit <= MAX_TIME_VS_LIMIT)
-    floor = f" (no feed can beat the limit: limit ÷ naive = {limit / naive:.2f} ×)" if (
-        limit and naive) else ""
-    row(f"time ≤ {MAX_TIME_VS_NAIVE} × naive at {size:,}",
+        None if vs_limit is None else vs_limit <= MAX_TIME_VS_LIMIT,
+    )
+    floor = (
+        f" (no feed can beat the limit: limit ÷ naive = {limit / naive:.2f} ×)"
+        if (limit and naive)
+        else ""
+    )
+    row(
+        f"time ≤ {MAX_TIME_VS_NAIVE} × naive at {size:,}",
         f"{vs_naive:.2f} ×{floor}" if vs_naive else "n/a",
-        None if vs_naive is None else vs_naive <= MAX_TIME_VS_NAIVE)
-    peaks = {records: summaries["connector"].server_peak_mb
-             for records, summaries in results.items()}
+        None if vs_naive is None else vs_naive <= MAX_TIME_VS_NAIVE,
+    )
+    peaks = {
+        records: summaries["connector"].server_peak_mb for records, summaries in results.items()
+    }
     top = max(peaks.values())
     row(f"peak RSS ≤ {MAX_RSS_MB} MB (master + worker)", f"{top:.0f} MB", top <= MAX_RSS_MB)
     smallest, largest = min(peaks), max(peaks)
     growth = peaks[largest] - peaks[smallest]
-    row(f"RSS flat (grows < {MAX_RSS_GROWTH_MB} MB) from {smallest:,} to {largest:,}",
+    row(
+        f"RSS flat (grows < {MAX_RSS_GROWTH_MB} MB) from {smallest:,} to {largest:,}",
         f"{peaks[smallest]:.0f} → {peaks[largest]:.0f} MB",
-        None if smallest == largest else growth < MAX_RSS_GROWTH_MB)
+        None if smallest == largest else growth < MAX_RSS_GROWTH_MB,
+    )
     # Within one upstream page: the first byte leaves before the connector could have
     # fetched and converted a second page, i.e. under twice its own time per page.
     first_byte = at["connector"].first_byte
     limit_page = at["limit"].seconds_per_page
     if first_byte is not None and connector and limit_page:
         page = connector / math.ceil(size / PAGE_SIZE)
-        row(f"first byte within one upstream page at {size:,}",
+        row(
+            f"first byte within one upstream page at {size:,}",
             f"{first_byte * 1000:.0f} ms (connector: {page * 1000:.0f} ms a page; "
             f"limit: {limit_page * 1000:.0f} ms a page)",
-            first_byte < 2 * page)
+            first_byte < 2 * page,
+        )
     else:
         row("first byte within one upstream page", "n/a", None)
     return lines
@@ -549,22 +603,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m service.benchmarks.bench_feed",
         description="Time the feed against the upstream's limit and a naive connector.",
     )
-    parser.add_argument("--records", type=int, nargs="+",
-                        default=[100_000, 300_000, 1_000_000],
-                        help="collection sizes to run (default: 100000 300000 1000000)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rotations of the three competitors per size (default 3)")
-    parser.add_argument("--naive-max-records", type=int, default=1_000_000,
-                        help="skip the naive connector above this size")
-    parser.add_argument("--naive-rss-cap-mb", type=int, default=4096,
-                        help="kill the naive connector (a failed run) above this RSS")
-    parser.add_argument("--interval", type=float, default=0.05,
-                        help="seconds between RSS samples (default 0.05)")
-    parser.add_argument("--pause", type=float, default=1.0,
-                        help="seconds of rest between measurements (default 1)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip parsing the smallest size's bodies in full (it holds them "
-                        "in this process's memory)")
+    parser.add_argument(
+        "--records",
+        type=int,
+        nargs="+",
+        default=[100_000, 300_000, 1_000_000],
+        help="collection sizes to run (default: 100000 300000 1000000)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rotations of the three competitors per size (default 3)",
+    )
+    parser.add_argument(
+        "--naive-max-records",
+        type=int,
+        default=1_000_000,
+        help="skip the naive connector above this size",
+    )
+    parser.add_argument(
+        "--naive-rss-cap-mb",
+        type=int,
+        default=4096,
+        help="kill the naive connector (a failed run) above this RSS",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=0.05, help="seconds between RSS samples (default 0.05)"
+    )
+    parser.add_argument(
+        "--pause", type=float, default=1.0, help="seconds of rest between measurements (default 1)"
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip parsing the smallest size's bodies in full (it holds them "
+        "in this process's memory)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run to this file")
     return parser.parse_args(argv)
 
@@ -582,9 +657,15 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args, loads)
     print(text, flush=True)
     if args.json:
-        args.json.write_text(json.dumps(
-            {str(records): {name: summary.as_json() for name, summary in summaries.items()}
-             for records, summaries in results.items()}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    str(records): {name: summary.as_json() for name, summary in summaries.items()}
+                    for records, summaries in results.items()
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -102,14 +102,16 @@ def free_port() -> int:
 class Server:
     """A child process serving HTTP on loopback, stopped with SIGTERM."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
-                 health: str, log: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], port: int, health: str, log: Path
+    ) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         with log.open("wb") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -145,33 +147,67 @@ class Server:
             self.process.wait()
 
 
-def start_servers(directory: Path, latency_ms: float,
-                  settings: dict[str, str] | None = None) -> dict[str, Server]:
+def start_servers(
+    directory: Path, latency_ms: float, settings: dict[str, str] | None = None
+) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
         port = free_port()
         servers["upstream"] = Server(
             "upstream",
-            [sys.executable, "-m", "service.demo_upstream", "--host", "127.0.0.1", "--port",
-             str(port), "--token", TOKEN, "--no-seed", "--latency-ms", str(latency_ms),
-             "--server", "gunicorn"],
-            dict(os.environ), port, "_admin/stats", directory / "upstream.log",
+            [
+                sys.executable,
+                "-m",
+                "service.demo_upstream",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--token",
+                TOKEN,
+                "--no-seed",
+                "--latency-ms",
+                str(latency_ms),
+                "--server",
+                "gunicorn",
+            ],
+            dict(os.environ),
+            port,
+            "_admin/stats",
+            directory / "upstream.log",
         )
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        apps = {"naive": "service.benchmarks.bench_sink:create_naive_app()",
-                "connector": "service.connector:create_app()"}
+        apps = {
+            "naive": "service.benchmarks.bench_sink:create_naive_app()",
+            "connector": "service.connector:create_app()",
+        }
         for name, app in apps.items():
             port = free_port()
-            env = {key: value for key, value in os.environ.items()
-                   if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
-                   and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL", "STATE_DIR")}
-            env.update({"UPSTREAM_URL": servers["upstream"].url, "UPSTREAM_TOKEN": TOKEN,
-                        "PORT": str(port), "STATE_DIR": str(directory / "state"),
-                        "FULL_SYNC_DELETE": "true"})
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
+                and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL", "STATE_DIR")
+            }
+            env.update(
+                {
+                    "UPSTREAM_URL": servers["upstream"].url,
+                    "UPSTREAM_TOKEN": TOKEN,
+                    "PORT": str(port),
+                    "STATE_DIR": str(directory / "state"),
+                    "FULL_SYNC_DELETE": "true",
+                }
+            )
             if name == "connector":
                 env.update(settings or {})
-            servers[name] = Server(name, [gunicorn, "-c", "service/gunicorn.conf.py", app],
-                                   env, port, "health", directory / f"{name}.log")
+            servers[name] = Server(
+                name,
+                [gunicorn, "-c", "service/gunicorn.conf.py", app],
+                env,
+                port,
+                "health",
+                directory / f"{name}.log",
+            )
     except BaseException:
         for server in servers.values():
             server.stop()
@@ -184,45 +220,54 @@ def start_servers(directory: Path, latency_ms: float,
 
 def make_entities(count: int) -> list[dict[str, Any]]:
     """About 350 bytes each, with Sesam's reserved fields and typed strings."""
-    return [{
-        "_id": f"e-{i:07d}",
-        "_updated": i,
-        "_hash": f"{i:032x}",
-        "_deleted": False,
-        "name": f"Person {i}",
-        "email": f"person.{i}@example.com",
-        "born": f"~t19{i % 100:02d}-0{i % 9 + 1}-1{i % 10}",
-        "balance": f"~f{i * 7 % 100000}.{i % 100:02d}",
-        "company": f"~:crm:company-{i % 50}",
-        "address": {"street": f"Storgata {i % 300}", "city": "Tromsø", "country": "NO"},
-        "tags": ["customer", "nordic"] if i % 2 else ["supplier"],
-    } for i in range(count)]
+    return [
+        {
+            "_id": f"e-{i:07d}",
+            "_updated": i,
+            "_hash": f"{i:032x}",
+            "_deleted": False,
+            "name": f"Person {i}",
+            "email": f"person.{i}@example.com",
+            "born": f"~t19{i % 100:02d}-0{i % 9 + 1}-1{i % 10}",
+            "balance": f"~f{i * 7 % 100000}.{i % 100:02d}",
+            "company": f"~:crm:company-{i % 50}",
+            "address": {"street": f"Storgata {i % 300}", "city": "Tromsø", "country": "NO"},
+            "tags": ["customer", "nordic"] if i % 2 else ["supplier"],
+        }
+        for i in range(count)
+    ]
 
 
 def reset_collection(upstream: str) -> None:
-    requests.post(f"{upstream}/_admin/reset", json={"seed": False}, timeout=60
-                  ).raise_for_status()
+    requests.post(f"{upstream}/_admin/reset", json={"seed": False}, timeout=60).raise_for_status()
     requests.post(f"{upstream}/_admin/collections/{RESOURCE}", timeout=60).raise_for_status()
 
 
 def push(url: str, entities: list[dict[str, Any]], full: bool) -> float:
     """Every batch as Sesam sends it; answers the seconds taken."""
-    batches = [entities[i:i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)]
+    batches = [entities[i : i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)]
     sequence = str(uuid.uuid4())
     previous: str | None = None
     with requests.Session() as session:
         session.headers["Content-Type"] = "application/json; charset=UTF-8"
         started = time.perf_counter()
         for number, batch in enumerate([*batches, []] if full else batches):
-            params = {"is_full": str(full).lower(), "sequence_id": sequence,
-                      "request_id": str(uuid.uuid4())}
+            params = {
+                "is_full": str(full).lower(),
+                "sequence_id": sequence,
+                "request_id": str(uuid.uuid4()),
+            }
             if full:
                 params["is_first"] = str(number == 0).lower()
                 params["is_last"] = str(number == len(batches)).lower()
                 if previous is not None:
                     params["previous_request_id"] = previous
-            response = session.post(f"{url}/{RESOURCE}", params=params,
-                                    data=json.dumps(batch).encode("utf-8"), timeout=600)
+            response = session.post(
+                f"{url}/{RESOURCE}",
+                params=params,
+                data=json.dumps(batch).encode("utf-8"),
+                timeout=600,
+            )
             if response.status_code != 200:
                 raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
             previous = params["request_id"]
@@ -255,10 +300,14 @@ def push_direct(upstream: str, entities: list[dict[str, Any]]) -> float:
     try:
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=LIMIT_CONCURRENCY) as pool:
-            for batch in (entities[i:i + BATCH_SIZE]
-                          for i in range(0, len(entities), BATCH_SIZE)):
-                list(pool.map(lambda e: records.upsert(RESOURCE, e["_id"],
-                                                       records.to_record(e)), batch))
+            for batch in (
+                entities[i : i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)
+            ):
+                list(
+                    pool.map(
+                        lambda e: records.upsert(RESOURCE, e["_id"], records.to_record(e)), batch
+                    )
+                )
         return time.perf_counter() - started
     finally:
         client.close()
@@ -275,9 +324,11 @@ def run_once(name: str, servers: dict[str, Server], entities: list[dict[str, Any
         return Run(len(entities) / seconds, None, upstream_cpu * 1000 / len(entities))
     if name == "connector-full":
         # Records the full sync did not send, for deletion detection to find.
-        requests.post(f"{upstream}/_admin/records/{RESOURCE}",
-                      json=[{"id": f"stale-{i}"} for i in range(100)], timeout=60
-                      ).raise_for_status()
+        requests.post(
+            f"{upstream}/_admin/records/{RESOURCE}",
+            json=[{"id": f"stale-{i}"} for i in range(100)],
+            timeout=60,
+        ).raise_for_status()
     server = servers["naive" if name == "naive" else "connector"]
     cpu = (server.cpu_seconds(), servers["upstream"].cpu_seconds())
     seconds = push(server.url, entities, full=name == "connector-full")
@@ -297,14 +348,19 @@ def _ms(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.benchmarks.bench_sink",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m service.benchmarks.bench_sink", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--entities", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=LATENCY_MS)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a connector setting other than its default, e.g. "
-                             "SINK_CONCURRENCY=16")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a connector setting other than its default, e.g. SINK_CONCURRENCY=16",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     settings = dict(item.split("=", 1) for item in args.set)
@@ -322,46 +378,62 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
     sink_cpu = {name: _median([r.sink_cpu_ms for r in values]) for name, values in runs.items()}
-    upstream_cpu = {name: statistics.median(r.upstream_cpu_ms for r in values)
-                    for name, values in runs.items()}
+    upstream_cpu = {
+        name: statistics.median(r.upstream_cpu_ms for r in values) for name, values in runs.items()
+    }
     ratio = medians["connector"] / medians["naive"]
     result = {
-        "entities": args.entities, "batch_size": BATCH_SIZE, "repeat": args.repeat,
-        "upstream_latency_ms": args.latency_ms, "connector_settings": settings,
+        "entities": args.entities,
+        "batch_size": BATCH_SIZE,
+        "repeat": args.repeat,
+        "upstream_latency_ms": args.latency_ms,
+        "connector_settings": settings,
         "entities_per_second": {k: round(v, 1) for k, v in medians.items()},
         "all_runs": {k: [round(r.rate, 1) for r in vs] for k, vs in runs.items()},
-        "sink_cpu_ms_per_entity": {k: None if v is None else round(v, 2)
-                                   for k, v in sink_cpu.items()},
+        "sink_cpu_ms_per_entity": {
+            k: None if v is None else round(v, 2) for k, v in sink_cpu.items()
+        },
         "upstream_cpu_ms_per_entity": {k: round(v, 2) for k, v in upstream_cpu.items()},
         "ratio_connector_to_naive": round(ratio, 2),
         "ratio_full_sync_to_naive": round(medians["connector-full"] / medians["naive"], 2),
         "ratio_connector_to_limit": round(medians["connector"] / medians["limit"], 2),
-        "target_ratio": TARGET_RATIO, "target_met": ratio >= TARGET_RATIO,
+        "target_ratio": TARGET_RATIO,
+        "target_met": ratio >= TARGET_RATIO,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"Python {platform.python_version()}, load average {load_before:.1f} "
-                   f"before and {os.getloadavg()[0]:.1f} after",
+        f"Python {platform.python_version()}, load average {load_before:.1f} "
+        f"before and {os.getloadavg()[0]:.1f} after",
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.entities} entities in batches of {BATCH_SIZE}, upstream latency "
-          f"{args.latency_ms:g} ms per request, median of {args.repeat} runs "
-          f"({result['machine']})")
+    print(
+        f"{args.entities} entities in batches of {BATCH_SIZE}, upstream latency "
+        f"{args.latency_ms:g} ms per request, median of {args.repeat} runs "
+        f"({result['machine']})"
+    )
     if settings:
         print("connector settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
-    print(f"{'sink':<34} {'entities/s':>10} {'vs naive':>9} {'sink CPU':>9} "
-          f"{'upstream CPU':>13}  (ms per entity)")
-    labels = {"limit": "limit (client straight to upstream)",
-              "naive": "naive (sequential, no session)",
-              "connector": "connector, incremental",
-              "connector-full": "connector, full sync + deletion"}
+    print(
+        f"{'sink':<34} {'entities/s':>10} {'vs naive':>9} {'sink CPU':>9} "
+        f"{'upstream CPU':>13}  (ms per entity)"
+    )
+    labels = {
+        "limit": "limit (client straight to upstream)",
+        "naive": "naive (sequential, no session)",
+        "connector": "connector, incremental",
+        "connector-full": "connector, full sync + deletion",
+    }
     for name in COMPETITORS:
-        print(f"{labels[name]:<34} {medians[name]:>10.1f} "
-              f"{medians[name] / medians['naive']:>8.1f}x {_ms(sink_cpu[name]):>9} "
-              f"{upstream_cpu[name]:>13.2f}")
+        print(
+            f"{labels[name]:<34} {medians[name]:>10.1f} "
+            f"{medians[name] / medians['naive']:>8.1f}x {_ms(sink_cpu[name]):>9} "
+            f"{upstream_cpu[name]:>13.2f}"
+        )
     verdict = "met" if result["target_met"] else "NOT met"
-    print(f"target: connector >= {TARGET_RATIO:g}x naive: {verdict} ({ratio:.1f}x); "
-          f"connector / limit: {result['ratio_connector_to_limit']:.2f}")
+    print(
+        f"target: connector >= {TARGET_RATIO:g}x naive: {verdict} ({ratio:.1f}x); "
+        f"connector / limit: {result['ratio_connector_to_limit']:.2f}"
+    )
     return 0
 
 

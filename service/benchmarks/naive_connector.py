@@ -37,8 +37,9 @@ def create_app() -> Flask:
         entities: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": PAGE_SIZE}
         while True:
-            response = requests.get(f"{upstream_url}/{resource}", params=params,
-                                    headers=headers, timeout=60)
+            response = requests.get(
+                f"{upstream_url}/{resource}", params=params, headers=headers, timeout=60
+            )
             response.raise_for_status()
             page = response.json()
             for record in page["data"]:

@@ -25,7 +25,10 @@ from service.connector import create_app
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_TOKEN = "test-token-s3cr3t"
 GUNICORN_COMMAND = [
-    "gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()",
+    "gunicorn",
+    "-c",
+    "service/gunicorn.conf.py",
+    "service.connector:create_app()",
 ]
 
 
@@ -42,8 +45,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path | None = None,
-                  seconds: float = 20) -> None:
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], log: Path | None = None, seconds: float = 20
+) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -76,8 +80,7 @@ class Upstream:
         self.http = requests.Session()
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, f"{self.url}/_admin/{path}", json=body,
-                                     timeout=60)
+        response = self.http.request(method, f"{self.url}/_admin/{path}", json=body, timeout=60)
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -108,8 +111,9 @@ class Upstream:
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """A Records API call as a client would make it."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        return self.http.request(method, f"{self.url}/{path}", headers=headers,
-                                 timeout=60, **kwargs)
+        return self.http.request(
+            method, f"{self.url}/{path}", headers=headers, timeout=60, **kwargs
+        )
 
 
 @pytest.fixture(scope="session")
@@ -118,9 +122,20 @@ def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstre
     log = tmp_path_factory.mktemp("upstream") / "upstream.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.demo_upstream", "--host", "127.0.0.1",
-             "--port", str(port), "--token", UPSTREAM_TOKEN],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "service.demo_upstream",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--token",
+                UPSTREAM_TOKEN,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -137,24 +152,28 @@ def upstream(upstream_server: Upstream) -> Iterator[Upstream]:
     upstream_server.clear_faults()
 
 
-def connector_environment(upstream_url: str, port: int, state_dir: Path,
-                          **extra: str) -> dict[str, str]:
+def connector_environment(
+    upstream_url: str, port: int, state_dir: Path, **extra: str
+) -> dict[str, str]:
     env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
     }
-    env.update({
-        "UPSTREAM_URL": upstream_url,
-        "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-        "PORT": str(port),
-        "WORKERS": "2",
-        "THREADS": "4",
-        "UPSTREAM_RETRY_BUDGET": "10",
-        "UPSTREAM_READ_TIMEOUT": "5",
-        "STATE_DIR": str(state_dir),
-        "LOG_LEVEL": "INFO",
-        "UPSTREAM_PAGE_SIZE": "100",
-    })
+    env.update(
+        {
+            "UPSTREAM_URL": upstream_url,
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "PORT": str(port),
+            "WORKERS": "2",
+            "THREADS": "4",
+            "UPSTREAM_RETRY_BUDGET": "10",
+            "UPSTREAM_READ_TIMEOUT": "5",
+            "STATE_DIR": str(state_dir),
+            "LOG_LEVEL": "INFO",
+            "UPSTREAM_PAGE_SIZE": "100",
+        }
+    )
     env.update(extra)
     return env
 
@@ -177,15 +196,21 @@ class Connector:
         return self.log.read_text(errors="replace")
 
 
-def start_connector(upstream_url: str, directory: Path, **extra: str
-                    ) -> tuple[subprocess.Popen[bytes], Connector]:
+def start_connector(
+    upstream_url: str, directory: Path, **extra: str
+) -> tuple[subprocess.Popen[bytes], Connector]:
     port = free_port()
     log = directory / "connector.log"
     env = connector_environment(upstream_url, port, directory / "state", **extra)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     with log.open("wb") as out:
-        process = subprocess.Popen([gunicorn, *GUNICORN_COMMAND[1:]], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [gunicorn, *GUNICORN_COMMAND[1:]],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/health", process, log)
@@ -196,10 +221,10 @@ def start_connector(upstream_url: str, directory: Path, **extra: str
 
 
 @pytest.fixture(scope="session")
-def connector_server(upstream_server: Upstream,
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
-    process, connector = start_connector(upstream_server.url,
-                                         tmp_path_factory.mktemp("connector"))
+def connector_server(
+    upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Connector]:
+    process, connector = start_connector(upstream_server.url, tmp_path_factory.mktemp("connector"))
     try:
         yield connector
     finally:
@@ -232,12 +257,14 @@ def connector_factory(upstream_server: Upstream, tmp_path: Path) -> Iterator[Any
 @pytest.fixture
 def app(upstream_server: Upstream, tmp_path: Path) -> Any:
     """The Flask app from the factory, in process, for pytest-flask's ``client``."""
-    app = create_app({
-        "UPSTREAM_URL": upstream_server.url,
-        "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-        "UPSTREAM_RETRY_BUDGET": "4",
-        "STATE_DIR": str(tmp_path / "state"),
-    })
+    app = create_app(
+        {
+            "UPSTREAM_URL": upstream_server.url,
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "UPSTREAM_RETRY_BUDGET": "4",
+            "STATE_DIR": str(tmp_path / "state"),
+        }
+    )
     app.config["TESTING"] = True
     return app
 
@@ -271,13 +298,19 @@ class RecordsConformanceUpstream:
 
     def seed(self, count: int, tie: int) -> None:
         before = (count - tie) // 2
-        times = ([f"2025-12-31T23:59:59.{n:06d}Z" for n in range(before)]
-                 + ["2026-01-01T00:00:00.000000Z"] * tie
-                 + [f"2026-01-01T00:00:01.{n:06d}Z" for n in range(count - tie - before)])
+        times = (
+            [f"2025-12-31T23:59:59.{n:06d}Z" for n in range(before)]
+            + ["2026-01-01T00:00:00.000000Z"] * tie
+            + [f"2026-01-01T00:00:01.{n:06d}Z" for n in range(count - tie - before)]
+        )
         # ids out of time order, so the feed's order is (time, id) and not insertion order
-        self.upstream.insert(self.collection, [
-            {"id": f"rec-{(n * 7919) % count:05d}", "updated_at": at, "n": n}
-            for n, at in enumerate(times)])
+        self.upstream.insert(
+            self.collection,
+            [
+                {"id": f"rec-{(n * 7919) % count:05d}", "updated_at": at, "n": n}
+                for n, at in enumerate(times)
+            ],
+        )
 
     def delete(self, entity_id: str) -> None:
         from service.upstream import segment
@@ -295,12 +328,19 @@ class RecordsConformanceUpstream:
         self.upstream.clear_faults()
 
     def entity(self, number: int) -> dict[str, Any]:
-        return {"_id": f"conformance-{number}", "name": f"Entity {number}", "n": number,
-                "tags": ["a", "b"], "address": {"city": "Oslo"}}
+        return {
+            "_id": f"conformance-{number}",
+            "name": f"Entity {number}",
+            "n": number,
+            "tags": ["a", "b"],
+            "address": {"city": "Oslo"},
+        }
 
     def written(self) -> dict[str, dict[str, Any]]:
-        return {record_id: {k: v for k, v in record.items() if k != "updated_at"}
-                for record_id, record in self.upstream.live(self.collection).items()}
+        return {
+            record_id: {k: v for k, v in record.items() if k != "updated_at"}
+            for record_id, record in self.upstream.live(self.collection).items()
+        }
 
     def writes(self) -> int:
         stats = self.upstream.stats()

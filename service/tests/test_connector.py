@@ -15,8 +15,9 @@ from service.connector import create_app
 
 
 def test_health_answers_without_the_upstream(tmp_path):
-    app = create_app({"UPSTREAM_URL": "http://127.0.0.1:9", "UPSTREAM_TOKEN": "t",
-                      "STATE_DIR": str(tmp_path)})
+    app = create_app(
+        {"UPSTREAM_URL": "http://127.0.0.1:9", "UPSTREAM_TOKEN": "t", "STATE_DIR": str(tmp_path)}
+    )
     response = app.test_client().get("/health")
     assert response.status_code == 200
     assert response.get_json()["status"] == "ok"
@@ -26,8 +27,9 @@ def test_the_factory_refuses_bad_settings():
     from service.config import ConfigError
 
     with pytest.raises(ConfigError, match="UPSTREAM_PAGE_SIZE"):
-        create_app({"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t",
-                    "UPSTREAM_PAGE_SIZE": "5000"})
+        create_app(
+            {"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t", "UPSTREAM_PAGE_SIZE": "5000"}
+        )
 
 
 def test_the_feed_answers_a_json_array_of_entities(client, upstream):
@@ -40,16 +42,20 @@ def test_the_feed_answers_a_json_array_of_entities(client, upstream):
 
 def test_the_feed_resumes_from_since(client, upstream):
     full = json.loads(client.get("/companies").get_data())
-    rest = json.loads(client.get("/companies", query_string={"since": full[1]["_updated"]})
-                      .get_data())
+    rest = json.loads(
+        client.get("/companies", query_string={"since": full[1]["_updated"]}).get_data()
+    )
     assert [e["_id"] for e in rest] == [e["_id"] for e in full[2:]]
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/nothing/here/at/all", 404),
-    ("DELETE", "/people", 405),
-    ("GET", "/UPPER", 404),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nothing/here/at/all", 404),
+        ("DELETE", "/people", 405),
+        ("GET", "/UPPER", 404),
+    ],
+)
 def test_errors_are_json(client, upstream, method, path, status):
     response = client.open(path, method=method)
     assert response.status_code == status

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 SUITE = Path(__file__).with_name("test_sesam_conformance.py")
-CONFTEST = '''
+CONFTEST = """
 import pytest
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def conformance_connector():
 @pytest.fixture
 def conformance_upstream():
     raise AssertionError("a skipped check must not touch the upstream")
-'''
+"""
 
 
 def run_suite(tmp_path: Path, skips: dict[str, str], select: str) -> str:
@@ -35,22 +35,40 @@ def run_suite(tmp_path: Path, skips: dict[str, str], select: str) -> str:
     (tmp_path / "conftest.py").write_text(CONFTEST.replace("{SKIPS}", repr(skips)))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rsfE", "-p", "no:cacheprovider",
-         "-k", select, SUITE.name],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rsfE",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            select,
+            SUITE.name,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.stdout + result.stderr
 
 
 def test_a_check_skipped_with_a_reason_is_skipped_and_shows_the_reason(tmp_path):
-    out = run_suite(tmp_path, {"test_limit_is_honoured": "our upstream has no paging"},
-                    "test_limit_is_honoured or every_skip")
+    out = run_suite(
+        tmp_path,
+        {"test_limit_is_honoured": "our upstream has no paging"},
+        "test_limit_is_honoured or every_skip",
+    )
     assert "skipped by this fork: our upstream has no paging" in out
     assert "1 passed, 1 skipped" in out
 
 
 def test_a_skip_without_a_reason_is_an_error(tmp_path):
-    out = run_suite(tmp_path, {"test_limit_is_honoured": "  "},
-                    "test_limit_is_honoured or every_skip")
+    out = run_suite(
+        tmp_path, {"test_limit_is_honoured": "  "}, "test_limit_is_honoured or every_skip"
+    )
     assert "conformance_skips['test_limit_is_honoured'] has no reason" in out
     assert re.match(r"1 failed, \d+ deselected, 1 error", out.strip().splitlines()[-1])
 

@@ -53,8 +53,10 @@ def skipped_only_with_a_reason(request: pytest.FixtureRequest) -> None:
     if name in skips and name != SELF_CHECK:
         reason = skips[name]
         if not isinstance(reason, str) or not reason.strip():
-            pytest.fail(f"conformance_skips[{name!r}] has no reason: say why this fork "
-                        "skips it", pytrace=False)
+            pytest.fail(
+                f"conformance_skips[{name!r}] has no reason: say why this fork skips it",
+                pytrace=False,
+            )
         pytest.skip(f"skipped by this fork: {reason}")
 
 
@@ -84,15 +86,19 @@ class Client:
             try:
                 for chunk in response.iter_content(chunk_size=None):
                     body += chunk
-            except (requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ConnectionError):
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
                 pass
             return response.status_code, body
 
     def post(self, body: Any, raw: bytes | None = None, **params: Any) -> requests.Response:
         data = raw if raw is not None else json.dumps(body).encode("utf-8")
-        return self.http.post(self.url, params=params, data=data, timeout=TIMEOUT,
-                              headers={"Content-Type": "application/json; charset=UTF-8"})
+        return self.http.post(
+            self.url,
+            params=params,
+            data=data,
+            timeout=TIMEOUT,
+            headers={"Content-Type": "application/json; charset=UTF-8"},
+        )
 
 
 @pytest.fixture
@@ -126,8 +132,7 @@ def ids(entities: list[dict[str, Any]]) -> list[str]:
 # --- the feed: Sesam's JSON pull protocol ------------------------------------------------
 
 
-def test_the_feed_is_a_json_array_of_objects_with_unique_string_ids(
-        sesam, conformance_upstream):
+def test_the_feed_is_a_json_array_of_objects_with_unique_string_ids(sesam, conformance_upstream):
     conformance_upstream.seed(60, 20)
     entities = sesam.pull()
     assert all(isinstance(e, dict) for e in entities)
@@ -141,7 +146,8 @@ def test_updated_is_unique_and_strictly_increasing_as_a_string(sesam, conformanc
     tokens = [e.get("_updated") for e in entities]
     assert all(isinstance(t, str) for t in tokens), "_updated must be a string to sort as one"
     assert all(a < b for a, b in zip(tokens, tokens[1:], strict=False)), (
-        "the feed must be in strictly ascending _updated order (is_since_comparable)")
+        "the feed must be in strictly ascending _updated order (is_since_comparable)"
+    )
 
 
 def test_since_from_any_entity_resumes_exactly(sesam, conformance_upstream):
@@ -149,7 +155,7 @@ def test_since_from_any_entity_resumes_exactly(sesam, conformance_upstream):
     full = sesam.pull()
     for cut, entity in enumerate(full):
         rest = sesam.pull(since=entity["_updated"])
-        assert ids(rest) == ids(full[cut + 1:]), f"since the entity at {cut}"
+        assert ids(rest) == ids(full[cut + 1 :]), f"since the entity at {cut}"
 
 
 @pytest.mark.parametrize("page_size", [1, 7, 100, 1000])
@@ -196,7 +202,8 @@ def test_an_upstream_failure_before_the_first_byte_is_a_non_2xx(sesam, conforman
 
 
 def test_an_upstream_failure_after_the_first_byte_gives_a_body_that_does_not_parse(
-        sesam, conformance_upstream):
+    sesam, conformance_upstream
+):
     size = 3 * conformance_upstream.page_size
     conformance_upstream.seed(size, size // 3)
     conformance_upstream.break_after_first_page()
@@ -222,8 +229,7 @@ class FullSync:
         batches = [*batches, []]
         for number, batch in enumerate(batches):
             request_id = str(uuid.uuid4())
-            params = {"sequence_id": self.sequence_id, "is_full": "true",
-                      "request_id": request_id}
+            params = {"sequence_id": self.sequence_id, "is_full": "true", "request_id": request_id}
             if number == 0:
                 params["is_first"] = "true"
             else:
@@ -239,8 +245,9 @@ class FullSync:
 
 
 def incremental(sesam: Client, batch: Any, raw: bytes | None = None) -> requests.Response:
-    return sesam.post(batch, raw, sequence_id=str(uuid.uuid4()), is_full="false",
-                      request_id=str(uuid.uuid4()))
+    return sesam.post(
+        batch, raw, sequence_id=str(uuid.uuid4()), is_full="false", request_id=str(uuid.uuid4())
+    )
 
 
 def test_the_sink_writes_every_entity_of_a_batch(sesam, conformance_upstream):
@@ -279,8 +286,7 @@ def test_the_sink_validates_the_whole_batch_before_writing(sesam, conformance_up
     assert not set(ids(good)) & set(conformance_upstream.written())
 
 
-def test_the_sink_refuses_a_body_that_is_not_json_and_writes_nothing(
-        sesam, conformance_upstream):
+def test_the_sink_refuses_a_body_that_is_not_json_and_writes_nothing(sesam, conformance_upstream):
     before = conformance_upstream.writes()
     good = json.dumps([conformance_upstream.entity(0)]).encode()
     response = incremental(sesam, None, raw=good[:-5])
@@ -291,8 +297,7 @@ def test_the_sink_refuses_a_body_that_is_not_json_and_writes_nothing(
 def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_upstream):
     batch = [conformance_upstream.entity(n) for n in range(5)]
     batch.append({"_id": batch[2]["_id"], "_deleted": True})
-    params = {"sequence_id": str(uuid.uuid4()), "is_full": "false",
-              "request_id": str(uuid.uuid4())}
+    params = {"sequence_id": str(uuid.uuid4()), "is_full": "false", "request_id": str(uuid.uuid4())}
     first = sesam.post(batch, **params)
     assert 200 <= first.status_code < 300, first.text[:500]
     once = conformance_upstream.written()
@@ -302,24 +307,32 @@ def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_up
     assert batch[2]["_id"] not in once
 
 
-def test_a_full_sync_retried_request_is_accepted_and_changes_nothing(
-        sesam, conformance_upstream):
+def test_a_full_sync_retried_request_is_accepted_and_changes_nothing(sesam, conformance_upstream):
     sequence, first_id = str(uuid.uuid4()), str(uuid.uuid4())
     batch = [conformance_upstream.entity(n) for n in range(3)]
-    params = {"sequence_id": sequence, "is_full": "true", "request_id": first_id,
-              "is_first": "true"}
+    params = {
+        "sequence_id": sequence,
+        "is_full": "true",
+        "request_id": first_id,
+        "is_first": "true",
+    }
     assert sesam.post(batch, **params).ok
     once = conformance_upstream.written()
     retry = sesam.post(batch, **params)
     assert 200 <= retry.status_code < 300, retry.text[:500]
     assert conformance_upstream.written() == once
-    last = sesam.post([], sequence_id=sequence, is_full="true", request_id=str(uuid.uuid4()),
-                      previous_request_id=first_id, is_last="true")
+    last = sesam.post(
+        [],
+        sequence_id=sequence,
+        is_full="true",
+        request_id=str(uuid.uuid4()),
+        previous_request_id=first_id,
+        is_last="true",
+    )
     assert 200 <= last.status_code < 300, last.text[:500]
 
 
-def test_a_full_sync_in_batches_ending_with_an_empty_one_is_accepted(
-        sesam, conformance_upstream):
+def test_a_full_sync_in_batches_ending_with_an_empty_one_is_accepted(sesam, conformance_upstream):
     entities = [conformance_upstream.entity(n) for n in range(7)]
     sync = FullSync(sesam, [entities[:3], entities[3:6], entities[6:]])
     assert [s // 100 for s in sync.statuses()] == [2, 2, 2, 2], sync.statuses()
@@ -329,8 +342,13 @@ def test_a_full_sync_in_batches_ending_with_an_empty_one_is_accepted(
 def started(sesam: Client, conformance_upstream: Any) -> tuple[str, str]:
     """A full sync with its first batch accepted: (sequence_id, request_id)."""
     sequence, request_id = str(uuid.uuid4()), str(uuid.uuid4())
-    response = sesam.post([conformance_upstream.entity(0)], sequence_id=sequence,
-                          is_full="true", request_id=request_id, is_first="true")
+    response = sesam.post(
+        [conformance_upstream.entity(0)],
+        sequence_id=sequence,
+        is_full="true",
+        request_id=request_id,
+        is_first="true",
+    )
     assert 200 <= response.status_code < 300, response.text[:500]
     return sequence, request_id
 
@@ -346,33 +364,63 @@ def conflict(sesam: Client, conformance_upstream: Any, **params: str) -> None:
 
 def test_a_full_sync_with_the_wrong_previous_request_id_is_a_409(sesam, conformance_upstream):
     sequence, _ = started(sesam, conformance_upstream)
-    conflict(sesam, conformance_upstream, sequence_id=sequence, is_full="true",
-             request_id=str(uuid.uuid4()), previous_request_id=str(uuid.uuid4()))
+    conflict(
+        sesam,
+        conformance_upstream,
+        sequence_id=sequence,
+        is_full="true",
+        request_id=str(uuid.uuid4()),
+        previous_request_id=str(uuid.uuid4()),
+    )
 
 
 def test_is_first_inside_an_active_sequence_is_a_409(sesam, conformance_upstream):
     sequence, _ = started(sesam, conformance_upstream)
-    conflict(sesam, conformance_upstream, sequence_id=sequence, is_full="true",
-             request_id=str(uuid.uuid4()), is_first="true")
+    conflict(
+        sesam,
+        conformance_upstream,
+        sequence_id=sequence,
+        is_full="true",
+        request_id=str(uuid.uuid4()),
+        is_first="true",
+    )
 
 
 def test_continuing_a_sequence_that_is_not_active_is_a_409(sesam, conformance_upstream):
     _, request_id = started(sesam, conformance_upstream)
-    conflict(sesam, conformance_upstream, sequence_id=str(uuid.uuid4()), is_full="true",
-             request_id=str(uuid.uuid4()), previous_request_id=request_id)
+    conflict(
+        sesam,
+        conformance_upstream,
+        sequence_id=str(uuid.uuid4()),
+        is_full="true",
+        request_id=str(uuid.uuid4()),
+        previous_request_id=request_id,
+    )
 
 
 def test_continuing_a_sequence_that_has_ended_is_a_409(sesam, conformance_upstream):
     sync = FullSync(sesam, [[conformance_upstream.entity(0)]])
     assert [s // 100 for s in sync.statuses()] == [2, 2], sync.statuses()
-    conflict(sesam, conformance_upstream, sequence_id=sync.sequence_id, is_full="true",
-             request_id=str(uuid.uuid4()), previous_request_id=sync.last_request_id)
+    conflict(
+        sesam,
+        conformance_upstream,
+        sequence_id=sync.sequence_id,
+        is_full="true",
+        request_id=str(uuid.uuid4()),
+        previous_request_id=sync.last_request_id,
+    )
 
 
 def test_is_full_changing_within_a_sequence_is_a_409(sesam, conformance_upstream):
     sequence, request_id = started(sesam, conformance_upstream)
-    conflict(sesam, conformance_upstream, sequence_id=sequence, is_full="false",
-             request_id=str(uuid.uuid4()), previous_request_id=request_id)
+    conflict(
+        sesam,
+        conformance_upstream,
+        sequence_id=sequence,
+        is_full="false",
+        request_id=str(uuid.uuid4()),
+        previous_request_id=request_id,
+    )
 
 
 # --- the suite itself ---------------------------------------------------------------------
@@ -387,6 +435,7 @@ def test_every_skip_names_a_check_of_this_suite_and_says_why(request):
     unknown = sorted(set(skips) - checks)
     assert unknown == [], f"conformance_skips names checks this suite does not have: {unknown}"
     assert SELF_CHECK not in skips, "this check cannot be skipped"
-    silent = sorted(name for name, reason in skips.items()
-                    if not isinstance(reason, str) or not reason.strip())
+    silent = sorted(
+        name for name, reason in skips.items() if not isinstance(reason, str) or not reason.strip()
+    )
     assert silent == [], f"conformance_skips without a reason: {silent}"

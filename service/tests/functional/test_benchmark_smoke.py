@@ -13,9 +13,23 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_the_feed_benchmark_runs_and_all_three_deliver_every_record(tmp_path: Path) -> None:
     results = tmp_path / "bench.json"
     finished = subprocess.run(
-        [sys.executable, "-m", "service.benchmarks.bench_feed", "--records", "2000",
-         "--repeat", "1", "--pause", "0", "--json", str(results)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "service.benchmarks.bench_feed",
+            "--records",
+            "2000",
+            "--repeat",
+            "1",
+            "--pause",
+            "0",
+            "--json",
+            str(results),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     summaries = json.loads(results.read_text())["2000"]

@@ -55,8 +55,9 @@ def tool(name: str) -> str:
 
 
 def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool(command[0]), *command[1:]], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [tool(command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 class Stage:
@@ -71,8 +72,12 @@ class Stage:
         return [*(self.parent.chain() if self.parent else []), self]
 
     def all(self, instruction: str) -> list[str]:
-        return [value for stage in self.chain() for name, value in stage.instructions
-                if name == instruction]
+        return [
+            value
+            for stage in self.chain()
+            for name, value in stage.instructions
+            if name == instruction
+        ]
 
     def last(self, instruction: str) -> str | None:
         values = self.all(instruction)
@@ -176,7 +181,8 @@ def gunicorn_setting(name: str) -> Any:
     tree = ast.parse((ROOT / "service" / "gunicorn.conf.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
             return ast.literal_eval(node.value)
     raise AssertionError(f"{name} is not set in service/gunicorn.conf.py")
 
@@ -185,8 +191,12 @@ def readme_commands(program: str) -> list[list[str]]:
     """The README's shell lines that run ``program``, split as a shell would."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
-    return [shlex.split(line, comments=True) for block in blocks
-            for line in block.splitlines() if line.strip().startswith(program + " ")]
+    return [
+        shlex.split(line, comments=True)
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip().startswith(program + " ")
+    ]
 
 
 def dockerignored(path: str) -> bool:
@@ -214,11 +224,14 @@ def test_hadolint_finds_nothing_at_warning_level():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("schema", "path"), [
-    ("vendor.compose-spec", "docker-compose.yml"),
-    ("vendor.github-workflows", ".github/workflows/ci.yml"),
-    ("vendor.dependabot", ".github/dependabot.yml"),
-])
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ("vendor.compose-spec", "docker-compose.yml"),
+        ("vendor.github-workflows", ".github/workflows/ci.yml"),
+        ("vendor.dependabot", ".github/dependabot.yml"),
+    ],
+)
 def test_the_file_is_valid_against_its_schema(schema, path):
     result = run_tool("check-jsonschema", "--builtin-schema", schema, path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -226,11 +239,18 @@ def test_the_file_is_valid_against_its_schema(schema, path):
 
 def test_the_compose_schema_check_catches_a_misspelt_key(tmp_path):
     # Guards the check above: a schema that let anything through would pass it too.
-    broken = (ROOT / "docker-compose.yml").read_text(encoding="utf-8").replace(
-        "stop_grace_period:", "stop_grace_periode:", 1)
+    broken = (
+        (ROOT / "docker-compose.yml")
+        .read_text(encoding="utf-8")
+        .replace("stop_grace_period:", "stop_grace_periode:", 1)
+    )
     (tmp_path / "docker-compose.yml").write_text(broken, encoding="utf-8")
-    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec",
-                      str(tmp_path / "docker-compose.yml"))
+    result = run_tool(
+        "check-jsonschema",
+        "--builtin-schema",
+        "vendor.compose-spec",
+        str(tmp_path / "docker-compose.yml"),
+    )
     assert result.returncode != 0
     assert "stop_grace_periode" in result.stdout + result.stderr
 
@@ -283,10 +303,14 @@ def test_the_image_exposes_the_default_port_and_checks_health():
 
 def test_dependencies_are_installed_before_the_code_without_a_cache():
     base = stages()[""].chain()[0]
-    installs = [i for i, (name, value) in enumerate(base.instructions)
-                if name == "RUN" and "pip install" in value]
-    code = [i for i, (name, value) in enumerate(base.instructions)
-            if name == "COPY" and ".py" in value]
+    installs = [
+        i
+        for i, (name, value) in enumerate(base.instructions)
+        if name == "RUN" and "pip install" in value
+    ]
+    code = [
+        i for i, (name, value) in enumerate(base.instructions) if name == "COPY" and ".py" in value
+    ]
     assert installs and code and max(installs) < min(code)
     for stage in stages().values():
         for run in stage.all("RUN"):
@@ -297,8 +321,14 @@ def test_dependencies_are_installed_before_the_code_without_a_cache():
 def test_the_test_stage_makes_a_bare_pytest_find_the_suite():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTEST_ADDOPTS"] = stages()["test"].env()["PYTEST_ADDOPTS"]
-    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     collected = [line for line in result.stdout.splitlines() if "::" in line]
     assert any(line.startswith("unit/") for line in collected), result.stdout[-2000:]
@@ -306,14 +336,30 @@ def test_the_test_stage_makes_a_bare_pytest_find_the_suite():
 
 
 def test_the_build_context_keeps_out_secrets_and_local_state_but_not_what_tests_read():
-    for path in (".git/config", ".venv/bin/python", ".env", "service/__pycache__/x.pyc",
-                 ".ruff_cache/x", "state/sequences.sqlite"):
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        ".env",
+        "service/__pycache__/x.pyc",
+        ".ruff_cache/x",
+        "state/sequences.sqlite",
+    ):
         assert dockerignored(path), path
-    needed = ["README.md", "Dockerfile", "docker-compose.yml", ".env.example",
-              ".github/workflows/ci.yml", ".github/dependabot.yml", ".dockerignore"]
-    needed += [str(p.relative_to(ROOT)) for folder in ("service", "sesam")
-               for p in (ROOT / folder).rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts]
+    needed = [
+        "README.md",
+        "Dockerfile",
+        "docker-compose.yml",
+        ".env.example",
+        ".github/workflows/ci.yml",
+        ".github/dependabot.yml",
+        ".dockerignore",
+    ]
+    needed += [
+        str(p.relative_to(ROOT))
+        for folder in ("service", "sesam")
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
     assert [path for path in needed if dockerignored(path)] == []
 
 
@@ -381,10 +427,14 @@ def test_ci_runs_the_suite_the_compose_flow_and_pushes_only_version_tags():
     assert triggers["push"]["tags"] == ["v*"]
     runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
     script = "\n".join(runs)
-    for expected in ("python3 -m service.dev test", "docker build", "docker compose up -d",
-                     "curl -fsS localhost:5000/people",
-                     f"docker compose exec -T {connector_name()} pytest",
-                     "docker compose down"):
+    for expected in (
+        "python3 -m service.dev test",
+        "docker build",
+        "docker compose up -d",
+        "curl -fsS localhost:5000/people",
+        f"docker compose exec -T {connector_name()} pytest",
+        "docker compose down",
+    ):
         assert expected in script, expected
     push = workflow["jobs"]["push"]
     assert push["if"] == "startsWith(github.ref, 'refs/tags/v')"
@@ -421,13 +471,18 @@ def lay_out_image(stage: Stage, root: Path) -> Path:
                     continue
                 origin = ROOT / match
                 if origin.is_dir():
-                    shutil.copytree(origin, target, dirs_exist_ok=True,
-                                    ignore=shutil.ignore_patterns("__pycache__"))
+                    shutil.copytree(
+                        origin,
+                        target,
+                        dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"),
+                    )
                 else:
                     into = target if destination.endswith("/") else target.parent
                     into.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(origin, into / (origin.name if destination.endswith("/")
-                                                 else target.name))
+                    shutil.copy2(
+                        origin, into / (origin.name if destination.endswith("/") else target.name)
+                    )
     return root / stage.workdir().lstrip("/")
 
 
@@ -456,11 +511,9 @@ def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> requests.
     pytest.fail(f"{url} did not answer 200 in 30 s: {log.read_text(errors='replace')}")
 
 
-def start(command: list[str], cwd: Path, env: dict[str, str], log: Path
-          ) -> subprocess.Popen[bytes]:
+def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:
@@ -482,8 +535,11 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
         if name.startswith("/app/"):
             Path(in_image(name, root)).mkdir(parents=True, exist_ok=True)  # RUN mkdir
     services = compose()["services"]
-    base_env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
-                "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    base_env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+    }
     image_env = {name: in_image(value, root) for name, value in final.env().items()}
 
     # The demo upstream, as compose runs it (on loopback, on a free port).
@@ -494,22 +550,29 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
     upstream_env = {**base_env, **image_env, **compose_environment(services["upstream"])}
     upstream = start(command, app, upstream_env, tmp_path / "upstream.log")
     try:
-        wait_for(f"http://127.0.0.1:{upstream_port}/_admin/stats", upstream,
-                 tmp_path / "upstream.log")
+        wait_for(
+            f"http://127.0.0.1:{upstream_port}/_admin/stats", upstream, tmp_path / "upstream.log"
+        )
         check = python_command(services["upstream"]["healthcheck"]["test"][1:])
         check[-1] = check[-1].replace(":8000/", f":{upstream_port}/")
         assert subprocess.run(check, env=upstream_env, timeout=30).returncode == 0
 
         # The connector: the Dockerfile's CMD with its ENV, then compose's environment.
         port = str(free_port())
-        env = {**base_env, **image_env, **compose_environment(services[connector_name()]),
-               "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}", "PORT": port}
+        env = {
+            **base_env,
+            **image_env,
+            **compose_environment(services[connector_name()]),
+            "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
+            "PORT": port,
+        }
         cmd = exec_form(final.last("CMD"))
         gunicorn = [str(Path(sys.executable).with_name(cmd[0])), *cmd[1:]]
         connector = start(gunicorn, app, env, tmp_path / "connector.log")
         try:
-            health = wait_for(f"http://127.0.0.1:{port}/health", connector,
-                              tmp_path / "connector.log")
+            health = wait_for(
+                f"http://127.0.0.1:{port}/health", connector, tmp_path / "connector.log"
+            )
             assert health.json() == {"status": "ok"}
             check = python_command(healthcheck_command(final))
             assert subprocess.run(check, env=env, timeout=30).returncode == 0

@@ -10,8 +10,23 @@ import requests
 from service.upstream import segment
 
 TIE = "2026-01-01T00:00:00.000000Z"
-HOSTILE_IDS = ["a/b", "a?b", "c#d", "100%", "with space", "Ærøskøbing", "日本語", "😀",
-               "..", ".", "%2F", "+plus", "semi;colon", "~tnot-a-date", "trailing/"]
+HOSTILE_IDS = [
+    "a/b",
+    "a?b",
+    "c#d",
+    "100%",
+    "with space",
+    "Ærøskøbing",
+    "日本語",
+    "😀",
+    "..",
+    ".",
+    "%2F",
+    "+plus",
+    "semi;colon",
+    "~tnot-a-date",
+    "trailing/",
+]
 
 
 def pull(connector, resource, **params):
@@ -40,11 +55,13 @@ def sesam_paging(connector, resource, page_size, since=None):
 
 def seed_tie_run(upstream, resource="bulk", size=1500):
     """A bulk import: ``size`` records sharing one updated_at, between a few others."""
-    records = [{"id": f"before-{i}", "updated_at": "2025-12-31T23:59:59.999999Z", "n": i}
-               for i in range(3)]
+    records = [
+        {"id": f"before-{i}", "updated_at": "2025-12-31T23:59:59.999999Z", "n": i} for i in range(3)
+    ]
     records += [{"id": f"run-{i:05d}", "updated_at": TIE, "n": i} for i in range(size)]
-    records += [{"id": f"after-{i}", "updated_at": "2026-01-01T00:00:00.000001Z", "n": i}
-                for i in range(3)]
+    records += [
+        {"id": f"after-{i}", "updated_at": "2026-01-01T00:00:00.000001Z", "n": i} for i in range(3)
+    ]
     upstream.insert(resource, records)
     return records
 
@@ -78,14 +95,19 @@ def test_since_resumes_exactly_from_inside_the_run(connector, upstream, cut):
     seed_tie_run(upstream)
     full = pull(connector, "bulk")
     rest = pull(connector, "bulk", since=full[cut]["_updated"])
-    assert [e["_id"] for e in rest] == [e["_id"] for e in full[cut + 1:]]
+    assert [e["_id"] for e in rest] == [e["_id"] for e in full[cut + 1 :]]
 
 
 def test_limit_caps_the_entities(connector, upstream):
     seed_tie_run(upstream)
     first = pull(connector, "bulk", limit=5)
-    assert [e["_id"] for e in first] == ["before-0", "before-1", "before-2",
-                                         "run-00000", "run-00001"]
+    assert [e["_id"] for e in first] == [
+        "before-0",
+        "before-1",
+        "before-2",
+        "run-00000",
+        "run-00001",
+    ]
 
 
 def test_deletes_arrive_as_tombstones_after_since(connector, upstream):
@@ -102,22 +124,24 @@ def test_deletes_arrive_as_tombstones_after_since(connector, upstream):
 def test_hostile_ids_round_trip_and_resume(connector, upstream):
     upstream.create("odd")
     for record_id in HOSTILE_IDS:
-        response = upstream.api("PUT", f"odd/{segment(record_id)}",
-                                json={"name": record_id})
+        response = upstream.api("PUT", f"odd/{segment(record_id)}", json={"name": record_id})
         assert response.status_code == 200, (record_id, response.text)
     entities = pull(connector, "odd")
     assert [e["_id"] for e in entities] == HOSTILE_IDS  # written one after another
     assert all(e["name"] == e["_id"] for e in entities)
     for cut in range(len(entities)):
         rest = pull(connector, "odd", since=entities[cut]["_updated"])
-        assert [e["_id"] for e in rest] == HOSTILE_IDS[cut + 1:]
+        assert [e["_id"] for e in rest] == HOSTILE_IDS[cut + 1 :]
 
 
-@pytest.mark.parametrize("storm", [
-    {"status": 429, "count": 3, "retry_after": 1},
-    {"status": 503, "count": 4, "retry_after": None},
-    {"status": 502, "count": 3, "retry_after": None},
-])
+@pytest.mark.parametrize(
+    "storm",
+    [
+        {"status": 429, "count": 3, "retry_after": 1},
+        {"status": 503, "count": 4, "retry_after": None},
+        {"status": 502, "count": 3, "retry_after": None},
+    ],
+)
 def test_the_client_rides_out_a_storm(connector, upstream, storm):
     expected = pull(connector, "people")
     upstream.faults(storm=storm)
@@ -132,8 +156,7 @@ def test_the_client_rides_out_dropped_connections(connector, upstream):
     assert upstream.stats()["faulted"] == 2
 
 
-def test_a_failure_before_the_first_byte_is_a_json_502_naming_status_and_url(
-        connector, upstream):
+def test_a_failure_before_the_first_byte_is_a_json_502_naming_status_and_url(connector, upstream):
     upstream.faults(storm={"status": 429, "count": 1000, "retry_after": 3600})
     response = connector.get("people")
     assert response.status_code == 502
@@ -170,8 +193,7 @@ def test_a_failure_after_the_first_page_breaks_the_body(connector, upstream):
     assert "feed bulk broken" in log and "500" in log and "/bulk" in log
 
 
-def test_connections_dropped_for_good_after_the_first_page_break_the_body(connector,
-                                                                         upstream):
+def test_connections_dropped_for_good_after_the_first_page_break_the_body(connector, upstream):
     seed_tie_run(upstream, size=600)
     upstream.faults(fail_after_pages={"pages": 1, "mode": "drop"})
     response, body, broken = read_broken(connector, "bulk")
@@ -194,10 +216,15 @@ def test_a_name_that_cannot_be_a_collection_is_a_json_404(connector):
     assert "collection" in response.json()["detail"]
 
 
-@pytest.mark.parametrize(("params", "word"), [
-    ({"since": "last tuesday"}, "since"), ({"since": "2026-01-01T00:00:00Z"}, "since"),
-    ({"limit": "0"}, "limit"), ({"limit": "many"}, "limit"),
-])
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [
+        ({"since": "last tuesday"}, "since"),
+        ({"since": "2026-01-01T00:00:00Z"}, "since"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "many"}, "limit"),
+    ],
+)
 def test_malformed_since_or_limit_is_a_json_400(connector, params, word):
     response = connector.get("people", params=params)
     assert response.status_code == 400

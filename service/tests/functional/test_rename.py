@@ -25,13 +25,16 @@ STALE = re.compile(r"\bservice[./]connector\b")
 def repository_files() -> list[str]:
     try:
         listed = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-            capture_output=True, check=True, timeout=60).stdout
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("needs git and a git checkout to know the repository's files")
     names = [n for n in listed.decode("utf-8").split("\0") if n]
-    return [n for n in names
-            if not n.startswith((".venv/", ".git/")) and (ROOT / n).is_file()]
+    return [n for n in names if not n.startswith((".venv/", ".git/")) and (ROOT / n).is_file()]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +44,13 @@ def renamed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         target = copy / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    result = subprocess.run([sys.executable, "-m", "service.rename", NAME], cwd=copy,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.rename", NAME],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return copy, result.stdout
 
@@ -62,9 +70,16 @@ def test_no_place_in_the_copy_names_the_old_module(renamed):
     stale = []
     for path in sorted(copy.rglob("*")):
         relative = path.relative_to(copy).as_posix()
-        if not path.is_file() or "__pycache__" in path.parts or relative in (
-                "service/rename.py", "service/tests/functional/test_rename.py",
-                "service/tests/unit/test_rename_rules.py"):
+        if (
+            not path.is_file()
+            or "__pycache__" in path.parts
+            or relative
+            in (
+                "service/rename.py",
+                "service/tests/functional/test_rename.py",
+                "service/tests/unit/test_rename_rules.py",
+            )
+        ):
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -89,17 +104,36 @@ def test_the_commands_a_user_runs_name_the_new_connector(renamed):
 
 def test_renaming_again_with_the_same_name_changes_nothing(renamed):
     copy, _ = renamed
-    result = subprocess.run([sys.executable, "-m", "service.rename", NAME], cwd=copy,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.rename", NAME],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (result.returncode, result.stdout) == (0, f"already named {NAME}: nothing to change\n")
 
 
 def test_the_renamed_copy_passes_its_own_tests(renamed):
     copy, _ = renamed
-    command = [sys.executable, "-m", "pytest", "-c", "service/tests/pytest.ini",
-               "--rootdir", "service/tests", "service/tests", "-q", "-x",
-               "-p", "no:cacheprovider", "--ignore", "service/tests/functional/test_rename.py",
-               "--ignore", "service/tests/functional/test_benchmark_smoke.py"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-c",
+        "service/tests/pytest.ini",
+        "--rootdir",
+        "service/tests",
+        "service/tests",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "--ignore",
+        "service/tests/functional/test_rename.py",
+        "--ignore",
+        "service/tests/functional/test_benchmark_smoke.py",
+    ]
     result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=900)
     summary = result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary

@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service.sesam_runner", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "service.sesam_runner", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pull(url: str, state: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
@@ -42,22 +47,26 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def seed_bulk(upstream: Any, count: int, updated_at: str, prefix: str = "r") -> None:
-    upstream.insert("bulk", [{"id": f"{prefix}-{n:05d}", "updated_at": updated_at, "n": n}
-                             for n in range(count)])
+    upstream.insert(
+        "bulk",
+        [{"id": f"{prefix}-{n:05d}", "updated_at": updated_at, "n": n} for n in range(count)],
+    )
 
 
 # --- pull against the connector -----------------------------------------------------------
 
 
 def test_a_full_pull_then_an_incremental_one_picks_up_exactly_the_change(
-        connector, upstream, tmp_path):
+    connector, upstream, tmp_path
+):
     state, out = tmp_path / "state.json", tmp_path / "people.json"
     url = f"{connector.url}/people"
     first = pull(url, state, out, "--page-size", "7")
     live = upstream.live("people")
     assert sorted(e["_id"] for e in first if not e["_deleted"]) == sorted(live)
     assert {e["_id"] for e in first if e["_deleted"]} <= {
-        r["id"] for r in upstream.records("people") if r["deleted"]}
+        r["id"] for r in upstream.records("people") if r["deleted"]
+    }
     stored = json.loads(state.read_text())["pulls"][url]["since"]
     assert stored == first[-1]["_updated"]
 
@@ -93,8 +102,16 @@ def test_paging_over_a_tie_run_matches_one_big_page(connector, upstream, tmp_pat
 
 
 def test_progress_and_a_summary_go_to_stderr(connector, upstream, tmp_path):
-    result = run("pull", f"{connector.url}/people", "--state", str(tmp_path / "s.json"),
-                 "--page-size", "5", "--progress-every", "0")
+    result = run(
+        "pull",
+        f"{connector.url}/people",
+        "--state",
+        str(tmp_path / "s.json"),
+        "--page-size",
+        "5",
+        "--progress-every",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("pull: 5 entities, 1 page, ")
@@ -105,7 +122,8 @@ def test_progress_and_a_summary_go_to_stderr(connector, upstream, tmp_path):
 
 
 def test_a_broken_stream_fails_and_leaves_state_and_output_as_they_were(
-        connector, upstream, tmp_path):
+    connector, upstream, tmp_path
+):
     state, out = tmp_path / "state.json", tmp_path / "bulk.json"
     url = f"{connector.url}/bulk"
     seed_bulk(upstream, 50, "2026-01-01T00:00:00.000000Z", prefix="old")
@@ -125,8 +143,7 @@ def test_a_broken_stream_fails_and_leaves_state_and_output_as_they_were(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bulk.json", "state.json"]
 
 
-def test_a_broken_stream_on_stdout_leaves_text_that_does_not_parse(
-        connector, upstream, tmp_path):
+def test_a_broken_stream_on_stdout_leaves_text_that_does_not_parse(connector, upstream, tmp_path):
     seed_bulk(upstream, 600, "2026-01-02T00:00:00.000000Z")
     upstream.faults(fail_after_pages={"pages": 2, "status": 500})
     result = run("pull", f"{connector.url}/bulk", "--state", str(tmp_path / "s.json"))
@@ -138,8 +155,7 @@ def test_a_broken_stream_on_stdout_leaves_text_that_does_not_parse(
 
 
 def test_an_error_status_fails_with_one_line_naming_it(connector, tmp_path):
-    result = run("pull", f"{connector.url}/no-such-things", "--state",
-                 str(tmp_path / "s.json"))
+    result = run("pull", f"{connector.url}/no-such-things", "--state", str(tmp_path / "s.json"))
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "HTTP 404" in result.stderr and "no-such-things" in result.stderr
@@ -170,12 +186,14 @@ class FakeServer:
                 body = self.rfile.read(length)
                 query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
                 assert all(len(values) == 1 for values in query.values()), query
-                fake.requests.append({
-                    "method": self.command,
-                    "params": {name: values[0] for name, values in query.items()},
-                    "content_type": self.headers.get("Content-Type"),
-                    "entities": json.loads(body) if body else None,
-                })
+                fake.requests.append(
+                    {
+                        "method": self.command,
+                        "params": {name: values[0] for name, values in query.items()},
+                        "content_type": self.headers.get("Content-Type"),
+                        "entities": json.loads(body) if body else None,
+                    }
+                )
 
             def answer(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode("utf-8")
@@ -195,8 +213,9 @@ class FakeServer:
                 if status == 200:
                     self.answer(200, {"accepted": len(fake.requests[-1]["entities"])})
                 else:
-                    self.answer(status, {"error": f"fake {status}",
-                                         "detail": "the fake sink says no"})
+                    self.answer(
+                        status, {"error": f"fake {status}", "detail": "the fake sink says no"}
+                    )
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -234,8 +253,10 @@ def test_a_since_that_does_not_advance_fails_and_keeps_no_state(fake, tmp_path):
     result = run("pull", fake.url, "--state", str(state), "--out", str(tmp_path / "o.json"))
     assert result.returncode == 1
     assert "since does not advance: asked since='2'" in last_line(result)
-    assert [r["params"] for r in fake.requests] == [{"limit": "1000"},
-                                                    {"limit": "1000", "since": "2"}]
+    assert [r["params"] for r in fake.requests] == [
+        {"limit": "1000"},
+        {"limit": "1000", "since": "2"},
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -291,8 +312,16 @@ def test_a_409_stops_the_push_at_once(fake, tmp_path):
 def test_a_failed_batch_is_retried_as_the_same_request(fake, tmp_path):
     entities_file(tmp_path / "in.json", 3)
     fake.statuses = [200, 500, 503]
-    result = run("push", fake.url, str(tmp_path / "in.json"), "--full", "--batch-size", "2",
-                 "--retry-delay", "0")
+    result = run(
+        "push",
+        fake.url,
+        str(tmp_path / "in.json"),
+        "--full",
+        "--batch-size",
+        "2",
+        "--retry-delay",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     posts = fake.posts()
     assert [len(p["entities"]) for p in posts] == [2, 1, 1, 1, 0]
@@ -303,8 +332,9 @@ def test_a_failed_batch_is_retried_as_the_same_request(fake, tmp_path):
 def test_a_batch_that_keeps_failing_fails_the_push(fake, tmp_path):
     entities_file(tmp_path / "in.json", 3)
     fake.statuses = [500] * 10
-    result = run("push", fake.url, str(tmp_path / "in.json"), "--retries", "2",
-                 "--retry-delay", "0")
+    result = run(
+        "push", fake.url, str(tmp_path / "in.json"), "--retries", "2", "--retry-delay", "0"
+    )
     assert result.returncode == 1
     assert "failed 3 times" in last_line(result) and "HTTP 500" in last_line(result)
     assert "the fake sink says no" in last_line(result)
@@ -313,8 +343,9 @@ def test_a_batch_that_keeps_failing_fails_the_push(fake, tmp_path):
 
 def test_a_push_progress_line_counts_against_the_total(fake, tmp_path):
     entities_file(tmp_path / "in.json", 30)
-    result = run("push", fake.url, str(tmp_path / "in.json"), "--batch-size", "10",
-                 "--progress-every", "0")
+    result = run(
+        "push", fake.url, str(tmp_path / "in.json"), "--batch-size", "10", "--progress-every", "0"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0].startswith("push: 10 entities of 30, ")
 
@@ -322,8 +353,7 @@ def test_a_push_progress_line_counts_against_the_total(fake, tmp_path):
 # --- pull from the connector, change, push back through its sink --------------------------
 
 
-def test_a_pulled_file_pushed_back_changes_exactly_what_was_edited(connector, upstream,
-                                                                   tmp_path):
+def test_a_pulled_file_pushed_back_changes_exactly_what_was_edited(connector, upstream, tmp_path):
     entities = pull(f"{connector.url}/people", tmp_path / "s.json", tmp_path / "people.json")
     live = [e for e in entities if not e["_deleted"]]
     edited = [{**live[0], "name": "Edited"}, {**live[1], "_deleted": True}]
@@ -337,7 +367,8 @@ def test_a_pulled_file_pushed_back_changes_exactly_what_was_edited(connector, up
 
 
 def test_a_full_push_to_the_connector_deletes_what_it_did_not_send(
-        upstream, connector_factory, tmp_path):
+    upstream, connector_factory, tmp_path
+):
     connector = connector_factory(FULL_SYNC_DELETE="true")
     keep = [{"_id": f"p-{n}", "name": f"Kept {n}"} for n in range(1, 11)]
     keep += [{"_id": f"new-{n:03d}", "name": f"New {n}"} for n in range(240)]

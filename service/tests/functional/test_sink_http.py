@@ -13,8 +13,24 @@ import requests
 
 from service.tests.conftest import UPSTREAM_TOKEN
 
-HOSTILE_IDS = ["a/b", "a?b=c", "c#d", "100%", "%2F", "with space", "Ærøskøbing", "日本語",
-               "😀", ".", "..", "../people", "+plus", "semi;colon", "trailing/", "~tx"]
+HOSTILE_IDS = [
+    "a/b",
+    "a?b=c",
+    "c#d",
+    "100%",
+    "%2F",
+    "with space",
+    "Ærøskøbing",
+    "日本語",
+    "😀",
+    ".",
+    "..",
+    "../people",
+    "+plus",
+    "semi;colon",
+    "trailing/",
+    "~tx",
+]
 
 
 def post(connector, resource, body, *, params=None, headers=None, raw=False):
@@ -22,8 +38,9 @@ def post(connector, resource, body, *, params=None, headers=None, raw=False):
     data = body if raw else json.dumps(body).encode("utf-8")
     headers = {"Content-Type": "application/json"} if headers is None else headers
     with requests.Session() as session:
-        return session.post(f"{connector.url}/{resource}", data=data, params=params,
-                            headers=headers, timeout=120)
+        return session.post(
+            f"{connector.url}/{resource}", data=data, params=params, headers=headers, timeout=120
+        )
 
 
 def ok(response):
@@ -42,10 +59,13 @@ class Sync:
         self.last_params = None
 
     def params(self, is_last=False, request_id=None):
-        params = {"is_full": "true", "sequence_id": self.sequence_id,
-                  "request_id": request_id or str(uuid.uuid4()),
-                  "is_first": str(self.previous is None).lower(),
-                  "is_last": str(is_last).lower()}
+        params = {
+            "is_full": "true",
+            "sequence_id": self.sequence_id,
+            "request_id": request_id or str(uuid.uuid4()),
+            "is_first": str(self.previous is None).lower(),
+            "is_last": str(is_last).lower(),
+        }
         if self.previous is not None:
             params["previous_request_id"] = self.previous
         return params
@@ -60,8 +80,9 @@ class Sync:
 
     def run(self, entities, batch_size=100):
         """Every batch, then the empty last one; answers the responses."""
-        responses = [self.send(entities[i:i + batch_size])
-                     for i in range(0, len(entities), batch_size)]
+        responses = [
+            self.send(entities[i : i + batch_size]) for i in range(0, len(entities), batch_size)
+        ]
         responses.append(self.send([], is_last=True))
         return responses
 
@@ -80,9 +101,19 @@ def writes(upstream):
 
 def test_a_batch_writes_upserts_and_deletes(connector, upstream):
     batch = [
-        {"_id": "p-1", "_updated": 7, "_hash": "x", "_ts": 1, "_deleted": False,
-         "name": "Ada", "born": "~t1815-12-10", "balance": "~f12.50", "home": "~rhttp://x/y",
-         "$type": "person", "nested": {"_kept": "~:crm:1", "list": ["~f3"]}},
+        {
+            "_id": "p-1",
+            "_updated": 7,
+            "_hash": "x",
+            "_ts": 1,
+            "_deleted": False,
+            "name": "Ada",
+            "born": "~t1815-12-10",
+            "balance": "~f12.50",
+            "home": "~rhttp://x/y",
+            "$type": "person",
+            "nested": {"_kept": "~:crm:1", "list": ["~f3"]},
+        },
         {"_id": "p-2", "_deleted": True},
         {"_id": "new-1", "name": "Nina"},
     ]
@@ -90,9 +121,16 @@ def test_a_batch_writes_upserts_and_deletes(connector, upstream):
     assert summary["upserts"] == 2 and summary["deletes"] == 1 and summary["entities"] == 3
     live = upstream.live("people")
     ada = {k: v for k, v in live["p-1"].items() if k not in ("updated_at",)}
-    assert ada == {"id": "p-1", "deleted": False, "name": "Ada", "born": "1815-12-10",
-                   "balance": 12.5, "home": "http://x/y", "$type": "person",
-                   "nested": {"_kept": "crm:1", "list": [3]}}
+    assert ada == {
+        "id": "p-1",
+        "deleted": False,
+        "name": "Ada",
+        "born": "1815-12-10",
+        "balance": 12.5,
+        "home": "http://x/y",
+        "$type": "person",
+        "nested": {"_kept": "crm:1", "list": [3]},
+    }
     assert "p-2" not in live
     assert live["new-1"]["name"] == "Nina"
 
@@ -102,10 +140,17 @@ def test_deleting_a_record_that_is_already_gone_is_fine(connector, upstream):
     assert ok(post(connector, "people", batch))["deletes"] == 2
 
 
-@pytest.mark.parametrize("content_type", [
-    "application/json", "application/json; charset=UTF-8", "application/json;charset=utf-8",
-    "text/plain", "application/x-www-form-urlencoded", None,
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=UTF-8",
+        "application/json;charset=utf-8",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        None,
+    ],
+)
 def test_the_body_is_read_whatever_the_content_type_says(connector, upstream, content_type):
     headers = {} if content_type is None else {"Content-Type": content_type}
     response = post(connector, "people", [{"_id": "ct", "v": "ø"}], headers=headers)
@@ -129,8 +174,13 @@ def test_hostile_ids_are_written_as_one_path_segment_each(connector, upstream):
 
 
 def test_the_last_version_of_a_duplicated_id_wins(connector, upstream):
-    batch = [{"_id": "d", "v": 1}, {"_id": "e", "v": 1}, {"_id": "d", "v": 2},
-             {"_id": "e", "_deleted": True}, {"_id": "d", "v": 3}]
+    batch = [
+        {"_id": "d", "v": 1},
+        {"_id": "e", "v": 1},
+        {"_id": "d", "v": 2},
+        {"_id": "e", "_deleted": True},
+        {"_id": "d", "v": 3},
+    ]
     summary = ok(post(connector, "people", batch))
     assert summary["duplicates"] == 3 and summary["upserts"] == 1 and summary["deletes"] == 1
     live = upstream.live("people")
@@ -148,20 +198,22 @@ def test_a_batch_of_many_entities_is_written_completely(connector, upstream):
 # --- bad input: a 4xx, and nothing written -------------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "status", "fragment"), [
-    (b"not json", 400, "not JSON"),
-    (b"", 400, "empty"),
-    (b'{"_id": "p-1"}', 400, "JSON array"),
-    (b'[{"_id": "p-1", "name": "x"}, 42]', 400, "entity 1"),
-    (b'[{"_id": "p-1", "name": "x"}, {"name": "y"}]', 400, "entity 1 has no _id"),
-    (b'[{"_id": "p-1", "name": "x"}, {"_id": 5}]', 400, "entity 1: _id must be a string"),
-    (b'[{"_id": "p-1", "name": "x"}, {"_id": ""}]', 400, "entity 1: _id must not be empty"),
-    (b'[{"_id": "p-1", "name": "x"}, {"_id": "n", "v": NaN}]', 400, "NaN"),
-    (b'[{"_id": "p-1", "name": "x", "s": "\\udc00"}]', 400, "lone surrogate"),
-    (b'[{"_id": "p-1", "name": "\xff"}]', 400, "UTF-8"),
-])
-def test_a_bad_batch_is_refused_and_nothing_is_written(connector, upstream, body, status,
-                                                       fragment):
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"not json", 400, "not JSON"),
+        (b"", 400, "empty"),
+        (b'{"_id": "p-1"}', 400, "JSON array"),
+        (b'[{"_id": "p-1", "name": "x"}, 42]', 400, "entity 1"),
+        (b'[{"_id": "p-1", "name": "x"}, {"name": "y"}]', 400, "entity 1 has no _id"),
+        (b'[{"_id": "p-1", "name": "x"}, {"_id": 5}]', 400, "entity 1: _id must be a string"),
+        (b'[{"_id": "p-1", "name": "x"}, {"_id": ""}]', 400, "entity 1: _id must not be empty"),
+        (b'[{"_id": "p-1", "name": "x"}, {"_id": "n", "v": NaN}]', 400, "NaN"),
+        (b'[{"_id": "p-1", "name": "x", "s": "\\udc00"}]', 400, "lone surrogate"),
+        (b'[{"_id": "p-1", "name": "\xff"}]', 400, "UTF-8"),
+    ],
+)
+def test_a_bad_batch_is_refused_and_nothing_is_written(connector, upstream, body, status, fragment):
     before = upstream.records("people")
     response = post(connector, "people", body, raw=True)
     assert response.status_code == status, response.text
@@ -204,8 +256,12 @@ def test_a_full_sync_over_many_connections_writes_everything(connector, upstream
     entities = people([f"s-{i:03d}" for i in range(250)])
     responses = Sync(connector, "staff").run(entities)
     bodies = [ok(r) for r in responses]
-    assert [b["full_sync"]["verdict"] for b in bodies] == ["start", "continue", "continue",
-                                                          "continue"]
+    assert [b["full_sync"]["verdict"] for b in bodies] == [
+        "start",
+        "continue",
+        "continue",
+        "continue",
+    ]
     assert [b["upserts"] for b in bodies] == [100, 100, 50, 0]
     assert sorted(upstream.live("staff")) == [e["_id"] for e in entities]
     assert bodies[-1]["full_sync"]["deletion"] == "off"
@@ -282,8 +338,7 @@ def test_a_409_or_400_does_not_advance_the_sequence(connector, upstream):
     sync = Sync(connector, "people")
     ok(sync.send(people(["p-1"])))
     conflict(connector, upstream, {**sync.params(), "previous_request_id": "wrong"})
-    assert post(connector, "people", b"[1]", params=sync.params(), raw=True
-                ).status_code == 400
+    assert post(connector, "people", b"[1]", params=sync.params(), raw=True).status_code == 400
     assert ok(sync.send(people(["p-2"])))["full_sync"]["verdict"] == "continue"
 
 
@@ -291,8 +346,7 @@ def test_the_last_accepted_request_sent_again_is_accepted_again(connector, upstr
     sync = Sync(connector, "people")
     ok(sync.send(people(["p-1"])))
     ok(sync.send(people(["p-2"], name="first try")))
-    again = post(connector, "people", people(["p-2"], name="first try"),
-                 params=sync.last_params)
+    again = post(connector, "people", people(["p-2"], name="first try"), params=sync.last_params)
     assert ok(again)["full_sync"]["verdict"] == "retry"
     assert ok(sync.send([], is_last=True))["full_sync"]["verdict"] == "continue"
 
@@ -324,8 +378,7 @@ def test_a_failing_write_is_a_502_naming_it_and_sesams_retry_recovers(connector,
     assert failed_ids and failed_ids <= {"p-5", "a/b"}
     assert all(f["upstream_status"] == 500 for f in error["failed"])
     assert UPSTREAM_TOKEN not in failed.text
-    assert re.search(r"sink people status=502 .*failed: '(p-5|a/b)' put 500",
-                     connector.log_text())
+    assert re.search(r"sink people status=502 .*failed: '(p-5|a/b)' put 500", connector.log_text())
     upstream.clear_faults()
     retried = post(connector, "people", batch, params=params)  # the same request again
     assert ok(retried)["full_sync"]["verdict"] == "continue"
@@ -372,8 +425,9 @@ def test_a_full_sync_deletes_what_it_did_not_send_only_at_its_end(deleting, upst
     assert last["full_sync"]["deletion"] == "done"
     assert last["full_sync"]["deleted_missing"] == 10
     assert sorted(upstream.live("people")) == sorted(kept + ["new-1"])
-    assert re.search(r"sink people status=200 .*deletion=done deleted_missing=10",
-                     deleting.log_text())
+    assert re.search(
+        r"sink people status=200 .*deletion=done deleted_missing=10", deleting.log_text()
+    )
     again = post(deleting, "people", [], params=sync.last_params)  # a lost answer, resent
     assert ok(again)["full_sync"]["deletion"] == "already_done"
 
@@ -418,7 +472,7 @@ def test_deletion_detection_sees_ids_sent_across_workers_and_hostile_ids(deletin
     upstream.insert("things", [{"id": i, "v": 0} for i in HOSTILE_IDS + ["doomed/1", "doomed 2"]])
     sync = Sync(deleting, "things")
     for start in range(0, len(HOSTILE_IDS), 3):
-        ok(sync.send(people(HOSTILE_IDS[start:start + 3])))
+        ok(sync.send(people(HOSTILE_IDS[start : start + 3])))
     last = ok(sync.send([], is_last=True))
     assert last["full_sync"]["deleted_missing"] == 2
     assert sorted(upstream.live("things")) == sorted(HOSTILE_IDS)
@@ -447,6 +501,9 @@ def test_one_log_line_per_request_without_payloads_or_the_token(connector, upstr
     post(connector, "people", b"[1]", raw=True)
     text = connector.log_text()
     assert marker not in text and UPSTREAM_TOKEN not in text
-    assert re.search(r"INFO service\.sink: sink people status=200 entities=1 duplicates=0 "
-                     r"upserts=1 deletes=0 is_full=false seconds=\d+\.\d+ ok", text)
+    assert re.search(
+        r"INFO service\.sink: sink people status=200 entities=1 duplicates=0 "
+        r"upserts=1 deletes=0 is_full=false seconds=\d+\.\d+ ok",
+        text,
+    )
     assert re.search(r"sink people status=400 .*rejected: entity 0 is a JSON number", text)

@@ -35,11 +35,19 @@ def test_required_variables(missing):
         load_settings(environ)
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("PORT", "http"), ("PORT", "70000"), ("UPSTREAM_URL", "records:8000"),
-    ("UPSTREAM_PAGE_SIZE", "0"), ("UPSTREAM_PAGE_SIZE", "1001"), ("LOG_LEVEL", "LOUD"),
-    ("UPSTREAM_READ_TIMEOUT", "-1"), ("FULL_SYNC_DELETE", "maybe"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "http"),
+        ("PORT", "70000"),
+        ("UPSTREAM_URL", "records:8000"),
+        ("UPSTREAM_PAGE_SIZE", "0"),
+        ("UPSTREAM_PAGE_SIZE", "1001"),
+        ("LOG_LEVEL", "LOUD"),
+        ("UPSTREAM_READ_TIMEOUT", "-1"),
+        ("FULL_SYNC_DELETE", "maybe"),
+    ],
+)
 def test_malformed_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=f"^{name}="):
         load_settings({**BASE, name: value})
@@ -62,7 +70,11 @@ def test_gunicorn_stops_with_one_line_when_a_variable_is_missing():
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     result = subprocess.run(
         [gunicorn, "-c", "service/gunicorn.conf.py", "service.connector:create_app()"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     output = (result.stdout + result.stderr).strip()

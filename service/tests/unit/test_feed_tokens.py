@@ -16,17 +16,40 @@ from service.feed import parse_since
 
 TS = "2026-03-01T12:00:00.000000Z"
 LATER = "2026-03-01T12:00:00.000001Z"
-HOSTILE_IDS = ["a", "a/", "a/b", "ab", "a b", "a?b#c%d", "é", "\u00ff", "\u0100", "日本",
-               "😀", "\uffff", "~t2015", "_id", "A", "0", "a" * 300]
+HOSTILE_IDS = [
+    "a",
+    "a/",
+    "a/b",
+    "ab",
+    "a b",
+    "a?b#c%d",
+    "é",
+    "\u00ff",
+    "\u0100",
+    "日本",
+    "😀",
+    "\uffff",
+    "~t2015",
+    "_id",
+    "A",
+    "0",
+    "a" * 300,
+]
 
 
 def chunks_to_entities(pages, **kwargs):
     stats = {"entities": 0}
     kwargs.setdefault("since", None)
     kwargs.setdefault("limit", None)
-    text = "[" + "".join(entity_chunks(
-        pages, position=Records.position, to_entity=Records.to_entity, stats=stats, **kwargs
-    )) + "]"
+    text = (
+        "["
+        + "".join(
+            entity_chunks(
+                pages, position=Records.position, to_entity=Records.to_entity, stats=stats, **kwargs
+            )
+        )
+        + "]"
+    )
     entities = json.loads(text)
     assert stats["entities"] == len(entities)
     return entities
@@ -57,15 +80,25 @@ def test_since_accepts_tokens_and_bare_timestamps(since):
     assert token == since
 
 
-@pytest.mark.parametrize("since", ["2026-03-01", "yesterday", TS + "_", TS + "_abc",
-                                   TS + "_ff", TS + "_ZZ", " " + TS, "2026-03-01T12:00:00Z"])
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-03-01",
+        "yesterday",
+        TS + "_",
+        TS + "_abc",
+        TS + "_ff",
+        TS + "_ZZ",
+        " " + TS,
+        "2026-03-01T12:00:00Z",
+    ],
+)
 def test_malformed_since_is_refused(since):
     with pytest.raises(ValueError, match="since"):
         parse_since(since)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("", None), ("1", 1),
-                                                ("1000", 1000)])
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("", None), ("1", 1), ("1000", 1000)])
 def test_limit_parsing(raw, expected):
     assert parse_limit(raw) == expected
 
@@ -77,8 +110,9 @@ def test_bad_limit_is_refused(raw):
 
 
 def test_record_becomes_entity_with_fields_kept():
-    source = record("p/1", name="Ada", address={"city": "Oslo", "lines": ["a", "b"]},
-                    score=None, deleted=True)
+    source = record(
+        "p/1", name="Ada", address={"city": "Oslo", "lines": ["a", "b"]}, score=None, deleted=True
+    )
     [entity] = chunks_to_entities([[source]], since=TS)
     assert entity["_id"] == "p/1"
     assert entity["_deleted"] is True
@@ -93,13 +127,20 @@ def test_since_inside_a_run_of_equal_timestamps_resumes_exactly():
     for cut in (0, 1, 19, 20, 33, 49, 50):
         since = everything[cut]["_updated"]
         rest = chunks_to_entities([run[:20], run[20:40], run[40:]], since=since)
-        assert [e["_id"] for e in rest] == [e["_id"] for e in everything[cut + 1:]]
+        assert [e["_id"] for e in rest] == [e["_id"] for e in everything[cut + 1 :]]
 
 
 def test_limit_stops_mid_page_and_across_pages():
     pages = [[record(f"r{i}{j}") for j in range(5)] for i in range(3)]
-    assert [e["_id"] for e in chunks_to_entities(iter(pages), limit=7)] == \
-        ["r00", "r01", "r02", "r03", "r04", "r10", "r11"]
+    assert [e["_id"] for e in chunks_to_entities(iter(pages), limit=7)] == [
+        "r00",
+        "r01",
+        "r02",
+        "r03",
+        "r04",
+        "r10",
+        "r11",
+    ]
 
 
 def test_limit_does_not_fetch_pages_it_does_not_need():

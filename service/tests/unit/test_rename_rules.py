@@ -23,15 +23,15 @@ COLLECTION = "x"
 def create_app(config=None):
     return None
 '''
-CONFTEST = '''from __future__ import annotations
+CONFTEST = """from __future__ import annotations
 
 from service.config import load_settings
 from service.connector import create_app
 from service.feed import register_feed
 
 GUNICORN_COMMAND = ["gunicorn", "service.connector:create_app()"]
-'''
-README = '''# The reference Sesam connector (Python, Flask)
+"""
+README = """# The reference Sesam connector (Python, Flask)
 
 This connector is meant to be forked; edit `service/connector.py`.
 Start the pipe `connector-people`, then `people-to-connector`; the service `connector`
@@ -43,8 +43,8 @@ gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'
 docker-compose exec connector pytest
 docker build -t yourorg/connector:dev .
 ```
-'''
-COMPOSE = '''services:
+"""
+COMPOSE = """services:
   connector:
     build: .
     image: yourorg/connector:dev
@@ -52,22 +52,22 @@ COMPOSE = '''services:
       - upstream
   upstream:
     image: yourorg/connector-demo-upstream:dev
-'''
-DOCKERFILE = '''FROM python:3.12-slim-bookworm
+"""
+DOCKERFILE = """FROM python:3.12-slim-bookworm
 CMD ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
-'''
-SESAM_SYSTEM = '''{"_id": "connector", "type": "system:microservice",
+"""
+SESAM_SYSTEM = """{"_id": "connector", "type": "system:microservice",
  "docker": {"image": "yourorg/connector:1.0.0", "port": 5000}}
-'''
-SESAM_PIPE = '''{"_id": "connector-people", "type": "pipe",
+"""
+SESAM_PIPE = """{"_id": "connector-people", "type": "pipe",
  "source": {"type": "json", "system": "connector", "url": "people"}}
-'''
-TEST_COMPOSE = '''def test_it(compose):
+"""
+TEST_COMPOSE = """def test_it(compose):
     assert compose["services"]["connector"]["image"] == "x"
     services = compose["services"]
     assert services["upstream"] and services['connector']
-'''
-WORKFLOW = '''env:
+"""
+WORKFLOW = """env:
   IMAGE: yourorg/connector
   # as in sesam/systems/connector.conf.json
 jobs:
@@ -75,7 +75,7 @@ jobs:
     steps:
       - run: docker build -t connector:ci .
       - run: python -m pytest service/tests/test_connector.py
-'''
+"""
 
 
 def make_fork(root: Path) -> Path:
@@ -102,8 +102,11 @@ def make_fork(root: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): p.read_text()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_text()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run(root: Path, name: str, *options: str) -> int:
@@ -115,28 +118,30 @@ def test_names_sesam_and_python_can_both_take_are_accepted(name):
     rename.check_name(name)
 
 
-@pytest.mark.parametrize(("name", "words"), [
-    ("a", "2 to 63"),
-    ("a" * 64, "2 to 63"),
-    ("Acme", "lower-case"),
-    ("-acme", "starting with a letter or digit"),
-    ("_acme", "starting with a letter or digit"),
-    ("acme crm", "Sesam microservice id"),
-    ("acme.crm", "Sesam microservice id"),
-    ("ærø", "ASCII"),
-    ("9lives", "starts with a digit"),
-    ("class", "keyword"),
-    ("for", "keyword"),
-    ("config", "clashes"),
-    ("sink", "clashes"),
-    ("feed", "clashes"),
-    ("upstream", "clashes"),
-    ("errors", "clashes"),
-    ("rename", "clashes"),
-    ("demo-upstream", "clashes"),
-])
-def test_names_sesam_or_python_cannot_take_are_refused_with_one_line(
-        tmp_path, capsys, name, words):
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("a", "2 to 63"),
+        ("a" * 64, "2 to 63"),
+        ("Acme", "lower-case"),
+        ("-acme", "starting with a letter or digit"),
+        ("_acme", "starting with a letter or digit"),
+        ("acme crm", "Sesam microservice id"),
+        ("acme.crm", "Sesam microservice id"),
+        ("ærø", "ASCII"),
+        ("9lives", "starts with a digit"),
+        ("class", "keyword"),
+        ("for", "keyword"),
+        ("config", "clashes"),
+        ("sink", "clashes"),
+        ("feed", "clashes"),
+        ("upstream", "clashes"),
+        ("errors", "clashes"),
+        ("rename", "clashes"),
+        ("demo-upstream", "clashes"),
+    ],
+)
+def test_names_sesam_or_python_cannot_take_are_refused_with_one_line(tmp_path, capsys, name, words):
     fork = make_fork(tmp_path)
     before = snapshot(fork)
     assert run(fork, name) == 2
@@ -151,9 +156,11 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
     assert run(fork, "acme-crm") == 0
     assert not (fork / "service/connector.py").exists()
     assert (fork / "service/acme_crm.py").read_text() == CONNECTOR.replace(
-        "service.connector", "service.acme_crm")
+        "service.connector", "service.acme_crm"
+    )
     assert (fork / "service/tests/test_acme_crm.py").read_text() == (
-        "from service.acme_crm import create_app\n")
+        "from service.acme_crm import create_app\n"
+    )
     assert not (fork / "service/tests/test_connector.py").exists()
     readme = (fork / "README.md").read_text()
     assert readme.splitlines()[0] == "# acme-crm: a Sesam connector (Python, Flask)"
@@ -161,22 +168,27 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
     assert "'service.acme_crm:create_app()'" in readme
     assert "docker-compose exec acme-crm pytest" in readme
     assert "docker build -t yourorg/acme-crm:dev ." in readme
-    assert ("Start the pipe `acme-crm-people`, then `people-to-acme-crm`; the service "
-            "`acme-crm`\nruns the image `yourorg/acme-crm` (push `ghcr.io/me/acme-crm:1.0.0`); "
-            "its state is in\n`/tmp/connector-state` and `connector_environment()` builds "
-            "its settings.\n") in readme
+    assert (
+        "Start the pipe `acme-crm-people`, then `people-to-acme-crm`; the service "
+        "`acme-crm`\nruns the image `yourorg/acme-crm` (push `ghcr.io/me/acme-crm:1.0.0`); "
+        "its state is in\n`/tmp/connector-state` and `connector_environment()` builds "
+        "its settings.\n"
+    ) in readme
     compose = (fork / "docker-compose.yml").read_text()
     assert "\n  acme-crm:\n    build: .\n    image: yourorg/acme-crm:dev\n" in compose
     assert "  upstream:\n" in compose and "      - upstream\n" in compose
     assert '"service.acme_crm:create_app()"' in (fork / "Dockerfile").read_text()
     assert not list((fork / "sesam").glob("**/connector*"))
     assert (fork / "sesam/systems/acme-crm.conf.json").read_text() == SESAM_SYSTEM.replace(
-        '"connector"', '"acme-crm"').replace("yourorg/connector:", "yourorg/acme-crm:")
+        '"connector"', '"acme-crm"'
+    ).replace("yourorg/connector:", "yourorg/acme-crm:")
     assert (fork / "sesam/pipes/acme-crm-people.conf.json").read_text() == (
         '{"_id": "acme-crm-people", "type": "pipe",\n'
-        ' "source": {"type": "json", "system": "acme-crm", "url": "people"}}\n')
+        ' "source": {"type": "json", "system": "acme-crm", "url": "people"}}\n'
+    )
     assert (fork / "service/tests/test_compose.py").read_text() == TEST_COMPOSE.replace(
-        '["connector"]', '["acme-crm"]').replace("['connector']", "['acme-crm']")
+        '["connector"]', '["acme-crm"]'
+    ).replace("['connector']", "['acme-crm']")
     workflow = (fork / ".github/workflows/ci.yml").read_text()
     assert "  IMAGE: yourorg/acme-crm\n  # as in sesam/systems/acme-crm.conf.json\n" in workflow
     assert "docker build -t acme-crm:ci ." in workflow
@@ -189,9 +201,11 @@ def test_imports_stay_in_isort_order_after_the_module_changes_name(tmp_path):
     fork = make_fork(tmp_path)
     assert run(fork, "zeta") == 0
     lines = (fork / "service/tests/conftest.py").read_text().splitlines()
-    assert lines[2:5] == ["from service.config import load_settings",
-                          "from service.feed import register_feed",
-                          "from service.zeta import create_app"]
+    assert lines[2:5] == [
+        "from service.config import load_settings",
+        "from service.feed import register_feed",
+        "from service.zeta import create_app",
+    ]
 
 
 def test_running_it_twice_with_the_same_name_changes_nothing(tmp_path, capsys):
@@ -211,8 +225,10 @@ def test_a_second_rename_needs_force(tmp_path, capsys):
     capsys.readouterr()
     assert run(fork, "billing-hub") == 2
     err = capsys.readouterr().err
-    assert err == ("rename: refused: this fork is already renamed to 'acme-crm'; "
-                   "pass --force to rename it to 'billing-hub'\n")
+    assert err == (
+        "rename: refused: this fork is already renamed to 'acme-crm'; "
+        "pass --force to rename it to 'billing-hub'\n"
+    )
     assert snapshot(fork) == renamed
     assert run(fork, "billing-hub", "--force") == 0
     assert (fork / "service/billing_hub.py").exists()

@@ -12,9 +12,15 @@ from service.upstream import segment
 
 
 def policy(**kwargs):
-    settings = dict(total=10, status_forcelist=RETRY_STATUSES, backoff_factor=0.5,
-                    backoff_jitter=0.5, backoff_max=30, raise_on_status=False,
-                    wait_budget=60)
+    settings = dict(
+        total=10,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=0.5,
+        backoff_jitter=0.5,
+        backoff_max=30,
+        raise_on_status=False,
+        wait_budget=60,
+    )
     settings.update(kwargs)
     return BudgetRetry(**settings)
 
@@ -94,9 +100,19 @@ def test_the_count_of_retries_is_bounded():
         retry.increment("GET", "/people", response=answer(503))
 
 
-@pytest.mark.parametrize(("raw", "encoded"), [
-    ("p-1", "p-1"), ("a/b", "a%2Fb"), ("a?b#c", "a%3Fb%23c"), ("100%", "100%25"),
-    ("a b", "a%20b"), ("Åse", "%C3%85se"), ("..", "%2E%2E"), (".", "%2E"), ("...", "..."),
-])
+@pytest.mark.parametrize(
+    ("raw", "encoded"),
+    [
+        ("p-1", "p-1"),
+        ("a/b", "a%2Fb"),
+        ("a?b#c", "a%3Fb%23c"),
+        ("100%", "100%25"),
+        ("a b", "a%20b"),
+        ("Åse", "%C3%85se"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("...", "..."),
+    ],
+)
 def test_ids_are_encoded_as_one_path_segment(raw, encoded):
     assert segment(raw) == encoded

@@ -19,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def full(sequence_id="s1", request_id="r1", previous=None, first=False, last=False):
-    return SyncParams(is_full=True, sequence_id=sequence_id, request_id=request_id,
-                      previous_request_id=previous, is_first=first, is_last=last)
+    return SyncParams(
+        is_full=True,
+        sequence_id=sequence_id,
+        request_id=request_id,
+        previous_request_id=previous,
+        is_first=first,
+        is_last=last,
+    )
 
 
 @pytest.fixture
@@ -42,8 +48,15 @@ def run(store, *requests, collection="people"):
 
 
 def test_parameters_of_a_full_sync():
-    params = parse_params({"is_full": "true", "sequence_id": "s", "request_id": "r",
-                           "is_first": "True", "is_last": "false"})
+    params = parse_params(
+        {
+            "is_full": "true",
+            "sequence_id": "s",
+            "request_id": "r",
+            "is_first": "True",
+            "is_last": "false",
+        }
+    )
     assert params == full("s", "r", first=True)
 
 
@@ -52,16 +65,23 @@ def test_an_incremental_request_needs_no_tokens_and_a_missing_is_full_means_fals
     assert parse_params({"is_full": "false", "request_id": "r"}).is_full is False
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ({"is_full": "true", "request_id": "r", "is_first": "true"}, "needs sequence_id"),
-    ({"is_full": "true", "sequence_id": "s", "is_first": "true"}, "needs request_id"),
-    ({"is_full": "true", "sequence_id": "", "request_id": "r", "is_first": "true"},
-     "needs sequence_id"),
-    ({"is_full": "true", "sequence_id": "s", "request_id": "r2"}, "needs previous_request_id"),
-    ({"is_full": "yes"}, "is_full must be true or false"),
-    ({"is_full": "true", "sequence_id": "s", "request_id": "r", "is_first": "1"},
-     "is_first must be true or false"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"is_full": "true", "request_id": "r", "is_first": "true"}, "needs sequence_id"),
+        ({"is_full": "true", "sequence_id": "s", "is_first": "true"}, "needs request_id"),
+        (
+            {"is_full": "true", "sequence_id": "", "request_id": "r", "is_first": "true"},
+            "needs sequence_id",
+        ),
+        ({"is_full": "true", "sequence_id": "s", "request_id": "r2"}, "needs previous_request_id"),
+        ({"is_full": "yes"}, "is_full must be true or false"),
+        (
+            {"is_full": "true", "sequence_id": "s", "request_id": "r", "is_first": "1"},
+            "is_first must be true or false",
+        ),
+    ],
+)
 def test_malformed_parameters_are_refused(args, message):
     with pytest.raises(ValueError, match=message):
         parse_params(args)
@@ -71,11 +91,12 @@ def test_malformed_parameters_are_refused(args, message):
 
 
 def test_a_sequence_starts_continues_and_ends(store):
-    assert run(store,
-               full(request_id="r1", first=True),
-               full(request_id="r2", previous="r1"),
-               full(request_id="r3", previous="r2", last=True)) == [
-        Verdict.START, Verdict.CONTINUE, Verdict.CONTINUE]
+    assert run(
+        store,
+        full(request_id="r1", first=True),
+        full(request_id="r2", previous="r1"),
+        full(request_id="r3", previous="r2", last=True),
+    ) == [Verdict.START, Verdict.CONTINUE, Verdict.CONTINUE]
     current = store.current("people")
     assert current.ended and current.requests == 3 and current.live_entities == 3
 
@@ -113,8 +134,9 @@ def test_continuing_an_ended_sequence_is_a_conflict(store):
 
 def test_is_full_changing_within_a_sequence_is_a_conflict(store):
     run(store, full("s1", "r1", first=True))
-    incremental = SyncParams(is_full=False, sequence_id="s1", request_id="r2",
-                             previous_request_id="r1")
+    incremental = SyncParams(
+        is_full=False, sequence_id="s1", request_id="r2", previous_request_id="r1"
+    )
     with pytest.raises(SequenceConflict, match="is_full changed"):
         store.check("people", incremental)
     other = SyncParams(is_full=False, sequence_id="s2", request_id="x")
@@ -143,8 +165,7 @@ def test_a_reused_request_id_with_other_parameters_is_a_conflict(store):
 def test_collections_have_separate_sequences(store):
     run(store, full("s1", "r1", first=True), collection="people")
     run(store, full("s2", "q1", first=True), collection="companies")
-    assert run(store, full("s1", "r2", previous="r1"), collection="people") == [
-        Verdict.CONTINUE]
+    assert run(store, full("s1", "r2", previous="r1"), collection="people") == [Verdict.CONTINUE]
 
 
 def test_decide_is_pure_and_needs_no_store():
@@ -194,8 +215,12 @@ except SequenceConflict:
 def test_racing_processes_advance_a_sequence_exactly_once(tmp_path):
     directory = str(tmp_path)
     run(SequenceStore(directory), full("s1", "r1", first=True))
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, directory], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, directory], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
     verdicts = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
     assert verdicts == ["continue"] + ["retry"] * 5
     assert SequenceStore(directory).current("people").requests == 2

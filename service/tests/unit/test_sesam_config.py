@@ -66,7 +66,8 @@ def test_the_system_talks_to_the_port_the_connector_binds_by_default():
     docker = the_system()["docker"]
     assert docker["port"] == int(DEFAULTS["PORT"])
     assert "PORT" not in docker["environment"] or docker["environment"]["PORT"] == str(
-        docker["port"])
+        docker["port"]
+    )
 
 
 def test_the_microservice_id_is_a_valid_docker_name():
@@ -98,8 +99,7 @@ def test_the_environment_parses_as_the_connector_would_read_it():
     environment = the_system()["docker"]["environment"]
     # Sesam hands non-string values over as JSON text; secrets arrive as their value.
     as_text = {
-        name: SECRET.sub("a-secret-value", value) if isinstance(value, str)
-        else json.dumps(value)
+        name: SECRET.sub("a-secret-value", value) if isinstance(value, str) else json.dumps(value)
         for name, value in environment.items()
     }
     settings = load_settings(as_text)
@@ -133,8 +133,11 @@ def test_the_system_runs_the_image_that_compose_builds_and_ci_pushes():
 
 @pytest.mark.parametrize("pipe", pipes(), ids=lambda p: p["_id"])
 def test_every_pipe_uses_the_system_and_a_collection_the_connector_serves(pipe):
-    endpoints = [part for part in (pipe.get("source"), pipe.get("sink"))
-                 if part and part.get("type") == "json"]
+    endpoints = [
+        part
+        for part in (pipe.get("source"), pipe.get("sink"))
+        if part and part.get("type") == "json"
+    ]
     assert endpoints, f"{pipe['_id']} neither reads nor writes through the connector"
     for endpoint in endpoints:
         assert endpoint["system"] == the_system()["_id"]

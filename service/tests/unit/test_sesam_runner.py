@@ -47,33 +47,38 @@ def test_an_empty_page_keeps_the_since_it_was_asked_with():
 
 
 def test_integer_updated_values_become_the_text_sesam_sends_back():
-    entities, since = check_page(json.dumps([{"_id": "x", "_updated": 7}]), since=None,
-                                 limit=1)
+    entities, since = check_page(json.dumps([{"_id": "x", "_updated": 7}]), since=None, limit=1)
     assert since == "7"
 
 
-@pytest.mark.parametrize("body", [
-    b'[{"_id": "a", "_updated": "1"}, {"_id": "b", "_upd',  # cut off mid-stream
-    b'[{"_id": "a", "_updated": "1"}',  # no closing ]
-    b'[{"_id": "a", "_updated": "1", "x": NaN}]',  # NaN is not JSON
-    b"",
-    b"\xff[]",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"_id": "a", "_updated": "1"}, {"_id": "b", "_upd',  # cut off mid-stream
+        b'[{"_id": "a", "_updated": "1"}',  # no closing ]
+        b'[{"_id": "a", "_updated": "1", "x": NaN}]',  # NaN is not JSON
+        b"",
+        b"\xff[]",
+    ],
+)
 def test_a_body_that_does_not_parse_is_a_broken_stream(body):
     with pytest.raises(RunnerError, match="not valid JSON.*broken or truncated"):
         check_page(body, since=None, limit=100)
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    ('{"_id": "a"}', "dict, not an array"),
-    ('[["a"]]', "entity 0 of the page is a JSON list"),
-    ('[{"_updated": "1"}]', "entity 0 of the page has no string _id"),
-    ('[{"_id": 5, "_updated": "1"}]', "no string _id"),
-    ('[{"_id": "a"}]', "_id 'a'\\) has no _updated"),
-    ('[{"_id": "a", "_updated": null}]', "_id 'a'\\) has no _updated"),
-    ('[{"_id": "a", "_updated": true}]', "must be a string or an integer"),
-    ('[{"_id": "a", "_updated": 1.5}]', "must be a string or an integer"),
-])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('{"_id": "a"}', "dict, not an array"),
+        ('[["a"]]', "entity 0 of the page is a JSON list"),
+        ('[{"_updated": "1"}]', "entity 0 of the page has no string _id"),
+        ('[{"_id": 5, "_updated": "1"}]', "no string _id"),
+        ('[{"_id": "a"}]', "_id 'a'\\) has no _updated"),
+        ('[{"_id": "a", "_updated": null}]', "_id 'a'\\) has no _updated"),
+        ('[{"_id": "a", "_updated": true}]', "must be a string or an integer"),
+        ('[{"_id": "a", "_updated": 1.5}]', "must be a string or an integer"),
+    ],
+)
 def test_a_page_that_is_not_entities_names_what_is_wrong(body, words):
     with pytest.raises(RunnerError, match=words):
         check_page(body, since=None, limit=100)
@@ -121,8 +126,7 @@ def test_a_full_run_that_found_nothing_forgets_the_since(tmp_path):
     assert stored_since(load_state(path), URL) is None
 
 
-@pytest.mark.parametrize("text", ["not json", "[]", '{"pulls": {}}',
-                                  '{"version": 1, "pulls": []}'])
+@pytest.mark.parametrize("text", ["not json", "[]", '{"pulls": {}}', '{"version": 1, "pulls": []}'])
 def test_a_state_file_that_is_not_ours_is_a_usage_error(tmp_path, text):
     path = tmp_path / "state.json"
     path.write_text(text)
@@ -140,8 +144,10 @@ def test_the_output_appears_only_when_the_run_succeeds(tmp_path):
     writer.write([{"_id": "b"}])
     assert not out.exists()  # still FILE.tmp
     writer.commit()
-    assert json.loads(out.read_text(encoding="utf-8")) == [{"_id": "a", "name": "Ærø"},
-                                                           {"_id": "b"}]
+    assert json.loads(out.read_text(encoding="utf-8")) == [
+        {"_id": "a", "name": "Ærø"},
+        {"_id": "b"},
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["people.json"]
 
 
@@ -167,8 +173,9 @@ def test_an_empty_run_writes_an_empty_array(tmp_path):
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, 64, 1 << 16])
 def test_the_push_file_is_read_element_by_element_at_any_chunk_size(chunk_size):
-    entities = [{"_id": f"e{n}", "text": "ø" * n, "nested": {"list": [1, 2.5, None]}}
-                for n in range(20)]
+    entities = [
+        {"_id": f"e{n}", "text": "ø" * n, "nested": {"list": [1, 2.5, None]}} for n in range(20)
+    ]
     text = json.dumps(entities, ensure_ascii=False, indent=2) + "\n"
     got = list(iter_json_array(io.StringIO(text), chunk_size=chunk_size))
     assert got == entities
@@ -183,15 +190,18 @@ def test_numbers_split_across_chunks_are_read_whole():
     assert list(iter_json_array(io.StringIO("[12345, 678]"), chunk_size=3)) == [12345, 678]
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ('{"_id": "a"}', "expected '\\['"),
-    ('[{"_id": "a"}', "ends inside the array"),
-    ('[{"_id": "a"},', "ends inside the array"),
-    ('[{"_id": "a"} {"_id": "b"}]', "expected ',' or '\\]'"),
-    ('[{"_id": "a"}] []', "text after the closing"),
-    ('[{"_id": "a", "x": NaN}]', "invalid JSON"),
-    ('[{"_id": "a", "x": tru}]', "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"_id": "a"}', "expected '\\['"),
+        ('[{"_id": "a"}', "ends inside the array"),
+        ('[{"_id": "a"},', "ends inside the array"),
+        ('[{"_id": "a"} {"_id": "b"}]', "expected ',' or '\\]'"),
+        ('[{"_id": "a"}] []', "text after the closing"),
+        ('[{"_id": "a", "x": NaN}]', "invalid JSON"),
+        ('[{"_id": "a", "x": tru}]', "invalid JSON"),
+    ],
+)
 def test_a_push_file_that_is_not_one_json_array_is_refused(text, words):
     with pytest.raises(UsageError, match=words):
         list(iter_json_array(io.StringIO(text), chunk_size=4))
@@ -200,13 +210,16 @@ def test_a_push_file_that_is_not_one_json_array_is_refused(text, words):
 # --- batches and the sequence parameters --------------------------------------------------
 
 
-@pytest.mark.parametrize(("total", "size", "sizes"), [
-    (150, 100, [100, 50, 0]),  # Sesam's own example
-    (200, 100, [100, 100, 0]),
-    (0, 100, [0]),
-    (1, 1, [1, 0]),
-    (5, 2, [2, 2, 1, 0]),
-])
+@pytest.mark.parametrize(
+    ("total", "size", "sizes"),
+    [
+        (150, 100, [100, 50, 0]),  # Sesam's own example
+        (200, 100, [100, 100, 0]),
+        (0, 100, [0]),
+        (1, 1, [1, 0]),
+        (5, 2, [2, 2, 1, 0]),
+    ],
+)
 def test_batches_end_with_one_empty_batch(total, size, sizes):
     entities = [{"_id": str(n)} for n in range(total)]
     got = list(batches(entities, size))
@@ -221,22 +234,34 @@ def counter():
 
 def test_a_full_sync_chains_its_requests_from_is_first_to_is_last():
     sequence = Sequence(full=True, new_id=counter())
-    sent = [sequence.params(last=False), sequence.params(last=False),
-            sequence.params(last=True)]
+    sent = [sequence.params(last=False), sequence.params(last=False), sequence.params(last=True)]
     assert sent == [
         {"sequence_id": "id0", "is_full": "true", "request_id": "id1", "is_first": "true"},
-        {"sequence_id": "id0", "is_full": "true", "request_id": "id2",
-         "previous_request_id": "id1"},
-        {"sequence_id": "id0", "is_full": "true", "request_id": "id3",
-         "previous_request_id": "id2", "is_last": "true"},
+        {
+            "sequence_id": "id0",
+            "is_full": "true",
+            "request_id": "id2",
+            "previous_request_id": "id1",
+        },
+        {
+            "sequence_id": "id0",
+            "is_full": "true",
+            "request_id": "id3",
+            "previous_request_id": "id2",
+            "is_last": "true",
+        },
     ]
 
 
 def test_a_full_sync_of_nothing_is_one_request_both_first_and_last():
     sequence = Sequence(full=True, new_id=counter())
-    assert sequence.params(last=True) == {"sequence_id": "id0", "is_full": "true",
-                                          "request_id": "id1", "is_first": "true",
-                                          "is_last": "true"}
+    assert sequence.params(last=True) == {
+        "sequence_id": "id0",
+        "is_full": "true",
+        "request_id": "id1",
+        "is_first": "true",
+        "is_last": "true",
+    }
 
 
 def test_an_incremental_sync_has_no_is_first_or_is_last():
@@ -244,8 +269,12 @@ def test_an_incremental_sync_has_no_is_first_or_is_last():
     sent = [sequence.params(last=False), sequence.params(last=True)]
     assert sent == [
         {"sequence_id": "id0", "is_full": "false", "request_id": "id1"},
-        {"sequence_id": "id0", "is_full": "false", "request_id": "id2",
-         "previous_request_id": "id1"},
+        {
+            "sequence_id": "id0",
+            "is_full": "false",
+            "request_id": "id2",
+            "previous_request_id": "id1",
+        },
     ]
 
 
@@ -272,14 +301,22 @@ def test_progress_shows_entities_rate_and_elapsed_every_few_seconds():
 
 def test_a_password_in_the_url_is_never_shown():
     assert shown_url("http://sesam:s3cret@localhost:5000/people") == (
-        "http://sesam:***@localhost:5000/people")
+        "http://sesam:***@localhost:5000/people"
+    )
     assert shown_url(URL) == URL
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["pull"], ["pull", URL, "--page-size", "0"], ["push", URL],
-    ["push", URL, "f.json", "--batch-size", "x"], ["push", URL, "f.json", "--retries", "-1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["pull"],
+        ["pull", URL, "--page-size", "0"],
+        ["push", URL],
+        ["push", URL, "f.json", "--batch-size", "x"],
+        ["push", URL, "f.json", "--retries", "-1"],
+    ],
+)
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -24,32 +24,38 @@ def batch(text: str | bytes):
     return prepare_batch(parse_body(data), Records.to_record)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"", "the body is empty"),
-    (b"   ", "the body is empty"),
-    (b"[{\"_id\": \"a\"}", "not JSON"),
-    (b"{\"_id\": \"a\"}", "must be a JSON array of entities, not a JSON object"),
-    (b"\"[]\"", "not a JSON string"),
-    (b"[{\"_id\": \"a\", \"n\": NaN}]", "NaN, which is not JSON"),
-    (b"[{\"_id\": \"a\", \"n\": Infinity}]", "Infinity, which is not JSON"),
-    (b"[\xff]", "not UTF-8"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "the body is empty"),
+        (b"   ", "the body is empty"),
+        (b'[{"_id": "a"}', "not JSON"),
+        (b'{"_id": "a"}', "must be a JSON array of entities, not a JSON object"),
+        (b'"[]"', "not a JSON string"),
+        (b'[{"_id": "a", "n": NaN}]', "NaN, which is not JSON"),
+        (b'[{"_id": "a", "n": Infinity}]', "Infinity, which is not JSON"),
+        (b"[\xff]", "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
 def test_a_body_that_is_not_a_json_array_is_refused(body, message):
     with pytest.raises(BatchError, match=message):
         batch(body)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ('[{"_id": "a"}, 3]', "entity 1 is a JSON number, not an object"),
-    ('[{"_id": "a"}, {"_id": "b"}, null]', "entity 2 is a JSON null"),
-    ('[{"_id": "a"}, ["_id", "b"]]', "entity 1 is a JSON array"),
-    ('[{"name": "x"}]', "entity 0 has no _id"),
-    ('[{"_id": "a"}, {"_id": 7}]', "entity 1: _id must be a string, not a JSON number"),
-    ('[{"_id": null}]', "entity 0: _id must be a string, not a JSON null"),
-    ('[{"_id": ""}]', "entity 0: _id must not be empty"),
-    ('[{"_id": "a", "s": "\\ud800"}]', "entity 0 \\('a'\\) holds a string that is not valid"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[{"_id": "a"}, 3]', "entity 1 is a JSON number, not an object"),
+        ('[{"_id": "a"}, {"_id": "b"}, null]', "entity 2 is a JSON null"),
+        ('[{"_id": "a"}, ["_id", "b"]]', "entity 1 is a JSON array"),
+        ('[{"name": "x"}]', "entity 0 has no _id"),
+        ('[{"_id": "a"}, {"_id": 7}]', "entity 1: _id must be a string, not a JSON number"),
+        ('[{"_id": null}]', "entity 0: _id must be a string, not a JSON null"),
+        ('[{"_id": ""}]', "entity 0: _id must not be empty"),
+        ('[{"_id": "a", "s": "\\ud800"}]', "entity 0 \\('a'\\) holds a string that is not valid"),
+    ],
+)
 def test_a_bad_entity_is_named_by_its_index(body, message):
     with pytest.raises(BatchError, match=message):
         batch(body)
@@ -81,6 +87,7 @@ def test_only_deleted_true_deletes():
 def test_a_mapping_that_refuses_an_entity_names_it():
     def refuse(entity):
         raise ValueError("name is required")
+
     with pytest.raises(BatchError, match="entity 1 \\('b'\\): name is required"):
         prepare_batch([{"_id": "a", "_deleted": True}, {"_id": "b"}], refuse)
 
@@ -124,13 +131,13 @@ def test_after_a_failure_no_new_write_starts_and_the_failure_names_the_id():
     outcome = run_writes(jobs, concurrency=1)
     assert outcome.upserts == 1 and outcome.deletes == 0
     assert outcome.not_attempted == 10
-    assert [(f.entity_id, f.operation, f.status) for f in outcome.failures] == [
-        ("b", "put", 500)]
+    assert [(f.entity_id, f.operation, f.status) for f in outcome.failures] == [("b", "put", 500)]
 
 
 def test_a_timeout_is_marked_as_one():
     def slow():
         raise UpstreamTimeout("upstream timed out: PUT .../a")
+
     outcome = run_writes([("a", "put", slow)], concurrency=8)
     assert outcome.failures[0].timeout and outcome.failures[0].status is None
 
@@ -138,15 +145,15 @@ def test_a_timeout_is_marked_as_one():
 # --- the upstream client, as the sink's writes use it ----------------------------------------
 
 
-def test_a_netrc_entry_for_the_upstream_does_not_replace_the_bearer_token(tmp_path,
-                                                                         monkeypatch):
+def test_a_netrc_entry_for_the_upstream_does_not_replace_the_bearer_token(tmp_path, monkeypatch):
     netrc = tmp_path / "netrc"
     netrc.write_text("machine records.example login someone password other\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     client = UpstreamClient("http://records.example", "the-token")
     prepared = client.session.prepare_request(
-        requests.Request("PUT", client.url("people", "p-1"), json={}))
+        requests.Request("PUT", client.url("people", "p-1"), json={})
+    )
     assert prepared.headers["Authorization"] == "Bearer the-token"
 
 
