@@ -58,9 +58,16 @@ def wait_for(url: str, seconds: float = 30) -> None:
             time.sleep(0.2)
 
 
+def python_to_use() -> Path:
+    """``.venv``'s Python, or ``$SERVICE_DEV_PYTHON`` (an interpreter that already has the
+    requirements, as in the tests and the Docker image)."""
+    chosen = os.environ.get("SERVICE_DEV_PYTHON")
+    return Path(chosen) if chosen else ensure_venv()
+
+
 def run() -> int:
     """The connector under gunicorn (the contract's command) beside the demo upstream."""
-    python = ensure_venv()
+    python = python_to_use()
     token = os.environ.get("UPSTREAM_TOKEN", "demo-token")
     upstream_port = os.environ.get("DEMO_UPSTREAM_PORT", "8000")
     env = dict(os.environ)
@@ -76,6 +83,7 @@ def run() -> int:
     connector = subprocess.Popen(
         [str(python.with_name("gunicorn")), *GUNICORN_ARGS], cwd=ROOT, env=env
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # stop both, as on Ctrl-C
     try:
         wait_for(f"http://127.0.0.1:{port}/health")
         print(f"\nready: curl http://localhost:{port}/people   (Ctrl-C stops both)\n", flush=True)
@@ -93,6 +101,10 @@ def run() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
     return connector.returncode or 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def test(args: list[str]) -> int:
