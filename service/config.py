@@ -182,6 +182,20 @@ VARIABLES: tuple[Variable, ...] = (
         False,
         "Let a full sync that sent no entities delete every record.",
     ),
+    Variable(
+        "AUTH_USERNAME",
+        str,
+        "",
+        False,
+        "With AUTH_PASSWORD: the user Sesam must send (HTTP basic auth). Unset: no auth.",
+    ),
+    Variable(
+        "AUTH_PASSWORD",
+        str,
+        "",
+        True,
+        "With AUTH_USERNAME: the password Sesam must send.",
+    ),
 )
 
 
@@ -204,6 +218,8 @@ class Settings:
     state_dir: str
     full_sync_delete: bool
     full_sync_allow_empty_delete: bool
+    auth_username: str
+    auth_password: str = dataclasses.field(repr=False)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -222,6 +238,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as error:
             shown = "(secret)" if variable.secret else repr(raw)
             raise ConfigError(f"{variable.name}={shown} {error}") from None
+    if bool(values["auth_username"]) != bool(values["auth_password"]):
+        raise ConfigError("AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither")
     return Settings(**values)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask
 from flask import jsonify
 
+from service.auth import register_basic_auth
 from service.config import configure_logging
 from service.config import load_settings
 from service.errors import register_error_handlers
@@ -110,6 +111,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     records = Records(UpstreamClient.from_settings(settings), page_size=settings.upstream_page_size)
     register_error_handlers(app)
+    register_basic_auth(app, settings)
     register_health(app)
     register_feed(
         app,

@@ -67,3 +67,52 @@ def test_errors_are_json(client, upstream, method, path, status):
 def test_method_not_allowed_keeps_its_allow_header(client, upstream):
     response = client.delete("/people")
     assert "GET" in response.headers["Allow"]
+
+
+def auth_app(tmp_path, **extra):
+    config = {
+        "UPSTREAM_URL": "http://127.0.0.1:9",
+        "UPSTREAM_TOKEN": "t",
+        "STATE_DIR": str(tmp_path),
+        "AUTH_USERNAME": "sesam",
+        "AUTH_PASSWORD": "pa55word",
+    }
+    config.update(extra)
+    return create_app(config).test_client()
+
+
+@pytest.mark.parametrize("credentials", [None, ("sesam", "wrong"), ("other", "pa55word")])
+def test_with_basic_auth_on_a_wrong_or_missing_password_is_a_json_401(tmp_path, credentials):
+    client = auth_app(tmp_path)
+    for method, path in (("GET", "/people"), ("POST", "/people")):
+        response = client.open(path, method=method, auth=credentials, json=[])
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].lower().startswith("basic")
+        assert response.get_json()["error"] == "Unauthorized"
+        assert "pa55word" not in response.get_data(as_text=True)
+
+
+def test_with_basic_auth_health_stays_open_for_the_container_check(tmp_path):
+    assert auth_app(tmp_path).get("/health").status_code == 200
+
+
+def test_with_basic_auth_the_right_password_gets_through(upstream, tmp_path):
+    config = {
+        "UPSTREAM_URL": upstream.url,
+        "UPSTREAM_TOKEN": upstream.token,
+        "STATE_DIR": str(tmp_path),
+        "AUTH_USERNAME": "sesam",
+        "AUTH_PASSWORD": "pa55word",
+    }
+    guarded = create_app(config).test_client()
+    response = guarded.get("/companies", auth=("sesam", "pa55word"))
+    assert response.status_code == 200
+    assert {e["_id"] for e in json.loads(response.get_data())} == set(upstream.live("companies"))
+    assert guarded.post("/companies", json=[], auth=("sesam", "pa55word")).status_code == 200
+
+
+def test_auth_needs_both_username_and_password():
+    from service.config import ConfigError
+
+    with pytest.raises(ConfigError, match="AUTH_USERNAME and AUTH_PASSWORD go together"):
+        create_app({"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t", "AUTH_USERNAME": "s"})

@@ -175,3 +175,11 @@ def test_no_sink_pipe_writes_a_collection_back_from_its_own_feed():
     for pipe in sink_pipes():
         read_from = feed_datasets.get(pipe["source"]["dataset"])
         assert read_from != pipe["sink"]["url"], pipe["_id"]
+
+
+def test_the_system_sends_the_basic_auth_the_connector_asks_for():
+    system = the_system()
+    environment = system["docker"]["environment"]
+    assert system["authentication"] == "basic"
+    assert system["username"] == environment["AUTH_USERNAME"]
+    assert system["password"] == environment["AUTH_PASSWORD"]

@@ -1,0 +1,43 @@
+"""HTTP basic auth for Sesam's calls, when the system config sets ``authentication``.
+
+Off unless AUTH_USERNAME and AUTH_PASSWORD are set. ``/health`` stays open, for the
+container's health check.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Flask
+from flask import request
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Unauthorized
+
+from service.config import Settings
+
+OPEN_ENDPOINTS = frozenset({"health"})
+
+
+def register_basic_auth(app: Flask, settings: Settings) -> None:
+    if not settings.auth_username:
+        return
+    username = settings.auth_username.encode("utf-8")
+    password = settings.auth_password.encode("utf-8")
+
+    @app.before_request
+    def require_basic_auth() -> None:
+        if request.endpoint in OPEN_ENDPOINTS:
+            return
+        given = request.authorization
+        if (
+            given is not None
+            and given.type == "basic"
+            and hmac.compare_digest((given.username or "").encode("utf-8"), username)
+            and hmac.compare_digest((given.password or "").encode("utf-8"), password)
+        ):
+            return
+        raise Unauthorized(
+            "this connector needs HTTP basic auth: set authentication, username and "
+            "password in the Sesam system's config",
+            www_authenticate=WWWAuthenticate("basic", {"realm": "connector"}),
+        )
