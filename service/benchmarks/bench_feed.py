@@ -31,10 +31,7 @@ import json
 import math
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +42,9 @@ from typing import Any
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from service.benchmarks.servers import Server
+from service.benchmarks.servers import free_port
+
 TOKEN = "bench-token"
 RESOURCE = "bench"
 PAGE_SIZE = 1000
@@ -77,65 +76,6 @@ class Run:
 
 
 # --- servers ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A child process serving HTTP on loopback, stopped with SIGTERM."""
-
-    def __init__(
-        self, name: str, command: list[str], env: dict[str, str], port: int, health: str, log: Path
-    ) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.wait_until_up(f"{self.url}/{health}")
-
-    def wait_until_up(self, url: str, seconds: float = 30) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(url, timeout=2).status_code < 500:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not come up at {url} in {seconds:.0f}s")
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def processes(self) -> list[psutil.Process]:
-        """The process and all its children (gunicorn's master and workers)."""
-        try:
-            master = psutil.Process(self.process.pid)
-            return [master, *master.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def kill(self) -> None:
-        for process in reversed(self.processes()):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-
-    def stop(self) -> None:
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.process.wait()
 
 
 def server_environment(upstream_url: str, port: int, state_dir: Path) -> dict[str, str]:
@@ -320,16 +260,6 @@ def run_stream(name: str, url: str) -> Run:
     return run
 
 
-def cpu_seconds(server: Server) -> float:
-    """CPU time of a server's processes: less shaken by a busy machine than wall time."""
-    total = 0.0
-    for process in server.processes():
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
-
-
 def measure(
     name: str, servers: dict[str, Server], interval: float, cap_bytes: dict[str, int]
 ) -> Run:
@@ -341,9 +271,9 @@ def measure(
             run = run_limit(servers["upstream"].url)
             run.cpu_seconds = time.process_time() - cpu_before
         else:
-            cpu_before = cpu_seconds(servers[name])
+            cpu_before = servers[name].cpu_seconds()
             run = run_stream(name, f"{servers[name].url}/{RESOURCE}")
-            run.cpu_seconds = cpu_seconds(servers[name]) - cpu_before
+            run.cpu_seconds = servers[name].cpu_seconds() - cpu_before
     if name in sampler.capped:
         run.error = f"killed: RSS over the {cap_bytes[name] // MB} MB cap"
         run.seconds = None

@@ -28,15 +28,11 @@ From the repository root:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +42,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from service.benchmarks.servers import Server
+from service.benchmarks.servers import free_port
+
 TOKEN = "bench-token"
 RESOURCE = "bench"
 BATCH_SIZE = 100
@@ -91,60 +88,6 @@ def create_naive_app() -> Any:
 
 
 # --- servers ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A child process serving HTTP on loopback, stopped with SIGTERM."""
-
-    def __init__(
-        self, name: str, command: list[str], env: dict[str, str], port: int, health: str, log: Path
-    ) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{self.url}/{health}", timeout=2).status_code < 500:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{name} did not come up in 30s")
-
-    def cpu_seconds(self) -> float:
-        """CPU time of the process and its children (gunicorn's master and workers)."""
-        try:
-            master = psutil.Process(self.process.pid)
-            processes = [master, *master.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for process in processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def start_servers(
