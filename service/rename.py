@@ -19,6 +19,8 @@ import argparse
 import keyword
 import os
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -397,6 +399,21 @@ def stale(root: Path, module: str) -> list[str]:
     return found
 
 
+def reformat(root: Path, edited: list[Path]) -> None:
+    """A longer name can push a line past the line length: let ruff wrap the edited
+    Python files again, by the fork's own ruff settings."""
+    python = [str(path) for path in edited if path.suffix == ".py" and path.exists()]
+    if not python or not (root / "service" / "ruff.toml").is_file():
+        return
+    search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    ruff = shutil.which("ruff", path=search)
+    if ruff is None:
+        print("ruff is not installed: run `ruff format service` before you commit")
+        return
+    if subprocess.run([ruff, "format", "--quiet", *python], cwd=root).returncode != 0:
+        print("ruff format failed: run `ruff format service` and look")
+
+
 def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) -> int:
     check_name(name)
     if not (root / "service" / "__init__.py").is_file():
@@ -425,6 +442,8 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
     if dry_run:
         print(f"dry run: would rename {old.name} to {name}; nothing written")
         return 0
+    moved = dict(work.moves)
+    reformat(root, [moved.get(path, path) for path in work.edits])
     left = [
         line
         for former in sorted({old.module, ORIGINAL} - {new.module})

@@ -276,3 +276,15 @@ def test_a_place_the_command_does_not_know_is_reported(tmp_path, capsys):
 def test_outside_a_fork_it_refuses(tmp_path, capsys):
     assert run(tmp_path, "acme-crm") == 2
     assert "root of a fork" in capsys.readouterr().err
+
+
+def test_a_long_name_gets_its_lines_rewrapped_by_the_forks_ruff_settings(tmp_path):
+    root = make_fork(tmp_path)
+    (root / "service" / "ruff.toml").write_text("line-length = 60\n")
+    (root / "service" / "dev.py").write_text(
+        'ARGS = ["-c", "service/gunicorn.conf.py", "service.connector:create_app()"]\n'
+    )
+    assert run(root, "salesforce-marketing-cloud") == 0
+    dev = (root / "service" / "dev.py").read_text()
+    assert "service.salesforce_marketing_cloud:create_app()" in dev
+    assert max(len(line) for line in dev.splitlines()) <= 60, dev
