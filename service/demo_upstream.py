@@ -538,6 +538,17 @@ def _register_error_handlers(app: flask.Flask) -> None:
         return error_response(400, str(exc))
 
 
+def _spend_counted_fault(state: UpstreamState, name: str) -> dict[str, Any] | None:
+    """Take one of a fault's ``count`` (under the state's lock); None when it is not set."""
+    fault = state.faults[name]
+    if fault is not None:
+        fault["count"] -= 1
+        if fault["count"] <= 0:
+            state.faults[name] = None
+        state.stats["faulted"] += 1
+    return fault
+
+
 def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
     @app.before_request
     def gate() -> flask.Response | None:
@@ -550,12 +561,7 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
             if flask.request.endpoint == "list_records":
                 state.stats["list_pages"] += 1
             latency_ms = state.faults["latency_ms"]
-            storm = state.faults["storm"]
-            if storm is not None:
-                storm["count"] -= 1
-                if storm["count"] <= 0:
-                    state.faults["storm"] = None
-                state.stats["faulted"] += 1
+            storm = _spend_counted_fault(state, "storm")
         if latency_ms:
             time.sleep(latency_ms / 1000)
         if storm is not None:
@@ -635,12 +641,8 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
             if by_id is not None and record_id in by_id["ids"]:
                 state.stats["faulted"] += 1
                 return _fault_response(by_id["status"])
-            failing = state.faults["fail_writes"]
+            failing = _spend_counted_fault(state, "fail_writes")
             if failing is not None:
-                failing["count"] -= 1
-                if failing["count"] <= 0:
-                    state.faults["fail_writes"] = None
-                state.stats["faulted"] += 1
                 return _fault_response(failing["status"])
         return None
 

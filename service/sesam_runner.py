@@ -622,24 +622,17 @@ def run_push(
 # --- command line -------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return number
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return number
 
-
-def _not_negative(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return number
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -670,7 +663,7 @@ def parser() -> argparse.ArgumentParser:
     pull.add_argument("url", metavar="URL", help="the feed, e.g. http://localhost:5000/people")
     pull.add_argument(
         "--page-size",
-        type=_positive,
+        type=_whole_number(1),
         default=DEFAULT_PAGE_SIZE,
         metavar="N",
         help=f"entities asked for per request (default {DEFAULT_PAGE_SIZE})",
@@ -699,7 +692,7 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("file", type=Path, metavar="FILE", help="a JSON array of entities")
     push.add_argument(
         "--batch-size",
-        type=_positive,
+        type=_whole_number(1),
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"entities per request (default {DEFAULT_BATCH_SIZE})",
@@ -711,7 +704,7 @@ def parser() -> argparse.ArgumentParser:
     )
     push.add_argument(
         "--retries",
-        type=_not_negative,
+        type=_whole_number(0),
         default=DEFAULT_RETRIES,
         metavar="N",
         help=f"retries of a failed batch (default {DEFAULT_RETRIES})",

@@ -43,6 +43,7 @@ import psutil
 import requests
 
 from service.benchmarks.servers import Server
+from service.benchmarks.servers import demo_upstream_command
 from service.benchmarks.servers import free_port
 
 TOKEN = "bench-token"
@@ -119,22 +120,7 @@ def start_servers(records: int, directory: Path) -> dict[str, Server]:
     port = free_port()
     upstream = Server(
         "upstream",
-        [
-            sys.executable,
-            "-m",
-            "service.demo_upstream",
-            "--synthetic",
-            f"{RESOURCE}={records}",
-            "--no-seed",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--token",
-            TOKEN,
-            "--server",
-            "gunicorn",
-        ],
+        demo_upstream_command(port, TOKEN, "--synthetic", f"{RESOURCE}={records}"),
         dict(os.environ),
         port,
         "_admin/health",

@@ -45,6 +45,7 @@ from urllib.parse import quote
 import requests
 
 from service.benchmarks.servers import Server
+from service.benchmarks.servers import demo_upstream_command
 from service.benchmarks.servers import free_port
 
 TOKEN = "bench-token"
@@ -98,22 +99,7 @@ def start_servers(
         port = free_port()
         servers["upstream"] = Server(
             "upstream",
-            [
-                sys.executable,
-                "-m",
-                "service.demo_upstream",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--token",
-                TOKEN,
-                "--no-seed",
-                "--latency-ms",
-                str(latency_ms),
-                "--server",
-                "gunicorn",
-            ],
+            demo_upstream_command(port, TOKEN, "--latency-ms", str(latency_ms)),
             dict(os.environ),
             port,
             "_admin/stats",

@@ -6,6 +6,7 @@ import contextlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
+    """The demo Records API under gunicorn (keep-alive, as a real API would)."""
+    return [
+        sys.executable,
+        "-m",
+        "service.demo_upstream",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--token",
+        token,
+        "--no-seed",
+        "--server",
+        "gunicorn",
+        *options,
+    ]
 
 
 class Server:
