@@ -108,7 +108,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def test(args: list[str]) -> int:
-    python = ensure_venv()
+    python = python_to_use()
     command = [
         str(python),
         "-m",

@@ -8,6 +8,7 @@ slow benchmark smoke test are left out of that inner run.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -116,14 +117,12 @@ def test_renaming_again_with_the_same_name_changes_nothing(renamed):
 
 def test_the_renamed_copy_passes_its_own_tests(renamed):
     copy, _ = renamed
+    # The README's test command, in the renamed copy, with this interpreter's packages.
     command = [
         sys.executable,
         "-m",
-        "pytest",
-        "-c",
-        "service/tests/pytest.ini",
-        "--rootdir",
-        "service/tests",
+        "service.dev",
+        "test",
         "service/tests",
         "-q",
         "-x",
@@ -134,7 +133,8 @@ def test_the_renamed_copy_passes_its_own_tests(renamed):
         "--ignore",
         "service/tests/functional/test_benchmark_smoke.py",
     ]
-    result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "SERVICE_DEV_PYTHON": sys.executable}
+    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=900)
     summary = result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary
     assert " passed" in result.stdout
