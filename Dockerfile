@@ -25,6 +25,7 @@ COPY service/requirements.txt service/
 RUN pip install --no-cache-dir -r service/requirements.txt
 
 COPY service/*.py service/
+COPY service/framework/ service/framework/
 
 EXPOSE 5000
 

@@ -19,15 +19,15 @@ from typing import Any
 from flask import Flask
 from flask import jsonify
 
-from service.auth import register_basic_auth
-from service.config import configure_logging
-from service.config import load_settings
-from service.errors import register_error_handlers
-from service.feed import register_feed
-from service.sink import register_sink
-from service.transit import plain
-from service.upstream import UpstreamClient
-from service.upstream import UpstreamError
+from service.framework.auth import register_basic_auth
+from service.framework.errors import register_error_handlers
+from service.framework.feed import register_feed
+from service.framework.settings import configure_logging
+from service.framework.settings import load_settings
+from service.framework.sink import register_sink
+from service.framework.transit import plain
+from service.framework.upstream import UpstreamClient
+from service.framework.upstream import UpstreamError
 
 # FORK: the names a pipe may put in its url, one per upstream collection.
 COLLECTION = re.compile(r"[a-z][a-z0-9-]*")
@@ -80,7 +80,7 @@ class Records:
         """FORK: one Sesam entity as the body of an upstream write.
 
         Sesam's reserved fields (top-level keys starting with ``_``) are dropped and its
-        typed strings become plain JSON (``service.transit``). Raise ValueError to
+        typed strings become plain JSON (``service.framework.transit``). Raise ValueError to
         refuse an entity: the sink answers 400 naming it, and writes nothing.
         """
         return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}

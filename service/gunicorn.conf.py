@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from service.config import load_settings_or_exit  # noqa: E402
+from service.framework.settings import load_settings_or_exit  # noqa: E402
 
 _settings = load_settings_or_exit()
 

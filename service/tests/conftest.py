@@ -1,7 +1,7 @@
 """Shared fixtures: the app from ``create_app``, a real demo upstream, a real connector.
 
 The functional fixtures start real servers on loopback: the demo Records API
-(``python -m service.demo_upstream``) and the connector under gunicorn with the
+(``python -m service.tools.demo_upstream``) and the connector under gunicorn with the
 contract's command. Both are started once per test session; ``upstream`` resets the
 demo's data and faults before each test that uses it.
 """
@@ -125,7 +125,7 @@ def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstre
             [
                 sys.executable,
                 "-m",
-                "service.demo_upstream",
+                "service.tools.demo_upstream",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -313,7 +313,7 @@ class RecordsConformanceUpstream:
         )
 
     def delete(self, entity_id: str) -> None:
-        from service.upstream import segment
+        from service.framework.upstream import segment
 
         response = self.upstream.api("DELETE", f"{self.collection}/{segment(entity_id)}")
         assert response.status_code == 204, response.text

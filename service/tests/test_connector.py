@@ -24,7 +24,7 @@ def test_health_answers_without_the_upstream(tmp_path):
 
 
 def test_the_factory_refuses_bad_settings():
-    from service.config import ConfigError
+    from service.framework.settings import ConfigError
 
     with pytest.raises(ConfigError, match="UPSTREAM_PAGE_SIZE"):
         create_app(
@@ -112,7 +112,7 @@ def test_with_basic_auth_the_right_password_gets_through(upstream, tmp_path):
 
 
 def test_auth_needs_both_username_and_password():
-    from service.config import ConfigError
+    from service.framework.settings import ConfigError
 
     with pytest.raises(ConfigError, match="AUTH_USERNAME and AUTH_PASSWORD go together"):
         create_app({"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t", "AUTH_USERNAME": "s"})

@@ -25,7 +25,7 @@ fixtures the fork defines in ``service/tests/conftest.py``:
     ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
 
 A fork adds its own checks in another module; run them all with
-``python -m service.dev test service/tests/conformance``.
+``python -m service.tools.dev test service/tests/conformance``.
 """
 
 from __future__ import annotations

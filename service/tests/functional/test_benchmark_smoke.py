@@ -16,7 +16,7 @@ def test_the_feed_benchmark_runs_and_all_three_deliver_every_record(tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "service.benchmarks.bench_feed",
+            "service.tools.benchmarks.bench_feed",
             "--records",
             "2000",
             "--repeat",

@@ -42,7 +42,7 @@ def test_run_serves_the_demo_people_and_stops_both_on_sigterm(tmp_path):
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.dev", "run"],
+            [sys.executable, "-m", "service.tools.dev", "run"],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -30,8 +30,8 @@ import requests
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from service.config import VARIABLES
-from service.dev import GUNICORN_ARGS
+from service.framework.settings import VARIABLES
+from service.tools.dev import GUNICORN_ARGS
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
@@ -428,7 +428,7 @@ def test_ci_runs_the_suite_the_compose_flow_and_pushes_only_version_tags():
     runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
     script = "\n".join(runs)
     for expected in (
-        "python3 -m service.dev test",
+        "python3 -m service.tools.dev test",
         "docker build",
         "docker compose up -d",
         "curl -fsS localhost:5000/people",
@@ -542,13 +542,16 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
     }
     image_env = {name: in_image(value, root) for name, value in final.env().items()}
 
-    # The demo upstream, as compose runs it (on loopback, on a free port).
+    # The demo upstream, as compose runs it (on loopback, on a free port), from the stage
+    # compose builds it from: a tool, so not the runtime stage.
+    upstream_stage = stages()[services["upstream"]["build"]["target"]]
+    upstream_app = lay_out_image(upstream_stage, tmp_path / "upstream-image")
     upstream_port = str(free_port())
     command = python_command(services["upstream"]["command"])
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--port") + 1] = upstream_port
     upstream_env = {**base_env, **image_env, **compose_environment(services["upstream"])}
-    upstream = start(command, app, upstream_env, tmp_path / "upstream.log")
+    upstream = start(command, upstream_app, upstream_env, tmp_path / "upstream.log")
     try:
         wait_for(
             f"http://127.0.0.1:{upstream_port}/_admin/stats", upstream, tmp_path / "upstream.log"

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from service.upstream import segment
+from service.framework.upstream import segment
 
 TIE = "2026-01-01T00:00:00.000000Z"
 HOSTILE_IDS = [

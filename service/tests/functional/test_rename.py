@@ -46,7 +46,7 @@ def renamed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     result = subprocess.run(
-        [sys.executable, "-m", "service.rename", NAME],
+        [sys.executable, "-m", "service.tools.rename", NAME],
         cwd=copy,
         capture_output=True,
         text=True,
@@ -76,7 +76,7 @@ def test_no_place_in_the_copy_names_the_old_module(renamed):
             or "__pycache__" in path.parts
             or relative
             in (
-                "service/rename.py",
+                "service/tools/rename.py",
                 "service/tests/functional/test_rename.py",
                 "service/tests/unit/test_rename_rules.py",
             )
@@ -106,7 +106,7 @@ def test_the_commands_a_user_runs_name_the_new_connector(renamed):
 def test_renaming_again_with_the_same_name_changes_nothing(renamed):
     copy, _ = renamed
     result = subprocess.run(
-        [sys.executable, "-m", "service.rename", NAME],
+        [sys.executable, "-m", "service.tools.rename", NAME],
         cwd=copy,
         capture_output=True,
         text=True,
@@ -121,7 +121,7 @@ def test_the_renamed_copy_passes_its_own_tests(renamed):
     command = [
         sys.executable,
         "-m",
-        "service.dev",
+        "service.tools.dev",
         "test",
         "service/tests",
         "-q",

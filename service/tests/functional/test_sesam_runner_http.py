@@ -1,4 +1,4 @@
-"""The local Sesam runner as a developer runs it: ``python -m service.sesam_runner``.
+"""The local Sesam runner as a developer runs it: ``python -m service.tools.sesam_runner``.
 
 Pulls run against the connector under gunicorn and the demo Records API; the cases a
 correct connector cannot produce (a since that does not advance, a sink's 409 or a
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.sesam_runner", *args],
+        [sys.executable, "-m", "service.tools.sesam_runner", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -502,7 +502,7 @@ def test_one_log_line_per_request_without_payloads_or_the_token(connector, upstr
     text = connector.log_text()
     assert marker not in text and UPSTREAM_TOKEN not in text
     assert re.search(
-        r"INFO service\.sink: sink people status=200 entities=1 duplicates=0 "
+        r"INFO service\.framework\.sink: sink people status=200 entities=1 duplicates=0 "
         r"upserts=1 deletes=0 is_full=false seconds=\d+\.\d+ ok",
         text,
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config import VARIABLES
-from service.config import ConfigError
-from service.config import load_settings
+from service.framework.settings import VARIABLES
+from service.framework.settings import ConfigError
+from service.framework.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE = {"UPSTREAM_URL": "http://records:8000/", "UPSTREAM_TOKEN": "hunter2"}

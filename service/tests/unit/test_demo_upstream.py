@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from service import demo_upstream
+from service.tools import demo_upstream
 
 TOKEN = "unit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -576,7 +576,7 @@ def test_the_command_line_serves_real_http_drops_connections_and_stops_on_sigter
     secret = "cli-s3cret-token"
     env = {k: v for k, v in os.environ.items() if k != "DEMO_UPSTREAM_TOKEN"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.demo_upstream", "--port", "0", "--no-seed"]
+        [sys.executable, "-m", "service.tools.demo_upstream", "--port", "0", "--no-seed"]
         + ["--token", secret, "--synthetic", "bench=50", "--tie-size", "10"],
         cwd=ROOT,
         env=env,

@@ -8,11 +8,11 @@ import random
 import pytest
 
 from service.connector import Records
-from service.feed import FeedError
-from service.feed import entity_chunks
-from service.feed import make_token
-from service.feed import parse_limit
-from service.feed import parse_since
+from service.framework.feed import FeedError
+from service.framework.feed import entity_chunks
+from service.framework.feed import make_token
+from service.framework.feed import parse_limit
+from service.framework.feed import parse_since
 
 TS = "2026-03-01T12:00:00.000000Z"
 LATER = "2026-03-01T12:00:00.000001Z"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from service.feed import Prefetched
-from service.upstream import UpstreamError
+from service.framework.feed import Prefetched
+from service.framework.upstream import UpstreamError
 
 
 def test_pages_arrive_in_order_and_end():

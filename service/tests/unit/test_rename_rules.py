@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service import rename
+from service.tools import rename
 
 CONNECTOR = '''"""The Records API connector. Run it with
 gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'."""
@@ -25,9 +25,9 @@ def create_app(config=None):
 '''
 CONFTEST = """from __future__ import annotations
 
-from service.config import load_settings
 from service.connector import create_app
-from service.feed import register_feed
+from service.framework.feed import register_feed
+from service.framework.settings import load_settings
 
 GUNICORN_COMMAND = ["gunicorn", "service.connector:create_app()"]
 """
@@ -81,8 +81,8 @@ jobs:
 def make_fork(root: Path) -> Path:
     files = {
         "service/__init__.py": "",
-        "service/config.py": "def load_settings():\n    return None\n",
-        "service/feed.py": "def register_feed():\n    return None\n",
+        "service/framework/settings.py": "def load_settings():\n    return None\n",
+        "service/framework/feed.py": "def register_feed():\n    return None\n",
         "service/connector.py": CONNECTOR,
         "service/tests/conftest.py": CONFTEST,
         "service/tests/test_connector.py": "from service.connector import create_app\n",
@@ -202,8 +202,8 @@ def test_imports_stay_in_isort_order_after_the_module_changes_name(tmp_path):
     assert run(fork, "zeta") == 0
     lines = (fork / "service/tests/conftest.py").read_text().splitlines()
     assert lines[2:5] == [
-        "from service.config import load_settings",
-        "from service.feed import register_feed",
+        "from service.framework.feed import register_feed",
+        "from service.framework.settings import load_settings",
         "from service.zeta import create_app",
     ]
 
@@ -242,9 +242,12 @@ def test_a_rerun_repairs_places_that_still_name_the_original(tmp_path):
     """After merging a change from the reference, a file may name service.connector again."""
     fork = make_fork(tmp_path)
     assert run(fork, "acme-crm") == 0
-    (fork / "service/dev.py").write_text('ARGS = ["service.connector:create_app()"]\n')
+    (fork / "service/tools").mkdir()
+    (fork / "service/tools/dev.py").write_text('ARGS = ["service.connector:create_app()"]\n')
     assert run(fork, "acme-crm") == 0
-    assert (fork / "service/dev.py").read_text() == 'ARGS = ["service.acme_crm:create_app()"]\n'
+    assert (
+        fork / "service/tools/dev.py"
+    ).read_text() == 'ARGS = ["service.acme_crm:create_app()"]\n'
 
 
 def test_a_name_taken_by_a_file_in_service_is_refused(tmp_path, capsys):

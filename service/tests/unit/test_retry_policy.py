@@ -6,9 +6,9 @@ import pytest
 from urllib3 import HTTPResponse
 from urllib3.exceptions import MaxRetryError
 
-from service.upstream import RETRY_STATUSES
-from service.upstream import BudgetRetry
-from service.upstream import segment
+from service.framework.upstream import RETRY_STATUSES
+from service.framework.upstream import BudgetRetry
+from service.framework.upstream import segment
 
 
 def policy(**kwargs):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from service.sequences import SequenceConflict
-from service.sequences import SequenceStore
-from service.sequences import SyncParams
-from service.sequences import Verdict
-from service.sequences import decide
-from service.sequences import parse_params
+from service.framework.sequences import SequenceConflict
+from service.framework.sequences import SequenceStore
+from service.framework.sequences import SyncParams
+from service.framework.sequences import Verdict
+from service.framework.sequences import decide
+from service.framework.sequences import parse_params
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -202,7 +202,7 @@ def test_sent_among_handles_more_ids_than_one_query_holds(store):
 
 RACER = """
 import sys
-from service.sequences import SequenceConflict, SequenceStore, SyncParams
+from service.framework.sequences import SequenceConflict, SequenceStore, SyncParams
 params = SyncParams(is_full=True, sequence_id="s1", request_id="r2", previous_request_id="r1")
 try:
     print(SequenceStore(sys.argv[1]).accept("people", params, live_entities=1,

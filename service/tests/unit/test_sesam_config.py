@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from service.config import VARIABLES
-from service.config import load_settings
 from service.connector import COLLECTION
-from service.demo_upstream import seed_collections
+from service.framework.settings import VARIABLES
+from service.framework.settings import load_settings
+from service.tools.demo_upstream import seed_collections
 
 ROOT = Path(__file__).resolve().parents[3]
 SESAM = ROOT / "sesam"
@@ -153,7 +153,7 @@ def test_the_feed_pipe_pages_by_since():
         source = pipe["source"]
         assert source["supports_since"] is True
         assert source["is_chronological"] is True
-        # The feed's _updated tokens sort as strings in feed order (service/feed.py).
+        # The feed's _updated tokens sort as strings in feed order (service/framework/feed.py).
         assert source.get("is_since_comparable", True) is True
         assert isinstance(source["page_size"], int) and source["page_size"] > 0
 

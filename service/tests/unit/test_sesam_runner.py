@@ -9,20 +9,20 @@ import json
 
 import pytest
 
-from service.sesam_runner import ArrayWriter
-from service.sesam_runner import Progress
-from service.sesam_runner import RunnerError
-from service.sesam_runner import Sequence
-from service.sesam_runner import UsageError
-from service.sesam_runner import batch_sizes
-from service.sesam_runner import batches
-from service.sesam_runner import check_page
-from service.sesam_runner import iter_json_array
-from service.sesam_runner import load_state
-from service.sesam_runner import main
-from service.sesam_runner import save_since
-from service.sesam_runner import shown_url
-from service.sesam_runner import stored_since
+from service.tools.sesam_runner import ArrayWriter
+from service.tools.sesam_runner import Progress
+from service.tools.sesam_runner import RunnerError
+from service.tools.sesam_runner import Sequence
+from service.tools.sesam_runner import UsageError
+from service.tools.sesam_runner import batch_sizes
+from service.tools.sesam_runner import batches
+from service.tools.sesam_runner import check_page
+from service.tools.sesam_runner import iter_json_array
+from service.tools.sesam_runner import load_state
+from service.tools.sesam_runner import main
+from service.tools.sesam_runner import save_since
+from service.tools.sesam_runner import shown_url
+from service.tools.sesam_runner import stored_since
 
 URL = "http://localhost:5000/people"
 

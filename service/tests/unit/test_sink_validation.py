@@ -9,14 +9,14 @@ import pytest
 import requests
 
 from service.connector import Records
-from service.sink import BatchError
-from service.sink import Write
-from service.sink import parse_body
-from service.sink import prepare_batch
-from service.sink import run_writes
-from service.upstream import UpstreamClient
-from service.upstream import UpstreamError
-from service.upstream import UpstreamTimeout
+from service.framework.sink import BatchError
+from service.framework.sink import Write
+from service.framework.sink import parse_body
+from service.framework.sink import prepare_batch
+from service.framework.sink import run_writes
+from service.framework.upstream import UpstreamClient
+from service.framework.upstream import UpstreamError
+from service.framework.upstream import UpstreamTimeout
 
 
 def batch(text: str | bytes):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from service.connector import Records
-from service.transit import plain
-from service.transit import plain_string
+from service.framework.transit import plain
+from service.framework.transit import plain_string
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ it is deliberately strict: anything the contract calls wrong gets a 400 here.
 
 Run it beside the connector:
 
-    python -m service.demo_upstream --port 8000 --token demo-token
+    python -m service.tools.demo_upstream --port 8000 --token demo-token
 
 Test hooks live under `/_admin` (no auth; collection names cannot start with `_`):
 reset, bulk inserts with chosen `updated_at`, a raw dump, fault injection and stats.
@@ -910,7 +910,7 @@ def _synthetic_arg(text: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m service.demo_upstream",
+        prog="python -m service.tools.demo_upstream",
         description="Serve an in-memory Records API for tests, demos and benchmarks.",
     )
     parser.add_argument("--host", default="127.0.0.1")

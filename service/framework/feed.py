@@ -33,8 +33,8 @@ from flask import stream_with_context
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import NotFound
 
-from service.config import Settings
-from service.upstream import UpstreamError
+from service.framework.settings import Settings
+from service.framework.upstream import UpstreamError
 
 log = logging.getLogger(__name__)
 

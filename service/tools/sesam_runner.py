@@ -1,8 +1,8 @@
 """The local Sesam runner: run a connector the way Sesam's pipes do, before any Sesam node.
 
-    python -m service.sesam_runner pull URL [--page-size N] [--state FILE] [--out FILE|-]
+    python -m service.tools.sesam_runner pull URL [--page-size N] [--state FILE] [--out FILE|-]
                                             [--full]
-    python -m service.sesam_runner push URL FILE [--batch-size N] [--full] [--retries N]
+    python -m service.tools.sesam_runner push URL FILE [--batch-size N] [--full] [--retries N]
 
 ``pull`` is a ``json`` source with ``supports_since``, ``is_chronological`` and
 ``page_size``: it asks ``?limit=N``, then ``?since=<_updated of the last entity>&limit=N``
@@ -43,7 +43,7 @@ from urllib.parse import urlunsplit
 
 import requests
 
-PROG = "python -m service.sesam_runner"
+PROG = "python -m service.tools.sesam_runner"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -7,7 +7,7 @@ and Sesam sees no byte until the last page is in. Do not copy it into a fork.
 
 It runs under the connector's own gunicorn settings, so only the approach differs:
 
-    gunicorn -c service/gunicorn.conf.py 'service.benchmarks.naive_connector:create_app()'
+    gunicorn -c service/gunicorn.conf.py 'service.tools.benchmarks.naive_connector:create_app()'
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Set-up and everyday commands on a fresh machine with Python 3.11+, stdlib only.
 
-    python3 -m service.dev run     # the demo Records API on :8000, the connector on :5000
-    python3 -m service.dev test    # every test (unit, functional, Docker checks, lint)
+    python3 -m service.tools.dev run     # the demo Records API on :8000, the connector on :5000
+    python3 -m service.tools.dev test    # every test (unit, functional, Docker checks, lint)
 
 Both create ``.venv`` and install the pinned requirements first, and again whenever a
 requirements file changes.
@@ -19,7 +19,7 @@ import urllib.request
 import venv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "service" / "requirements-dev.txt"
 GUNICORN_ARGS = ["-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
@@ -76,7 +76,7 @@ def run() -> int:
     env["DEMO_UPSTREAM_TOKEN"] = token
     port = env.setdefault("PORT", "5000")
     upstream = subprocess.Popen(
-        [str(python), "-m", "service.demo_upstream", "--port", upstream_port],
+        [str(python), "-m", "service.tools.demo_upstream", "--port", upstream_port],
         cwd=ROOT,
         env=env,
     )

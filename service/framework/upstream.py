@@ -23,7 +23,7 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import ResponseError
 from urllib3.util.retry import Retry
 
-from service.config import Settings
+from service.framework.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from flask import request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from service.config import Settings
+from service.framework.settings import Settings
 
 OPEN_ENDPOINTS = frozenset({"health"})
 

@@ -22,7 +22,7 @@ reported, because the machine is shared and noisy.
 
 From the repository root:
 
-    .venv/bin/python -m service.benchmarks.bench_sink --entities 3000
+    .venv/bin/python -m service.tools.benchmarks.bench_sink --entities 3000
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from urllib.parse import quote
 
 import requests
 
-from service.benchmarks.servers import Server
-from service.benchmarks.servers import demo_upstream_command
-from service.benchmarks.servers import free_port
+from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import demo_upstream_command
+from service.tools.benchmarks.servers import free_port
 
 TOKEN = "bench-token"
 RESOURCE = "bench"
@@ -107,7 +107,7 @@ def start_servers(
         )
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         apps = {
-            "naive": "service.benchmarks.bench_sink:create_naive_app()",
+            "naive": "service.tools.benchmarks.bench_sink:create_naive_app()",
             "connector": "service.connector:create_app()",
         }
         for name, app in apps.items():
@@ -222,7 +222,7 @@ def push_direct(upstream: str, entities: list[dict[str, Any]]) -> float:
     """The limit: this process writes straight to the upstream with the connector's own
     client, as many writes at once as the connector, no sink in between."""
     from service.connector import Records
-    from service.upstream import UpstreamClient
+    from service.framework.upstream import UpstreamClient
 
     client = UpstreamClient(upstream, TOKEN)
     records = Records(client)
@@ -278,7 +278,7 @@ def _ms(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.benchmarks.bench_sink", description=__doc__.split("\n\n")[0]
+        prog="python -m service.tools.benchmarks.bench_sink", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--entities", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
@@ -27,7 +27,7 @@ def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "service.demo_upstream",
+        "service.tools.demo_upstream",
         "--host",
         "127.0.0.1",
         "--port",

@@ -6,7 +6,7 @@
 2. the body, whatever the Content-Type says: size (413), JSON, an array of objects,
    each with a non-empty string ``_id``, each mappable to an upstream record: 400
    naming the entity's index;
-3. the full-sync sequence rules (``service.sequences``): 409;
+3. the full-sync sequence rules (``service.framework.sequences``): 409;
 4. the writes: one per distinct ``_id`` (the last version in the batch wins), at most
    ``SINK_CONCURRENCY`` at once; a failure answers 502 (504 if every failure was a
    timeout) naming the failed ids and upstream statuses;
@@ -39,16 +39,16 @@ from flask import jsonify
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.config import Settings
-from service.errors import json_error
-from service.feed import check_collection
-from service.sequences import SequenceConflict
-from service.sequences import SequenceStore
-from service.sequences import SyncParams
-from service.sequences import Verdict
-from service.sequences import parse_params
-from service.upstream import UpstreamError
-from service.upstream import UpstreamTimeout
+from service.framework.errors import json_error
+from service.framework.feed import check_collection
+from service.framework.sequences import SequenceConflict
+from service.framework.sequences import SequenceStore
+from service.framework.sequences import SyncParams
+from service.framework.sequences import Verdict
+from service.framework.sequences import parse_params
+from service.framework.settings import Settings
+from service.framework.upstream import UpstreamError
+from service.framework.upstream import UpstreamTimeout
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ about 300-byte records computed by the demo Records API (its memory does not gro
 
 - ``limit``: a client fetching every upstream page at page size 1000 with one
   ``requests.Session``, parsing each page's JSON as a client would.
-- ``naive``: ``service/benchmarks/naive_connector.py``, every page into a list, then
+- ``naive``: ``service/tools/benchmarks/naive_connector.py``, every page into a list, then
   ``json.dumps``; under the connector's gunicorn settings, so only the approach differs.
 - ``connector``: this connector, started with the contract's command and its defaults.
 
@@ -18,7 +18,7 @@ every 50 ms during each request; the upstream's is sampled separately.
 
 From the repository root:
 
-    .venv/bin/python -m service.benchmarks.bench_feed --records 100000 300000 1000000
+    .venv/bin/python -m service.tools.benchmarks.bench_feed --records 100000 300000 1000000
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from typing import Any
 import psutil
 import requests
 
-from service.benchmarks.servers import Server
-from service.benchmarks.servers import demo_upstream_command
-from service.benchmarks.servers import free_port
+from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import demo_upstream_command
+from service.tools.benchmarks.servers import free_port
 
 TOKEN = "bench-token"
 RESOURCE = "bench"
@@ -99,7 +99,7 @@ def server_environment(upstream_url: str, port: int, state_dir: Path) -> dict[st
 
 
 APPS = {
-    "naive": "service.benchmarks.naive_connector:create_app()",
+    "naive": "service.tools.benchmarks.naive_connector:create_app()",
     "connector": "service.connector:create_app()",
 }
 
@@ -516,7 +516,7 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m service.benchmarks.bench_feed",
+        prog="python -m service.tools.benchmarks.bench_feed",
         description="Time the feed against the upstream's limit and a naive connector.",
     )
     parser.add_argument(

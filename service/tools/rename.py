@@ -1,8 +1,8 @@
 """Rename the connector in place, from the root of a fork (stdlib only).
 
-    python -m service.rename acme-crm             # service/acme_crm.py, service acme-crm, ...
-    python -m service.rename acme-crm --dry-run   # show what would change, change nothing
-    python -m service.rename other-name --force   # rename an already renamed fork again
+    python -m service.tools.rename acme-crm             # service/acme_crm.py, service acme-crm, ...
+    python -m service.tools.rename acme-crm --dry-run   # show what would change, change nothing
+    python -m service.tools.rename other-name --force   # rename an already renamed fork again
 
 Why a command: the connector's name shows in its module, the gunicorn command, the
 Dockerfile, the compose service and image, the Sesam config, CI, the tests and the README;
@@ -59,7 +59,7 @@ RESERVED = frozenset(
 # The rename tool and its tests speak of the original name on purpose: never rewritten.
 LEFT_ALONE = frozenset(
     {
-        "service/rename.py",
+        "service/tools/rename.py",
         "service/tests/functional/test_rename.py",
         "service/tests/unit/test_rename_rules.py",
     }
@@ -465,7 +465,7 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.rename", description="Rename the connector in place."
+        prog="python -m service.tools.rename", description="Rename the connector in place."
     )
     parser.add_argument("name", help="the new name, e.g. acme-crm (module service/acme_crm.py)")
     parser.add_argument(

@@ -10,9 +10,9 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import InternalServerError
 
-from service.feed import FeedError
-from service.upstream import UpstreamError
-from service.upstream import UpstreamTimeout
+from service.framework.feed import FeedError
+from service.framework.upstream import UpstreamError
+from service.framework.upstream import UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
