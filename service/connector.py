@@ -1,57 +1,74 @@
 """The Records API connector for Sesam: an entity feed and a sink.
 
-This is the file a fork edits. Every place that knows the upstream is marked ``FORK:``
-(``grep -n "FORK:" service/connector.py``). The Sesam protocols, the HTTP client,
-settings, logging and errors live in the other modules of ``service/`` and stay as
-they are.
+This is the file a fork edits: one adapter class and the settings it reads. Every place
+that knows the upstream is marked ``FORK:`` (``grep -n "FORK:" service/connector.py``).
+The Sesam protocols, the HTTP client, settings, logging and errors live in
+``service/framework/`` and stay as they are.
 
 Run it with ``gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'``.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import re
 from collections.abc import Iterator
-from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
-from flask import jsonify
-
-from service.framework.auth import register_basic_auth
-from service.framework.errors import register_error_handlers
-from service.framework.feed import register_feed
-from service.framework.settings import configure_logging
-from service.framework.settings import load_settings
-from service.framework.sink import register_sink
+from service.framework.adapter import Adapter
+from service.framework.adapter import Entity
+from service.framework.adapter import Record
+from service.framework.app import AppFactory
+from service.framework.settings import Settings
+from service.framework.settings import int_between
+from service.framework.settings import setting
+from service.framework.settings import text
+from service.framework.settings import url
 from service.framework.transit import plain
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
 
-# FORK: the names a pipe may put in its url, one per upstream collection.
-COLLECTION = re.compile(r"[a-z][a-z0-9-]*")
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConnectorSettings(Settings):
+    """FORK: the upstream's own settings, each declared once; the framework's are inherited."""
+
+    upstream_url: str = setting("UPSTREAM_URL", url, meaning="Base URL of the Records API.")
+    upstream_token: str = setting(
+        "UPSTREAM_TOKEN", text, secret=True, meaning="Bearer token for the Records API."
+    )
+    upstream_page_size: int = setting(
+        "UPSTREAM_PAGE_SIZE",
+        int_between(1, 1000),
+        default="1000",
+        meaning="Records asked for per upstream list request.",
+    )
 
 
-class Records:
+class Records(Adapter):
     """The upstream-specific half of the connector: reading and writing records."""
 
-    def __init__(self, client: UpstreamClient, page_size: int = 1000) -> None:
-        self.client = client
-        self.page_size = page_size
+    # FORK: the names a pipe may put in its url, one per upstream collection.
+    collection = re.compile(r"[a-z][a-z0-9-]*")
 
-    def pages(
-        self, resource: str, updated_since: str | None, page_size: int
-    ) -> Iterator[list[dict[str, Any]]]:
+    def __init__(self, settings: ConnectorSettings) -> None:
+        super().__init__(settings)
+        # FORK: how to reach the upstream (its URL and credentials).
+        self.client = UpstreamClient.from_settings(
+            settings, settings.upstream_url, settings.upstream_token
+        )
+        self.page_size = settings.upstream_page_size
+
+    def pages(self, collection: str, since: str | None) -> Iterator[list[Record]]:
         """FORK: how to page through the upstream, in (updated_at, id) order.
 
-        With ``updated_since`` (inclusive), every change including deletions; without
-        it, the live records. The feed asks for the first page before it answers Sesam.
+        With ``since`` (inclusive), every change including deletions; without it, the
+        live records.
         """
-        params: dict[str, Any] = {"limit": page_size}
-        if updated_since is not None:
-            params["updated_since"] = updated_since
-        url = self.client.url(resource)
+        params: dict[str, Any] = {"limit": self.page_size}
+        if since is not None:
+            params["updated_since"] = since
+        url = self.client.url(collection)
         while True:
             body = self.client.get_json(url, params)
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
@@ -62,78 +79,44 @@ class Records:
                 return
             params["cursor"] = cursor
 
-    @staticmethod
-    def position(record: dict[str, Any]) -> tuple[str, str]:
+    def position(self, record: Record) -> tuple[str, str]:
         """FORK: a record's place in feed order: (modification time, id)."""
         return record["updated_at"], record["id"]
 
-    @staticmethod
-    def to_entity(record: dict[str, Any]) -> dict[str, Any]:
+    def to_entity(self, record: Record) -> Entity:
         """FORK: one upstream record as a Sesam entity (the feed adds ``_updated``)."""
         entity = dict(record)
         entity["_id"] = record["id"]
         entity["_deleted"] = record.get("deleted") is True
         return entity
 
-    @staticmethod
-    def to_record(entity: dict[str, Any]) -> dict[str, Any]:
+    def to_record(self, entity: Entity) -> Record:
         """FORK: one Sesam entity as the body of an upstream write.
 
         Sesam's reserved fields (top-level keys starting with ``_``) are dropped and its
-        typed strings become plain JSON (``service.framework.transit``). Raise ValueError to
-        refuse an entity: the sink answers 400 naming it, and writes nothing.
+        typed strings become plain JSON (``service.framework.transit``). Raise ValueError
+        to refuse an entity: the sink answers 400 naming it, and writes nothing.
         """
         return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}
 
-    def upsert(self, resource: str, record_id: str, record: dict[str, Any]) -> None:
+    def upsert(self, collection: str, entity_id: str, record: Record) -> None:
         """FORK: create or replace one record (idempotent: Sesam retries batches)."""
         self.client.request(
-            "PUT", self.client.url(resource, record_id), json_body=record, ok=(200, 201, 204)
+            "PUT", self.client.url(collection, entity_id), json_body=record, ok=(200, 201, 204)
         )
 
-    def delete(self, resource: str, record_id: str) -> None:
+    def delete(self, collection: str, entity_id: str) -> None:
         """FORK: delete one record; one that is already gone (404) counts as done."""
-        self.client.request("DELETE", self.client.url(resource, record_id), ok=(200, 204, 404))
+        self.client.request("DELETE", self.client.url(collection, entity_id), ok=(200, 204, 404))
 
-    def live_ids(self, resource: str) -> Iterator[str]:
+    def live_ids(self, collection: str) -> Iterator[str]:
         """FORK: the ids of every live record, for a full sync's deletion detection."""
-        for page in self.pages(resource, None, self.page_size):
+        for page in self.pages(collection, None):
             for record in page:
                 if record.get("deleted") is not True:
                     yield record["id"]
 
 
-def create_app(config: Mapping[str, str] | None = None) -> Flask:
-    """The application factory. ``config`` overrides the environment (tests use it)."""
-    settings = load_settings({**os.environ, **(config or {})})
-    configure_logging(settings.log_level)
-    app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    records = Records(UpstreamClient.from_settings(settings), page_size=settings.upstream_page_size)
-    register_error_handlers(app)
-    register_basic_auth(app, settings)
-    register_health(app)
-    register_feed(
-        app,
-        settings,
-        collection=COLLECTION,
-        pages=records.pages,
-        position=records.position,
-        to_entity=records.to_entity,
-    )
-    register_sink(
-        app,
-        settings,
-        collection=COLLECTION,
-        to_record=records.to_record,
-        upsert=records.upsert,
-        delete=records.delete,
-        live_ids=records.live_ids,
-    )
-    return app
-
-
-def register_health(app: Flask) -> None:
-    @app.get("/health")
-    def health() -> Any:
-        return jsonify({"status": "ok"})
+# The application factory: create_app(config=None) -> Flask; ``config`` overrides the
+# environment (tests use it).
+create_app = AppFactory(Records, ConnectorSettings)

@@ -1,20 +1,35 @@
 """Gunicorn settings for a streaming service; read by the contract's command.
 
 Threaded workers: a sync worker is killed mid-stream when a feed outlasts its timeout.
-The settings are checked here, in the master, so a missing variable stops start-up with
-one clear line instead of a worker traceback.
+Every setting of the app named on the command line is checked here, in the master, so a
+missing variable stops start-up with one clear line instead of a worker traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gunicorn.config import Config  # noqa: E402
+
+from service.framework.settings import Settings  # noqa: E402
 from service.framework.settings import load_settings_or_exit  # noqa: E402
 
-_settings = load_settings_or_exit()
+
+def _settings_class() -> type[Settings]:
+    """The settings class of the app gunicorn was told to run (``module:create_app()``)."""
+    args = Config().parser().parse_args(sys.argv[1:]).args
+    module, _, factory = (args[-1] if args else "").partition(":")
+    if not module:
+        return Settings
+    create_app = getattr(importlib.import_module(module), factory.split("(")[0] or "app", None)
+    return getattr(create_app, "settings_class", Settings)
+
+
+_settings = load_settings_or_exit(_settings_class())
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gthread"

@@ -10,9 +10,8 @@ import hmac
 
 from flask import Flask
 from flask import request
-from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import Unauthorized
 
+from service.framework.errors import Unauthorized
 from service.framework.settings import Settings
 
 OPEN_ENDPOINTS = frozenset({"health"})
@@ -39,5 +38,5 @@ def register_basic_auth(app: Flask, settings: Settings) -> None:
         raise Unauthorized(
             "this connector needs HTTP basic auth: set authentication, username and "
             "password in the Sesam system's config",
-            www_authenticate=WWWAuthenticate("basic", {"realm": "connector"}),
+            headers={"WWW-Authenticate": 'Basic realm="connector"'},
         )

@@ -14,6 +14,7 @@ the final chunk), so Sesam cannot take a truncated feed for the whole truth.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -30,10 +31,11 @@ from flask import Flask
 from flask import Response
 from flask import request
 from flask import stream_with_context
-from werkzeug.exceptions import BadRequest
-from werkzeug.exceptions import NotFound
 
-from service.framework.settings import Settings
+from service.framework.adapter import Adapter
+from service.framework.adapter import require_collection
+from service.framework.errors import BadRequest
+from service.framework.errors import UpstreamContractError
 from service.framework.upstream import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,10 @@ TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 TOKEN = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)(?:_((?:[0-9a-f]{2})+))?")
 
 
-class FeedError(Exception):
-    """The upstream broke a promise the feed relies on (order, timestamp form)."""
-
-
 def make_token(updated_at: str, record_id: str) -> str:
     """The ``_updated`` of a record: unique, and string order is feed order."""
     if not TIMESTAMP.fullmatch(updated_at):
-        raise FeedError(
+        raise UpstreamContractError(
             f"record {record_id!r} has updated_at {updated_at!r}, "
             "not in the form YYYY-MM-DDTHH:MM:SS.ffffffZ"
         )
@@ -109,7 +107,7 @@ def entity_chunks(
             if since is not None and token <= since:
                 continue  # delivered already: updated_since is inclusive
             if last is not None and token <= last:
-                raise FeedError(
+                raise UpstreamContractError(
                     f"the upstream's order is not (updated_at, id): {token} after {last}"
                 )
             last = token
@@ -192,83 +190,75 @@ class Prefetched(Iterator[T]):
 _END = object()
 
 
-def register_feed(
-    app: Flask,
-    settings: Settings,
-    *,
-    collection: re.Pattern[str],
-    pages: Callable[[str, str | None, int], Iterator[list[dict[str, Any]]]],
-    position: Callable[[dict[str, Any]], tuple[str, str]],
-    to_entity: Callable[[dict[str, Any]], dict[str, Any]],
-) -> None:
-    """``GET /<resource>``: the feed of one upstream collection."""
-    page_size = settings.upstream_page_size
+def register_feed(app: Flask, adapter: Adapter) -> None:
+    """``GET /<collection>``: the feed of one upstream collection."""
+    app.add_url_rule("/<collection>", "feed", functools.partial(feed, adapter), methods=["GET"])
 
-    @app.get("/<resource>")
-    def feed(resource: str) -> Response:
-        check_collection(collection, resource)
-        try:
-            since_param = request.args.get("since")
-            updated_since, since = (None, None)
-            if since_param is not None and since_param != "":
-                updated_since, since = parse_since(since_param)
-            limit = parse_limit(request.args.get("limit"))
-        except ValueError as error:
-            raise BadRequest(str(error)) from None
-        size = page_size if limit is None or since is not None else min(page_size, limit)
-        stats = {"entities": 0}
-        started = time.monotonic()
-        upstream_pages = Prefetched(pages(resource, updated_since, size))
-        chunks = entity_chunks(
-            upstream_pages,
-            since=since,
-            limit=limit,
-            position=position,
-            to_entity=to_entity,
-            stats=stats,
-        )
-        try:
-            head = next(chunks)  # the first upstream page, before any byte is sent
-        except StopIteration:
-            head = None
-        except BaseException:
-            upstream_pages.close()
-            raise
 
-        def generate() -> Iterator[str]:
-            outcome = "broken"
-            try:
-                if head is None:
-                    yield "[]"
-                    outcome = "ok"
-                    return
-                yield "[" + head
-                yield from chunks
-                yield "]"
+def read_query() -> tuple[str | None, str | None, int | None]:
+    """The request's ``since`` and ``limit``: (the upstream's since, the token, the limit)."""
+    try:
+        since_param = request.args.get("since")
+        upstream_since, since = (None, None)
+        if since_param is not None and since_param != "":
+            upstream_since, since = parse_since(since_param)
+        return upstream_since, since, parse_limit(request.args.get("limit"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+
+
+def feed(adapter: Adapter, collection: str) -> Response:
+    """Stream the collection; the first upstream page is read before the answer starts."""
+    require_collection(adapter, collection)
+    upstream_since, since, limit = read_query()
+    stats = {"entities": 0}
+    started = time.monotonic()
+    upstream_pages = Prefetched(adapter.pages(collection, upstream_since))
+    chunks = entity_chunks(
+        upstream_pages,
+        since=since,
+        limit=limit,
+        position=adapter.position,
+        to_entity=adapter.to_entity,
+        stats=stats,
+    )
+    try:
+        head = next(chunks)  # the first upstream page, before any byte is sent
+    except StopIteration:
+        head = None
+    except BaseException:
+        upstream_pages.close()
+        raise
+
+    def generate() -> Iterator[str]:
+        outcome = "broken"
+        try:
+            if head is None:
+                yield "[]"
                 outcome = "ok"
-            except (UpstreamError, FeedError) as error:
-                log.error(
-                    "feed %s broken after %d entities, closing without ']': %s",
-                    resource,
-                    stats["entities"],
-                    error,
-                )
-                raise
-            finally:
-                upstream_pages.close()
-                log.info(
-                    "feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
-                    resource,
-                    since,
-                    limit,
-                    stats["entities"],
-                    time.monotonic() - started,
-                    outcome,
-                )
+                return
+            yield "[" + head
+            yield from chunks
+            yield "]"
+            outcome = "ok"
+        except (UpstreamError, UpstreamContractError) as error:
+            log.error(
+                "feed %s broken after %d entities, closing without ']': %s",
+                collection,
+                stats["entities"],
+                error,
+            )
+            raise
+        finally:
+            upstream_pages.close()
+            log.info(
+                "feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
+                collection,
+                since,
+                limit,
+                stats["entities"],
+                time.monotonic() - started,
+                outcome,
+            )
 
-        return Response(stream_with_context(generate()), mimetype="application/json")
-
-
-def check_collection(collection: re.Pattern[str], resource: str) -> None:
-    if not collection.fullmatch(resource):
-        raise NotFound(f"{resource!r} is not a collection name")
+    return Response(stream_with_context(generate()), mimetype="application/json")

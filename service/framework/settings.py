@@ -1,7 +1,9 @@
 """Settings: read once at start-up from UPPER_CASE environment variables.
 
-Every variable is declared once in ``VARIABLES``; the README's configuration table is
-checked against this list by a test, so the two cannot drift apart.
+Every variable is declared once, as a field of a settings class made with ``setting()``:
+name, how to read it, default, secret, meaning. The framework's own are the fields of
+``Settings``; a fork subclasses it beside its adapter and declares its upstream's there.
+The configuration table in the docs is checked against these declarations by a test.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 
@@ -20,20 +23,20 @@ class ConfigError(Exception):
     """A variable is missing or malformed; the message names it."""
 
 
-def _url(value: str) -> str:
+def url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
     return value.rstrip("/")
 
 
-def _text(value: str) -> str:
+def text(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     return value
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
+def int_between(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             number = int(value)
@@ -46,7 +49,7 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(value: str) -> float:
+def seconds(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
@@ -56,7 +59,7 @@ def _seconds(value: str) -> float:
     return number
 
 
-def _bool(value: str) -> bool:
+def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
         return True
@@ -65,14 +68,14 @@ def _bool(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
-def _log_level(value: str) -> str:
+def logging_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     return level
 
 
-def _directory(value: str) -> str:
+def directory(value: str) -> str:
     if not value.strip():
         raise ValueError("must name a directory")
     return value
@@ -80,173 +83,163 @@ def _directory(value: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Variable:
+    """One environment variable: the single declaration of a setting."""
+
     name: str
     parse: Callable[[str], Any]
     default: str | None  # None: required
     secret: bool
     meaning: str
 
-    @property
-    def field(self) -> str:
-        return self.name.lower()
+
+def setting(
+    name: str,
+    parse: Callable[[str], Any],
+    *,
+    default: str | None = None,
+    secret: bool = False,
+    meaning: str,
+) -> Any:
+    """Declare a setting as a field of a settings class: its variable, how to read it, its
+    default (None: required), whether it is a secret (never printed), what it means."""
+    return dataclasses.field(
+        metadata={"variable": Variable(name, parse, default, secret, meaning)}, repr=not secret
+    )
 
 
-VARIABLES: tuple[Variable, ...] = (
-    Variable("UPSTREAM_URL", _url, None, False, "Base URL of the Records API."),
-    Variable("UPSTREAM_TOKEN", _text, None, True, "Bearer token for the Records API."),
-    Variable("PORT", _int_between(1, 65535), "5000", False, "Port gunicorn binds on 0.0.0.0."),
-    Variable("LOG_LEVEL", _log_level, "INFO", False, "DEBUG, INFO, WARNING or ERROR."),
-    Variable(
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The framework's settings. A fork subclasses this class in its adapter module and
+    declares its upstream's own settings there, each with ``setting(...)``."""
+
+    port: int = setting(
+        "PORT", int_between(1, 65535), default="5000", meaning="Port gunicorn binds on 0.0.0.0."
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", logging_level, default="INFO", meaning="DEBUG, INFO, WARNING or ERROR."
+    )
+    workers: int = setting(
         "WORKERS",
-        _int_between(1, 64),
-        "1",
-        False,
-        "Gunicorn worker processes (each about 40 to 55 MB RSS).",
-    ),
-    Variable("THREADS", _int_between(1, 256), "8", False, "Threads per gunicorn worker."),
-    Variable(
-        "UPSTREAM_PAGE_SIZE",
-        _int_between(1, 1000),
-        "1000",
-        False,
-        "Records asked for per upstream list request.",
-    ),
-    Variable(
+        int_between(1, 64),
+        default="1",
+        meaning="Gunicorn worker processes (each about 40 to 55 MB RSS).",
+    )
+    threads: int = setting(
+        "THREADS", int_between(1, 256), default="8", meaning="Threads per gunicorn worker."
+    )
+    upstream_connect_timeout: float = setting(
         "UPSTREAM_CONNECT_TIMEOUT",
-        _seconds,
-        "10",
-        False,
-        "Seconds to wait for a connection to the upstream.",
-    ),
-    Variable(
+        seconds,
+        default="10",
+        meaning="Seconds to wait for a connection to the upstream.",
+    )
+    upstream_read_timeout: float = setting(
         "UPSTREAM_READ_TIMEOUT",
-        _seconds,
-        "60",
-        False,
-        "Seconds to wait for an upstream answer.",
-    ),
-    Variable(
+        seconds,
+        default="60",
+        meaning="Seconds to wait for an upstream answer.",
+    )
+    upstream_retries: int = setting(
         "UPSTREAM_RETRIES",
-        _int_between(0, 100),
-        "10",
-        False,
-        "Retries of one upstream request (429, 502, 503, 504, dropped connections).",
-    ),
-    Variable(
+        int_between(0, 100),
+        default="10",
+        meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections).",
+    )
+    upstream_retry_budget: float = setting(
         "UPSTREAM_RETRY_BUDGET",
-        _seconds,
-        "120",
-        False,
-        "Most seconds one upstream request may spend waiting between retries.",
-    ),
-    Variable(
+        seconds,
+        default="120",
+        meaning="Most seconds one upstream request may spend waiting between retries.",
+    )
+    upstream_pool_size: int = setting(
         "UPSTREAM_POOL_SIZE",
-        _int_between(1, 256),
-        "32",
-        False,
-        "Pooled connections to the upstream per worker process.",
-    ),
-    Variable(
+        int_between(1, 256),
+        default="32",
+        meaning="Pooled connections to the upstream per worker process.",
+    )
+    sink_max_body_bytes: int = setting(
         "SINK_MAX_BODY_BYTES",
-        _int_between(1, 2**31),
-        "8388608",
-        False,
-        "Largest sink request body accepted (413 above it); a batch costs about 7 times "
-        "its size in memory while it is handled.",
-    ),
-    Variable(
+        int_between(1, 2**31),
+        default="8388608",
+        meaning="Largest sink request body accepted (413 above it); a batch costs about 7 "
+        "times its size in memory while it is handled.",
+    )
+    sink_concurrency: int = setting(
         "SINK_CONCURRENCY",
-        _int_between(1, 64),
-        "8",
-        False,
-        "Upstream writes in flight at once for one sink batch.",
-    ),
-    Variable(
+        int_between(1, 64),
+        default="8",
+        meaning="Upstream writes in flight at once for one sink batch.",
+    )
+    state_dir: str = setting(
         "STATE_DIR",
-        _directory,
-        "/tmp/connector-state",
-        False,
-        "Directory for the full-sync sequence state (an SQLite file).",
-    ),
-    Variable(
+        directory,
+        default="/tmp/connector-state",
+        meaning="Directory for the full-sync sequence state (an SQLite file).",
+    )
+    full_sync_delete: bool = setting(
         "FULL_SYNC_DELETE",
-        _bool,
-        "false",
-        False,
-        "Delete upstream records a full sync did not send, when it ends.",
-    ),
-    Variable(
+        boolean,
+        default="false",
+        meaning="Delete upstream records a full sync did not send, when it ends.",
+    )
+    full_sync_allow_empty_delete: bool = setting(
         "FULL_SYNC_ALLOW_EMPTY_DELETE",
-        _bool,
-        "false",
-        False,
-        "Let a full sync that sent no entities delete every record.",
-    ),
-    Variable(
+        boolean,
+        default="false",
+        meaning="Let a full sync that sent no entities delete every record.",
+    )
+    auth_username: str = setting(
         "AUTH_USERNAME",
         str,
-        "",
-        False,
-        "With AUTH_PASSWORD: the user Sesam must send (HTTP basic auth). Unset: no auth.",
-    ),
-    Variable(
+        default="",
+        meaning="With AUTH_PASSWORD: the user Sesam must send (HTTP basic auth). Unset: no auth.",
+    )
+    auth_password: str = setting(
         "AUTH_PASSWORD",
         str,
-        "",
-        True,
-        "With AUTH_USERNAME: the password Sesam must send.",
-    ),
-)
+        default="",
+        secret=True,
+        meaning="With AUTH_USERNAME: the password Sesam must send.",
+    )
+
+    def __post_init__(self) -> None:
+        """Rules across settings; a subclass adds its own and calls this one."""
+        if bool(self.auth_username) != bool(self.auth_password):
+            raise ConfigError("AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    upstream_url: str
-    upstream_token: str = dataclasses.field(repr=False)
-    port: int
-    log_level: str
-    workers: int
-    threads: int
-    upstream_page_size: int
-    upstream_connect_timeout: float
-    upstream_read_timeout: float
-    upstream_retries: int
-    upstream_retry_budget: float
-    upstream_pool_size: int
-    sink_max_body_bytes: int
-    sink_concurrency: int
-    state_dir: str
-    full_sync_delete: bool
-    full_sync_allow_empty_delete: bool
-    auth_username: str
-    auth_password: str = dataclasses.field(repr=False)
+S = TypeVar("S", bound=Settings)
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def variables(settings_class: type[Settings]) -> tuple[Variable, ...]:
+    """Every variable a settings class reads, the framework's first, in declaration order."""
+    return tuple(field.metadata["variable"] for field in dataclasses.fields(settings_class))
+
+
+def load_settings(settings_class: type[S], environ: Mapping[str, str] | None = None) -> S:
     """Parse every variable; the first missing or malformed one raises ConfigError."""
     if environ is None:
         environ = os.environ
     values: dict[str, Any] = {}
-    for variable in VARIABLES:
+    for field in dataclasses.fields(settings_class):
+        variable: Variable = field.metadata["variable"]
         raw = environ.get(variable.name)
         if raw is None or raw == "":
             if variable.default is None:
                 raise ConfigError(f"{variable.name} is required: {variable.meaning}")
             raw = variable.default
         try:
-            values[variable.field] = variable.parse(raw)
+            values[field.name] = variable.parse(raw)
         except ValueError as error:
             shown = "(secret)" if variable.secret else repr(raw)
             raise ConfigError(f"{variable.name}={shown} {error}") from None
-    if bool(values["auth_username"]) != bool(values["auth_password"]):
-        raise ConfigError("AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither")
-    return Settings(**values)
+    return settings_class(**values)
 
 
-def load_settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings_or_exit(settings_class: type[S], environ: Mapping[str, str] | None = None) -> S:
     """For start-up: one clear line on stderr and exit status 2, never a traceback."""
     try:
-        return load_settings(environ)
+        return load_settings(settings_class, environ)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -163,10 +163,11 @@ class UpstreamClient:
         self.session.mount("https://", adapter)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> UpstreamClient:
+    def from_settings(cls, settings: Settings, base_url: str, token: str) -> UpstreamClient:
+        """A client with the framework's timeout, retry and pool settings."""
         return cls(
-            settings.upstream_url,
-            settings.upstream_token,
+            base_url,
+            token,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             retries=settings.upstream_retries,

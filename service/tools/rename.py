@@ -254,8 +254,8 @@ def connector_module(root: Path) -> str:
         if path.stem in RESERVED or path.stem.startswith("_"):
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        if "def create_app(" in text:
-            candidates.append((("# FORK:" not in text), path.stem))
+        if re.search(r"(?m)^(def create_app\(|create_app = )", text):
+            candidates.append((("FORK:" not in text), path.stem))
     if not candidates:
         raise Refused(
             "no connector module in service/ (a module that defines create_app); "

@@ -30,14 +30,15 @@ import requests
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from service.framework.settings import VARIABLES
+from service.connector import ConnectorSettings
+from service.framework.settings import variables
 from service.tools.dev import GUNICORN_ARGS
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
 DEBIAN = ("buster", "bullseye", "bookworm", "trixie", "forky")
-DEFAULTS = {variable.name: variable.default for variable in VARIABLES}
-SECRETS = {variable.name for variable in VARIABLES if variable.secret}
+DEFAULTS = {variable.name: variable.default for variable in variables(ConnectorSettings)}
+SECRETS = {variable.name for variable in variables(ConnectorSettings) if variable.secret}
 
 
 # --- reading the artefacts ---------------------------------------------------------------

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from service.framework.settings import VARIABLES
+from service.connector import ConnectorSettings
 from service.framework.settings import ConfigError
 from service.framework.settings import load_settings
+from service.framework.settings import variables
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE = {"UPSTREAM_URL": "http://records:8000/", "UPSTREAM_TOKEN": "hunter2"}
 
 
 def test_defaults_apply_and_the_url_loses_its_trailing_slash():
-    settings = load_settings(BASE)
+    settings = load_settings(ConnectorSettings, BASE)
     assert settings.upstream_url == "http://records:8000"
     assert settings.port == 5000
     assert settings.upstream_page_size == 1000
@@ -25,14 +26,14 @@ def test_defaults_apply_and_the_url_loses_its_trailing_slash():
 
 
 def test_the_token_never_shows_in_the_settings_repr():
-    assert "hunter2" not in repr(load_settings(BASE))
+    assert "hunter2" not in repr(load_settings(ConnectorSettings, BASE))
 
 
 @pytest.mark.parametrize("missing", ["UPSTREAM_URL", "UPSTREAM_TOKEN"])
 def test_required_variables(missing):
     environ = {k: v for k, v in BASE.items() if k != missing}
     with pytest.raises(ConfigError, match=f"^{missing} is required"):
-        load_settings(environ)
+        load_settings(ConnectorSettings, environ)
 
 
 @pytest.mark.parametrize(
@@ -50,18 +51,18 @@ def test_required_variables(missing):
 )
 def test_malformed_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=f"^{name}="):
-        load_settings({**BASE, name: value})
+        load_settings(ConnectorSettings, {**BASE, name: value})
 
 
 def test_a_malformed_secret_is_not_echoed():
     with pytest.raises(ConfigError) as raised:
-        load_settings({**BASE, "UPSTREAM_TOKEN": "   "})
+        load_settings(ConnectorSettings, {**BASE, "UPSTREAM_TOKEN": "   "})
     assert "(secret)" in str(raised.value)
 
 
 def test_every_variable_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
-    for variable in VARIABLES:
+    for variable in variables(ConnectorSettings):
         assert f"| `{variable.name}` |" in readme, variable.name
 
 

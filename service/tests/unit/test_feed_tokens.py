@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from service.connector import Records
-from service.framework.feed import FeedError
+from service.framework.errors import UpstreamContractError
 from service.framework.feed import entity_chunks
 from service.framework.feed import make_token
 from service.framework.feed import parse_limit
 from service.framework.feed import parse_since
+from service.tools.reference import Records
 
 TS = "2026-03-01T12:00:00.000000Z"
 LATER = "2026-03-01T12:00:00.000001Z"
@@ -69,7 +69,7 @@ def test_tokens_sort_as_strings_in_updated_at_then_id_order():
 
 
 def test_token_rejects_an_updated_at_that_would_not_sort():
-    with pytest.raises(FeedError, match="updated_at"):
+    with pytest.raises(UpstreamContractError, match="updated_at"):
         make_token("2026-03-01T12:00:00Z", "p-1")
 
 
@@ -163,10 +163,10 @@ def test_empty_pages_and_skipped_pages_still_make_a_valid_array():
 
 
 def test_upstream_out_of_order_breaks_the_feed():
-    with pytest.raises(FeedError, match="order"):
+    with pytest.raises(UpstreamContractError, match="order"):
         chunks_to_entities([[record("b"), record("a")]])
 
 
 def test_duplicate_record_breaks_the_feed():
-    with pytest.raises(FeedError, match="order"):
+    with pytest.raises(UpstreamContractError, match="order"):
         chunks_to_entities([[record("a")], [record("a")]])

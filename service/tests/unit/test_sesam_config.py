@@ -14,15 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from service.connector import COLLECTION
-from service.framework.settings import VARIABLES
+from service.connector import ConnectorSettings
+from service.connector import Records
 from service.framework.settings import load_settings
+from service.framework.settings import variables
 from service.tools.demo_upstream import seed_collections
 
 ROOT = Path(__file__).resolve().parents[3]
 SESAM = ROOT / "sesam"
 SECRET = re.compile(r"\$SECRET\(([a-z0-9][a-z0-9_-]*)\)")
-DEFAULTS = {variable.name: variable.default for variable in VARIABLES}
+DEFAULTS = {variable.name: variable.default for variable in variables(ConnectorSettings)}
 
 
 def load_config() -> list[dict[str, Any]]:
@@ -79,13 +80,13 @@ def test_the_environment_names_only_variables_the_connector_reads():
     environment = the_system()["docker"]["environment"]
     known = set(DEFAULTS)
     assert set(environment) <= known, set(environment) - known
-    required = {v.name for v in VARIABLES if v.default is None}
+    required = {v.name for v in variables(ConnectorSettings) if v.default is None}
     assert required <= set(environment), required - set(environment)
 
 
 def test_secrets_come_from_sesam_secrets_and_nothing_else_does():
     environment = the_system()["docker"]["environment"]
-    for variable in VARIABLES:
+    for variable in variables(ConnectorSettings):
         value = environment.get(variable.name)
         if value is None:
             continue
@@ -102,7 +103,7 @@ def test_the_environment_parses_as_the_connector_would_read_it():
         name: SECRET.sub("a-secret-value", value) if isinstance(value, str) else json.dumps(value)
         for name, value in environment.items()
     }
-    settings = load_settings(as_text)
+    settings = load_settings(ConnectorSettings, as_text)
     assert settings.port == the_system()["docker"]["port"]
 
 
@@ -141,7 +142,7 @@ def test_every_pipe_uses_the_system_and_a_collection_the_connector_serves(pipe):
     assert endpoints, f"{pipe['_id']} neither reads nor writes through the connector"
     for endpoint in endpoints:
         assert endpoint["system"] == the_system()["_id"]
-        assert COLLECTION.fullmatch(endpoint["url"]), endpoint["url"]
+        assert Records.collection.fullmatch(endpoint["url"]), endpoint["url"]
         # The demo Records API has it, so the config works against docker-compose too.
         assert endpoint["url"] in seed_collections()
 

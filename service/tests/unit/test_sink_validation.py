@@ -8,7 +8,6 @@ import time
 import pytest
 import requests
 
-from service.connector import Records
 from service.framework.sink import BatchError
 from service.framework.sink import Write
 from service.framework.sink import parse_body
@@ -17,6 +16,7 @@ from service.framework.sink import run_writes
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
 from service.framework.upstream import UpstreamTimeout
+from service.tools.reference import Records
 
 
 def batch(text: str | bytes):
@@ -114,9 +114,9 @@ def test_writes_run_concurrently_but_never_more_than_the_bound():
         with lock:
             in_flight -= 1
 
-    jobs = [(f"id-{i}", "put", write) for i in range(40)]
+    writes = [Write(f"id-{i}", {}) for i in range(40)]
     started = time.monotonic()
-    outcome = run_writes(jobs, concurrency=4)
+    outcome = run_writes(writes, lambda _: write(), concurrency=4)
     assert outcome.upserts == 40 and not outcome.failures
     assert most == 4
     assert time.monotonic() - started < 40 * 0.02 * 0.75  # sequential would take 0.8 s
@@ -126,9 +126,9 @@ def test_after_a_failure_no_new_write_starts_and_the_failure_names_the_id():
     def fail():
         raise UpstreamError("upstream answered 500 to PUT .../b", status=500)
 
-    jobs = [("a", "put", lambda: None), ("b", "put", fail)]
-    jobs += [(f"later-{i}", "delete", lambda: None) for i in range(10)]
-    outcome = run_writes(jobs, concurrency=1)
+    writes = [Write("a", {}), Write("b", {})]
+    writes += [Write(f"later-{i}", None) for i in range(10)]
+    outcome = run_writes(writes, lambda w: fail() if w.entity_id == "b" else None, concurrency=1)
     assert outcome.upserts == 1 and outcome.deletes == 0
     assert outcome.not_attempted == 10
     assert [(f.entity_id, f.operation, f.status) for f in outcome.failures] == [("b", "put", 500)]
@@ -138,7 +138,7 @@ def test_a_timeout_is_marked_as_one():
     def slow():
         raise UpstreamTimeout("upstream timed out: PUT .../a")
 
-    outcome = run_writes([("a", "put", slow)], concurrency=8)
+    outcome = run_writes([Write("a", {})], lambda _: slow(), concurrency=8)
     assert outcome.failures[0].timeout and outcome.failures[0].status is None
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from service.connector import Records
 from service.framework.transit import plain
 from service.framework.transit import plain_string
+from service.tools.reference import Records
 
 
 @pytest.mark.parametrize(

@@ -221,11 +221,13 @@ class Run:
 def push_direct(upstream: str, entities: list[dict[str, Any]]) -> float:
     """The limit: this process writes straight to the upstream with the connector's own
     client, as many writes at once as the connector, no sink in between."""
-    from service.connector import Records
-    from service.framework.upstream import UpstreamClient
+    from service.framework.settings import load_settings
+    from service.tools.reference import Records
+    from service.tools.reference import ReferenceSettings
 
-    client = UpstreamClient(upstream, TOKEN)
-    records = Records(client)
+    records = Records(
+        load_settings(ReferenceSettings, {"UPSTREAM_URL": upstream, "UPSTREAM_TOKEN": TOKEN})
+    )
     try:
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=LIMIT_CONCURRENCY) as pool:
@@ -239,7 +241,7 @@ def push_direct(upstream: str, entities: list[dict[str, Any]]) -> float:
                 )
         return time.perf_counter() - started
     finally:
-        client.close()
+        records.client.close()
 
 
 def run_once(name: str, servers: dict[str, Server], entities: list[dict[str, Any]]) -> Run:

@@ -1,0 +1,74 @@
+"""The seam between the framework and a fork: one adapter object per upstream.
+
+The framework's feed and sink call an ``Adapter`` and never take it apart. A fork writes
+one subclass in its connector module (``service/<name>.py``): how to page through the
+upstream, where a record sits in feed order, record to entity and back, and the writes.
+The framework owns everything Sesam sees: since tokens, streaming, the failure contract,
+batches, sequences, 409s, retries of the batch, errors.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from service.framework.errors import NotFound
+from service.framework.settings import Settings
+
+Record = dict[str, Any]  # one upstream record, as the upstream's JSON has it
+Entity = dict[str, Any]  # one Sesam entity
+
+
+class Adapter(abc.ABC):
+    """What the framework needs of an upstream. ``create_app`` builds one per process."""
+
+    #: The names a pipe may put in its url (``GET /<collection>``, ``POST /<collection>``):
+    #: anything else is a 404 before the upstream is asked.
+    collection: re.Pattern[str] = re.compile(r"[a-z][a-z0-9-]*")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def pages(self, collection: str, since: str | None) -> Iterator[list[Record]]:
+        """The collection's records, a page at a time, in feed order (the order of
+        ``position``). With ``since`` (the first part of a position, inclusive): every
+        change from then on, deletions included; without it, the live records.
+
+        The feed asks for the first page before it answers Sesam, and reads one page ahead.
+        """
+
+    @abc.abstractmethod
+    def position(self, record: Record) -> tuple[str, str]:
+        """A record's place in feed order: (modification time, id). The framework makes
+        the entity's ``_updated`` from it and hands the time back as ``since``."""
+
+    @abc.abstractmethod
+    def to_entity(self, record: Record) -> Entity:
+        """One upstream record as a Sesam entity with ``_id`` and ``_deleted`` (the feed
+        adds ``_updated``)."""
+
+    @abc.abstractmethod
+    def to_record(self, entity: Entity) -> Record:
+        """One Sesam entity as the body of an upstream write. Raise ValueError to refuse
+        it: the sink answers 400 naming the entity, and writes nothing."""
+
+    @abc.abstractmethod
+    def upsert(self, collection: str, entity_id: str, record: Record) -> None:
+        """Create or replace one record. Idempotent: Sesam retries batches."""
+
+    @abc.abstractmethod
+    def delete(self, collection: str, entity_id: str) -> None:
+        """Delete one record; one that is already gone counts as done."""
+
+    @abc.abstractmethod
+    def live_ids(self, collection: str) -> Iterator[str]:
+        """The ids of every live record, for a full sync's deletion detection."""
+
+
+def require_collection(adapter: Adapter, name: str) -> None:
+    """A 404 for a name the adapter does not serve, before the upstream is asked."""
+    if not adapter.collection.fullmatch(name):
+        raise NotFound(f"{name!r} is not a collection name")

@@ -1,0 +1,126 @@
+"""The reference adapter: the demo Records API behind the framework, for the framework's
+own tests and benchmarks.
+
+The template's connector module starts as the same adapter; a fork then changes its
+connector module, and this one stays, so the tests of the protocols (feed, sink,
+sequences, tokens, transit, runner) run unchanged in every fork, against the demo
+upstream (``service.tools.demo_upstream``). Do not edit it in a fork.
+
+Run it with ``gunicorn -c service/gunicorn.conf.py 'service.tools.reference:create_app()'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from service.framework.adapter import Adapter
+from service.framework.adapter import Entity
+from service.framework.adapter import Record
+from service.framework.app import AppFactory
+from service.framework.settings import Settings
+from service.framework.settings import int_between
+from service.framework.settings import setting
+from service.framework.settings import text
+from service.framework.settings import url
+from service.framework.transit import plain
+from service.framework.upstream import UpstreamClient
+from service.framework.upstream import UpstreamError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReferenceSettings(Settings):
+    """The demo upstream's settings; the framework's are inherited."""
+
+    upstream_url: str = setting("UPSTREAM_URL", url, meaning="Base URL of the Records API.")
+    upstream_token: str = setting(
+        "UPSTREAM_TOKEN", text, secret=True, meaning="Bearer token for the Records API."
+    )
+    upstream_page_size: int = setting(
+        "UPSTREAM_PAGE_SIZE",
+        int_between(1, 1000),
+        default="1000",
+        meaning="Records asked for per upstream list request.",
+    )
+
+
+class Records(Adapter):
+    """Reading and writing the demo Records API's records."""
+
+    # The names a pipe may put in its url, one per upstream collection.
+    collection = re.compile(r"[a-z][a-z0-9-]*")
+
+    def __init__(self, settings: ReferenceSettings) -> None:
+        super().__init__(settings)
+        # How to reach the upstream (its URL and credentials).
+        self.client = UpstreamClient.from_settings(
+            settings, settings.upstream_url, settings.upstream_token
+        )
+        self.page_size = settings.upstream_page_size
+
+    def pages(self, collection: str, since: str | None) -> Iterator[list[Record]]:
+        """How to page through the upstream, in (updated_at, id) order.
+
+        With ``since`` (inclusive), every change including deletions; without it, the
+        live records.
+        """
+        params: dict[str, Any] = {"limit": self.page_size}
+        if since is not None:
+            params["updated_since"] = since
+        url = self.client.url(collection)
+        while True:
+            body = self.client.get_json(url, params)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise UpstreamError(f"upstream list answer has no data list: GET {url}", url=url)
+            yield body["data"]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+
+    @staticmethod
+    def position(record: Record) -> tuple[str, str]:
+        """A record's place in feed order: (modification time, id)."""
+        return record["updated_at"], record["id"]
+
+    @staticmethod
+    def to_entity(record: Record) -> Entity:
+        """One upstream record as a Sesam entity (the feed adds ``_updated``)."""
+        entity = dict(record)
+        entity["_id"] = record["id"]
+        entity["_deleted"] = record.get("deleted") is True
+        return entity
+
+    @staticmethod
+    def to_record(entity: Entity) -> Record:
+        """One Sesam entity as the body of an upstream write.
+
+        Sesam's reserved fields (top-level keys starting with ``_``) are dropped and its
+        typed strings become plain JSON (``service.framework.transit``). Raise ValueError
+        to refuse an entity: the sink answers 400 naming it, and writes nothing.
+        """
+        return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}
+
+    def upsert(self, collection: str, entity_id: str, record: Record) -> None:
+        """Create or replace one record (idempotent: Sesam retries batches)."""
+        self.client.request(
+            "PUT", self.client.url(collection, entity_id), json_body=record, ok=(200, 201, 204)
+        )
+
+    def delete(self, collection: str, entity_id: str) -> None:
+        """Delete one record; one that is already gone (404) counts as done."""
+        self.client.request("DELETE", self.client.url(collection, entity_id), ok=(200, 204, 404))
+
+    def live_ids(self, collection: str) -> Iterator[str]:
+        """The ids of every live record, for a full sync's deletion detection."""
+        for page in self.pages(collection, None):
+            for record in page:
+                if record.get("deleted") is not True:
+                    yield record["id"]
+
+
+# The application factory: create_app(config=None) -> Flask; ``config`` overrides the
+# environment (tests use it).
+create_app = AppFactory(Records, ReferenceSettings)
