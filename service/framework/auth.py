@@ -27,7 +27,10 @@ def register_basic_auth(app: Flask, settings: Settings) -> None:
     def require_basic_auth() -> None:
         if request.endpoint in OPEN_ENDPOINTS:
             return
-        given = request.authorization
+        try:
+            given = request.authorization
+        except (ValueError, UnicodeError):  # werkzeug raises on non-ASCII or broken base64
+            given = None
         if (
             given is not None
             and given.type == "basic"

@@ -59,6 +59,16 @@ class PayloadTooLarge(ApiError):
     title = "Request Entity Too Large"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    title = "Request Timeout"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    title = "Service Unavailable"
+
+
 class BadGateway(ApiError):
     status = 502
     title = "Bad Gateway"

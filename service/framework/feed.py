@@ -14,6 +14,7 @@ the final chunk), so Sesam cannot take a truncated feed for the whole truth.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -42,8 +43,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
-TOKEN = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)(?:_((?:[0-9a-f]{2})+))?")
+# [0-9], not \d: \d is any Unicode digit ("٢٠٢٦" would pass).
+TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+TOKEN = re.compile(rf"({TIMESTAMP.pattern})(?:_((?:[0-9a-f]{{2}})+))?")
+LIMIT = re.compile(r"[0-9]+")
 
 
 def make_token(updated_at: str, record_id: str) -> str:
@@ -68,6 +71,10 @@ def parse_since(since: str) -> tuple[str, str]:
             "since must be an _updated value from this feed "
             "(YYYY-MM-DDTHH:MM:SS.ffffffZ, optionally followed by _<hex id>)"
         )
+    try:
+        datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        raise ValueError(f"since holds a time that does not exist: {match.group(1)}") from None
     if match.group(2) is not None:
         try:
             bytes.fromhex(match.group(2)).decode("utf-8")
@@ -79,7 +86,7 @@ def parse_since(since: str) -> tuple[str, str]:
 def parse_limit(limit: str | None) -> int | None:
     if limit is None or limit == "":
         return None
-    if not limit.isdigit() or int(limit) < 1:
+    if not LIMIT.fullmatch(limit) or int(limit) < 1:
         raise ValueError("limit must be a whole number of at least 1")
     return int(limit)
 

@@ -235,9 +235,7 @@ class SequenceStore:
     def record_ids(self, collection: str, sequence_id: str, ids: Iterable[str]) -> None:
         """Remember ids a sequence sent. Stored before the writes: an id stored for a
         request that then failed can only spare a record from deletion, never doom one."""
-        rows = [(collection, sequence_id, entity_id) for entity_id in ids]
-        if not rows:
-            return
+        rows = ((collection, sequence_id, entity_id) for entity_id in ids)  # memory: lazily
         with self._transaction() as connection:
             connection.executemany(
                 "INSERT OR IGNORE INTO sent_ids (collection, sequence_id, entity_id) "

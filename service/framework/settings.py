@@ -27,7 +27,19 @@ def url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        # requests would send user:password as basic auth instead of the token, and every
+        # error message and log line that names a URL would print it.
+        raise ValueError("must not hold credentials (user:password@): use the token setting")
     return value.rstrip("/")
+
+
+def shown(value: str) -> str:
+    """A value as an error message may print it: any URL credentials left out."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        value = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+    return repr(value)
 
 
 def text(value: str) -> str:
@@ -125,7 +137,18 @@ class Settings:
         meaning="Gunicorn worker processes (each about 40 to 55 MB RSS).",
     )
     threads: int = setting(
-        "THREADS", int_between(1, 256), default="8", meaning="Threads per gunicorn worker."
+        "THREADS",
+        int_between(1, 256),
+        default="32",
+        meaning="Threads per gunicorn worker: requests served at once (a stalled client "
+        "holds one for at most CLIENT_TIMEOUT).",
+    )
+    client_timeout: float = setting(
+        "CLIENT_TIMEOUT",
+        seconds,
+        default="30",
+        meaning="Seconds a client may stall while it sends its request or reads the answer; "
+        "then its connection is closed.",
     )
     upstream_connect_timeout: float = setting(
         "UPSTREAM_CONNECT_TIMEOUT",
@@ -161,8 +184,14 @@ class Settings:
         "SINK_MAX_BODY_BYTES",
         int_between(1, 2**31),
         default="8388608",
-        meaning="Largest sink request body accepted (413 above it); a batch costs about 7 "
-        "times its size in memory while it is handled.",
+        meaning="Largest sink request body accepted (413 above it).",
+    )
+    sink_bytes_in_flight: int = setting(
+        "SINK_BYTES_IN_FLIGHT",
+        int_between(1, 2**31),
+        default="8388608",
+        meaning="Sink bodies one worker holds at once, in bytes (each costs about twice its "
+        "size); a batch that does not fit waits, then gets 503 with Retry-After.",
     )
     sink_concurrency: int = setting(
         "SINK_CONCURRENCY",
@@ -206,6 +235,11 @@ class Settings:
         """Rules across settings; a subclass adds its own and calls this one."""
         if bool(self.auth_username) != bool(self.auth_password):
             raise ConfigError("AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither")
+        if self.sink_bytes_in_flight < self.sink_max_body_bytes:
+            raise ConfigError(
+                "SINK_BYTES_IN_FLIGHT must be at least SINK_MAX_BODY_BYTES: a batch of the "
+                "largest size must fit"
+            )
 
 
 S = TypeVar("S", bound=Settings)
@@ -231,8 +265,8 @@ def load_settings(settings_class: type[S], environ: Mapping[str, str] | None = N
         try:
             values[field.name] = variable.parse(raw)
         except ValueError as error:
-            shown = "(secret)" if variable.secret else repr(raw)
-            raise ConfigError(f"{variable.name}={shown} {error}") from None
+            value = "(secret)" if variable.secret else shown(raw)
+            raise ConfigError(f"{variable.name}={value} {error}") from None
     return settings_class(**values)
 
 

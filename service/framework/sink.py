@@ -3,9 +3,10 @@
 ``POST /<resource>`` takes a JSON array of entities. In order:
 
 1. the query parameters (a full sync needs its sequence tokens): 400;
-2. the body, whatever the Content-Type says: size (413), JSON, an array of objects,
-   each with a non-empty string ``_id``, each mappable to an upstream record: 400
-   naming the entity's index;
+2. the body, whatever the Content-Type says and however it is framed: size (413,
+   chunked bodies too), JSON, an array of objects, each with a non-empty string ``_id``
+   that is valid Unicode, each mappable to an upstream record: 400 naming the entity's
+   index;
 3. the full-sync sequence rules (``service.framework.sequences``): 409;
 4. the writes: one per distinct ``_id`` (the last version in the batch wins), at most
    ``SINK_CONCURRENCY`` at once; a failure answers 502 (504 if every failure was a
@@ -14,19 +15,29 @@
 6. the sequence advances, only now.
 
 A 4xx writes nothing and does not advance the sequence; neither does a 5xx, so Sesam's
-retry of the same request is accepted. Every write is idempotent (PUT, and DELETE where
+retry of the same request is accepted.
+
+Memory: a parsed batch of small entities takes 20 to 60 times its text, so a batch is
+never parsed whole. The body is kept as text and walked one entity at a time, once to
+validate it, then again to write it; what is kept per entity is a hash and a flag. The
+bodies one worker holds at once are bounded (``SINK_BYTES_IN_FLIGHT``): a batch that does
+not fit waits for room, then gets 503 with ``Retry-After``, which Sesam retries. Every write is idempotent (PUT, and DELETE where
 404 counts as done), which also makes Sesam's one-entity-at-a-time fallback safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -37,7 +48,6 @@ from flask import Flask
 from flask import Response
 from flask import jsonify
 from flask import request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.framework.adapter import Adapter
 from service.framework.adapter import require_collection
@@ -45,6 +55,8 @@ from service.framework.errors import ApiError
 from service.framework.errors import BadRequest
 from service.framework.errors import Conflict
 from service.framework.errors import PayloadTooLarge
+from service.framework.errors import RequestTimeout
+from service.framework.errors import ServiceUnavailable
 from service.framework.errors import upstream_failure
 from service.framework.sequences import Sequence
 from service.framework.sequences import SequenceConflict
@@ -60,6 +72,9 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES_SHOWN = 100
 LIVE_ID_CHUNK = 1000
+READ_CHUNK = 65536
+ADMISSION_WAIT_SECONDS = 15.0  # a batch waits this long for room before its 503
+RETRY_AFTER_SECONDS = 5
 
 
 class BatchError(ValueError):
@@ -153,17 +168,53 @@ class Summary:
         )
 
 
-@dataclasses.dataclass(frozen=True)
 class Batch:
-    """A validated request: its sync parameters and its writes, one per ``_id``."""
+    """A validated request: its sync parameters and its body, whose entities are parsed
+    again on each pass instead of kept. ``writes()`` gives one write per ``_id``, the last
+    version in the batch, in its place."""
 
-    params: SyncParams
-    writes: list[Write]
-    duplicates: int
+    def __init__(
+        self,
+        params: SyncParams,
+        text: str,
+        to_record: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        self.params = params
+        self.text = text
+        self.to_record = to_record
+        hashes = array("q")  # hash of each entity's _id, in body order
+        deleted = bytearray()  # 1 where the entity has _deleted: true
+        for index, entity in enumerate(walk(text)):
+            entity_id, record = check_entity(index, entity, to_record)
+            hashes.append(hash(entity_id))
+            deleted.append(record is None)
+        self.entities = len(hashes)
+        # Only the ids whose hash repeats can be duplicates: their last index, exactly.
+        suspects = repeated(hashes)
+        self._last: dict[str, int] = {}
+        if suspects:
+            for index, entity in enumerate(walk(text)):
+                if hashes[index] in suspects:
+                    self._last[entity["_id"]] = index
+        self.duplicates = self.entities - len(self._last) - sum(h not in suspects for h in hashes)
+        self.live = sum(not deleted[index] for index in self._last.values()) + sum(
+            h not in suspects and not gone for h, gone in zip(hashes, deleted, strict=True)
+        )
 
-    @property
-    def live(self) -> int:
-        return sum(1 for w in self.writes if w.record is not None)
+    def _versions(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, entity) for the last version of each id, in body order."""
+        for index, entity in enumerate(walk(self.text)):
+            entity_id = entity["_id"]
+            if self._last.get(entity_id, index) == index:
+                yield entity_id, entity
+
+    def ids(self) -> Iterator[str]:
+        return (entity_id for entity_id, _ in self._versions())
+
+    def writes(self) -> Iterator[Write]:
+        for entity_id, entity in self._versions():
+            deleted = entity.get("_deleted") is True
+            yield Write(entity_id, None if deleted else self.to_record(entity))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,20 +234,88 @@ def _reject_constant(name: str) -> Any:
     raise BatchError(f"the body holds {name}, which is not JSON")
 
 
-def parse_body(data: bytes) -> Any:
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def body_text(data: bytes | bytearray) -> str:
     """JSON text (UTF-8, or UTF-16/32 as RFC 8259 allows readers to detect)."""
     if not data.strip():
         raise BatchError("the body is empty; send a JSON array of entities ([] for none)")
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return data.decode(json.detect_encoding(data), "surrogatepass")
+    except UnicodeDecodeError:
+        raise BatchError("the body is not UTF-8 text") from None
+
+
+def _decode(text: str, position: int) -> tuple[Any, int]:
+    """One JSON value at ``position``: (the value, where it ends)."""
+    try:
+        return _DECODER.raw_decode(text, position)
     except BatchError:
         raise
     except RecursionError:
         raise BatchError("the body is nested too deeply") from None
-    except UnicodeDecodeError:
-        raise BatchError("the body is not UTF-8 text") from None
     except ValueError as error:
         raise BatchError(f"the body is not JSON: {error}") from None
+
+
+def _not_json(message: str, text: str, position: int) -> BatchError:
+    return BatchError(f"the body is not JSON: {json.JSONDecodeError(message, text, position)}")
+
+
+def walk(text: str) -> Iterator[Any]:
+    """The entities of a JSON array, parsed one at a time: the array is never whole in
+    memory. Anything but an array is refused, naming its JSON type."""
+    position = _SPACE.match(text).end()  # type: ignore[union-attr]
+    if not text.startswith("[", position):
+        if text.startswith("{", position):  # not parsed: it may be megabytes
+            raise BatchError("the body must be a JSON array of entities, not a JSON object")
+        value, end = _decode(text, position)
+        if _SPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
+            raise _not_json("Extra data", text, end)
+        raise BatchError(
+            f"the body must be a JSON array of entities, not a JSON {_json_type(value)}"
+        )
+    position = _SPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+    if text.startswith("]", position):
+        end = position + 1
+    else:
+        while True:
+            value, position = _decode(text, position)
+            yield value
+            position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+            if text.startswith(",", position):
+                position = _SPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+                continue
+            if text.startswith("]", position):
+                end = position + 1
+                break
+            raise _not_json("Expecting ',' delimiter", text, position)
+    if _SPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
+        raise _not_json("Extra data", text, end)
+
+
+def parse_body(data: bytes) -> list[Any]:
+    """The whole body parsed at once: for tests and small tools; the sink walks it."""
+    return list(walk(body_text(data)))
+
+
+def repeated(hashes: array) -> set[int]:
+    """The hashes that occur more than once, and a few that only share a slot: one bit per
+    slot in a table of at least 16 slots per hash, so 300,000 ids cost 1 MB, not a dict."""
+    slots = 1 << max(10, (16 * len(hashes)).bit_length())
+    mask = slots - 1
+    table = bytearray(slots // 8)
+    found: set[int] = set()
+    for value in hashes:
+        slot = value & mask
+        bit = 1 << (slot & 7)
+        if table[slot >> 3] & bit:
+            found.add(value)
+        else:
+            table[slot >> 3] |= bit
+    return found
 
 
 def _strict_json(record: dict[str, Any]) -> bool:
@@ -219,34 +338,53 @@ def prepare_batch(
         )
     writes: dict[str, Write] = {}
     for index, entity in enumerate(entities):
-        if not isinstance(entity, dict):
-            raise BatchError(f"entity {index} is a JSON {_json_type(entity)}, not an object")
-        if "_id" not in entity:
-            raise BatchError(f"entity {index} has no _id")
-        entity_id = entity["_id"]
-        if not isinstance(entity_id, str):
-            raise BatchError(
-                f"entity {index}: _id must be a string, not a JSON {_json_type(entity_id)}"
-            )
-        if not entity_id:
-            raise BatchError(f"entity {index}: _id must not be empty")
-        if entity.get("_deleted") is True:
-            record = None
-        else:
-            try:
-                record = to_record(entity)
-            except RecursionError:
-                raise BatchError(f"entity {index} ({entity_id!r}) is nested too deeply") from None
-            except ValueError as error:
-                raise BatchError(f"entity {index} ({entity_id!r}): {error}") from None
-            if not _strict_json(record):
-                raise BatchError(
-                    f"entity {index} ({entity_id!r}) holds a string that is not "
-                    "valid Unicode (a lone surrogate)"
-                )
+        entity_id, record = check_entity(index, entity, to_record)
         writes.pop(entity_id, None)  # keep the last version, in its place
         writes[entity_id] = Write(entity_id, record)
     return list(writes.values()), len(entities) - len(writes)
+
+
+def check_entity(
+    index: int, entity: Any, to_record: Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[str, dict[str, Any] | None]:
+    """One entity's checks: (its id, its record, None for a delete), or BatchError."""
+    if not isinstance(entity, dict):
+        raise BatchError(f"entity {index} is a JSON {_json_type(entity)}, not an object")
+    if "_id" not in entity:
+        raise BatchError(f"entity {index} has no _id")
+    entity_id = entity["_id"]
+    if not isinstance(entity_id, str):
+        raise BatchError(
+            f"entity {index}: _id must be a string, not a JSON {_json_type(entity_id)}"
+        )
+    if not entity_id:
+        raise BatchError(f"entity {index}: _id must not be empty")
+    if not _valid_unicode(entity_id):
+        raise BatchError(
+            f"entity {index}: _id {entity_id!r} is not valid Unicode (a lone surrogate)"
+        )
+    if entity.get("_deleted") is True:
+        return entity_id, None
+    try:
+        record = to_record(entity)
+    except RecursionError:
+        raise BatchError(f"entity {index} ({entity_id!r}) is nested too deeply") from None
+    except ValueError as error:
+        raise BatchError(f"entity {index} ({entity_id!r}): {error}") from None
+    if not _strict_json(record):
+        raise BatchError(
+            f"entity {index} ({entity_id!r}) holds a string that is not "
+            "valid Unicode (a lone surrogate)"
+        )
+    return entity_id, record
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -263,12 +401,18 @@ def _json_type(value: Any) -> str:
     return "number"
 
 
-def run_writes(writes: list[Write], perform: Callable[[Write], Any], concurrency: int) -> Outcome:
+def run_writes(
+    writes: Iterable[Write], perform: Callable[[Write], Any], concurrency: int
+) -> Outcome:
     """Every write, at most ``concurrency`` at once; after the first failure no new write
-    starts (an upstream that is down would otherwise cost a retry budget per entity)."""
+    starts (an upstream that is down would otherwise cost a retry budget per entity).
+    ``writes`` is taken one at a time, so a lazy iterable is never held whole."""
     outcome = Outcome()
-    if not writes:
+    pending = iter(writes)
+    first = list(itertools.islice(pending, 2))
+    if not first:
         return outcome
+    pending = itertools.chain(first, pending)
     failed = threading.Event()
     lock = threading.Lock()
 
@@ -297,16 +441,48 @@ def run_writes(writes: list[Write], perform: Callable[[Write], Any], concurrency
             else:
                 outcome.upserts += 1
 
-    if concurrency == 1 or len(writes) == 1:
-        for write in writes:
+    def drain() -> None:
+        while True:
+            with lock:
+                write = next(pending, None)
+            if write is None:
+                return
             run(write)
+
+    if concurrency == 1 or len(first) == 1:
+        drain()
         return outcome
-    with ThreadPoolExecutor(
-        max_workers=min(concurrency, len(writes)), thread_name_prefix="sink-write"
-    ) as pool:
-        for future in [pool.submit(run, write) for write in writes]:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sink-write") as pool:
+        for future in [pool.submit(drain) for _ in range(concurrency)]:
             future.result()  # run() catches UpstreamError; anything else is a bug: raise
     return outcome
+
+
+class BodyBudget:
+    """The bytes of sink bodies one worker holds at once: memory, not threads, bounds how
+    many batches are handled together. A batch that does not fit waits for room."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._room = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int, wait: float) -> Iterator[None]:
+        with self._room:
+            if not self._room.wait_for(lambda: self.held + size <= self.capacity, wait):
+                raise ServiceUnavailable(
+                    f"the connector is busy with other sink batches ({self.held} bytes in "
+                    f"flight, SINK_BYTES_IN_FLIGHT={self.capacity}); retry",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            self.held += size
+        try:
+            yield
+        finally:
+            with self._room:
+                self.held -= size
+                self._room.notify_all()
 
 
 def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
@@ -357,6 +533,8 @@ class Sink:
         self.adapter = adapter
         self.max_body_bytes = settings.sink_max_body_bytes
         self.concurrency = settings.sink_concurrency
+        self.client_timeout = settings.client_timeout
+        self.budget = BodyBudget(settings.sink_bytes_in_flight)
         self.full_sync_delete = settings.full_sync_delete
         self.allow_empty_delete = settings.full_sync_allow_empty_delete
         try:
@@ -408,11 +586,13 @@ class Sink:
         sync did not send, accept."""
         params = self.read_params()
         summary.is_full = params.is_full
-        batch = self.read_batch(params)
-        summary.entities = len(batch.writes) + batch.duplicates
-        summary.duplicates = batch.duplicates
-        check = self.check_sequence(collection, batch, summary)
-        self.write(collection, batch.writes, summary)
+        with self.budget.hold(self.body_size(), ADMISSION_WAIT_SECONDS):
+            batch = self.read_batch(params)
+            summary.entities = batch.entities
+            summary.duplicates = batch.duplicates
+            check = self.check_sequence(collection, batch, summary)
+            self.write(collection, batch.writes(), summary)
+            batch.text = ""  # memory: what follows needs the counts, not the body
         if not check.full:
             return
         assert summary.full_sync is not None
@@ -425,23 +605,60 @@ class Sink:
         except ValueError as error:
             raise BadRequest(str(error)) from None
 
-    def read_batch(self, params: SyncParams) -> Batch:
-        """The body, whatever the Content-Type says: size (413), then every entity."""
-        request.max_content_length = self.max_body_bytes
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the body is larger than SINK_MAX_BODY_BYTES ({self.max_body_bytes} "
+            "bytes); lower the pipe's batch_size"
+        )
+
+    def body_size(self) -> int:
+        """The bytes to hold for this request's body: its length, or the most a chunked
+        body may have; a declared length over the limit is refused before any wait."""
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise self.too_large()
+        return self.max_body_bytes if length is None else length
+
+    def read_body(self) -> bytearray:
+        """The body, whatever the Content-Type says and however it is framed: a chunked
+        body is counted as it arrives, so it is refused (413) past the limit, not cut."""
+        environ = request.environ
+        length = request.content_length
+        if length is None and not environ.get("wsgi.input_terminated"):
+            return bytearray()  # WSGI: no length and no framing means no body
+        wanted = self.max_body_bytes + 1 if length is None else length
+        stream = environ["wsgi.input"]
+        data = bytearray()
+        deadline = time.monotonic() + self.client_timeout
         try:
-            data = request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            raise PayloadTooLarge(
-                f"the body is larger than SINK_MAX_BODY_BYTES ({self.max_body_bytes} "
-                "bytes); lower the pipe's batch_size"
+            while len(data) < wanted:
+                chunk = stream.read(min(READ_CHUNK, wanted - len(data)))
+                if not chunk:
+                    break
+                data += chunk
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within CLIENT_TIMEOUT ({self.client_timeout:g}s)"
             ) from None
+        except Exception as error:  # the server's reader: a broken chunk, a lost client
+            raise BadRequest(f"the body could not be read: {error}") from None
+        if len(data) > self.max_body_bytes:
+            raise self.too_large()
+        if length is not None and len(data) < length:
+            raise BadRequest(f"the body ended after {len(data)} of its {length} bytes")
+        return data
+
+    def read_batch(self, params: SyncParams) -> Batch:
+        """The body, then every entity checked (a 400 names the first bad one)."""
+        data = self.read_body()
         try:
-            entities = parse_body(data)
-            del data  # memory: the text is not needed once parsed
-            writes, duplicates = prepare_batch(entities, self.adapter.to_record)
+            text = body_text(data)
+            del data  # memory: the text alone is walked from here on
+            return Batch(params, text, self.adapter.to_record)
         except BatchError as error:
             raise BadRequest(str(error)) from None
-        return Batch(params, writes, duplicates)
 
     def check_sequence(self, collection: str, batch: Batch, summary: Summary) -> SequenceCheck:
         """The full-sync rules (409), before anything is written; a tracked sequence
@@ -466,12 +683,10 @@ class Sink:
         retry_of_ended = current is not None and current.ended and verdict is Verdict.RETRY
         if self.full_sync_delete and tracking and not retry_of_ended:
             assert params.sequence_id is not None
-            self.store.record_ids(
-                collection, params.sequence_id, (w.entity_id for w in batch.writes)
-            )
+            self.store.record_ids(collection, params.sequence_id, batch.ids())
         return SequenceCheck(verdict, current, tracking)
 
-    def write(self, collection: str, writes: list[Write], summary: Summary) -> None:
+    def write(self, collection: str, writes: Iterable[Write], summary: Summary) -> None:
         """One write per distinct ``_id``; any failure is a 502/504 naming the ids."""
         outcome = run_writes(writes, functools.partial(self.perform, collection), self.concurrency)
         summary.upserts, summary.deletes = outcome.upserts, outcome.deletes
