@@ -1,6 +1,8 @@
 """Gunicorn settings for a streaming service; read by the contract's command.
 
 Threaded workers: a sync worker is killed mid-stream when a feed outlasts its timeout.
+They are gunicorn's gthread, hardened against slow and stalled clients
+(``service/framework/worker.py``): heads read without a thread, ``CLIENT_TIMEOUT``.
 Every setting of the app named on the command line is checked here, in the master, so a
 missing variable stops start-up with one clear line instead of a worker traceback.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -17,6 +20,7 @@ from gunicorn.config import Config  # noqa: E402
 
 from service.framework.settings import Settings  # noqa: E402
 from service.framework.settings import load_settings_or_exit  # noqa: E402
+from service.framework.worker import ConnectorWorker  # noqa: E402
 
 
 def _settings_class() -> type[Settings]:
@@ -32,9 +36,12 @@ def _settings_class() -> type[Settings]:
 _settings = load_settings_or_exit(_settings_class())
 
 bind = f"0.0.0.0:{_settings.port}"
-worker_class = "gthread"
+ConnectorWorker.client_timeout = _settings.client_timeout  # workers inherit it at fork
+worker_class = "service.framework.worker.ConnectorWorker"
 workers = _settings.workers
 threads = _settings.threads
+# Connections per worker, idle or in flight (a stalled one holds a socket and at most 64 KB).
+worker_connections = 256
 # A feed of a large collection streams for many minutes; gthread workers heartbeat
 # from their main loop, so this is the silence allowed, not a cap on a response.
 timeout = 120
@@ -44,3 +51,6 @@ accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# gunicorn 25+ opens a control socket, by default at one path per user: stopping one
+# instance removed the socket of every other. One path per instance (the master's pid).
+control_socket = os.path.join(tempfile.gettempdir(), f"gunicorn-{os.getpid()}.ctl")
