@@ -1,0 +1,322 @@
+"""Slow, stalled and greedy clients against the real server (gunicorn on loopback, the
+connector's defaults): they must not starve the service, nor take it past Sesam's
+128 MB container (issue 12)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+
+import psutil
+import pytest
+import requests
+
+from service.tests.conftest import ROOT
+from service.tests.conftest import UPSTREAM_TOKEN
+from service.tests.conftest import free_port
+from service.tests.conftest import stop
+from service.tests.conftest import wait_until_up
+
+BIG = "big"  # a computed collection of the demo upstream: 1M records, no memory
+BIG_SIZE = 1_000_000
+MB = 1024 * 1024
+DEFAULTS = {"WORKERS": "", "THREADS": "", "UPSTREAM_PAGE_SIZE": "1000"}  # "": the default
+POOL = 32  # THREADS' default: the worker's thread pool
+
+
+@pytest.fixture(scope="module")
+def big_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo Records API with a computed collection of a million records."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("big-upstream") / "upstream.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.tools.demo_upstream",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--token",
+                UPSTREAM_TOKEN,
+                "--no-seed",
+                "--server",
+                "gunicorn",
+                "--synthetic",
+                f"{BIG}={BIG_SIZE}",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/_admin/stats", process, log, seconds=60)
+        yield url
+    finally:
+        stop(process)
+
+
+def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds}s: {what}")
+
+
+def processes(url: str) -> list[psutil.Process]:
+    """The gunicorn master serving ``url`` and its workers."""
+    port = int(url.rsplit(":", 1)[1])
+    for connection in psutil.net_connections("tcp"):
+        if connection.laddr and connection.laddr.port == port and connection.status == "LISTEN":
+            master = psutil.Process(connection.pid)
+            if master.parent() and "gunicorn" in " ".join(master.parent().cmdline()):
+                master = master.parent()
+            return [master, *master.children(recursive=True)]
+    raise AssertionError(f"nothing listens at {url}")
+
+
+def rss(group: list[psutil.Process]) -> int:
+    total = 0
+    for process in group:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
+class PeakRss:
+    """The peak of the summed RSS of a server's processes, sampled every 20 ms."""
+
+    def __init__(self, group: list[psutil.Process]) -> None:
+        self.group = group
+        self.peak = rss(group)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss(self.group))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def quick(url: str) -> float:
+    """Seconds for /health, over a new connection."""
+    started = time.monotonic()
+    response = requests.get(f"{url}/health", timeout=10)
+    assert response.status_code == 200
+    return time.monotonic() - started
+
+
+def connect(url: str, receive_buffer: int | None = None) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if receive_buffer is not None:  # before connecting, so the window stays small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(30)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def client_ports(worker: psutil.Process) -> set[int]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return {
+            c.raddr.port for c in worker.net_connections("tcp") if c.raddr and c.status != "LISTEN"
+        }
+    return set()
+
+
+# --- stalled clients -------------------------------------------------------------------------
+
+
+def test_stalled_clients_do_not_starve_the_service_and_are_reclaimed(
+    big_upstream, connector_factory
+):
+    """32 clients stall mid-request (24 send half a head, 8 half a sink body) and 16 feed
+    readers stop reading: /health and a feed still answer within 2 s, and once
+    CLIENT_TIMEOUT has passed their sockets and threads are gone."""
+    connector = connector_factory(UPSTREAM_URL=big_upstream, CLIENT_TIMEOUT="4", **DEFAULTS)
+    master, *workers = processes(connector.url)
+    (worker,) = workers
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(24):  # a head that never ends
+            sock = connect(connector.url)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            stalled.append(sock)
+        for _ in range(8):  # a sink body that never comes
+            sock = connect(connector.url)
+            sock.sendall(
+                b"POST /people HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n[{"_id": '
+            )
+            stalled.append(sock)
+        readers = []
+        for _ in range(16):  # feed readers that take the first bytes, then stop reading
+            sock = connect(connector.url, receive_buffer=4096)
+            sock.sendall(f"GET /{BIG} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+            readers.append(sock)
+        stalled += readers
+        ports = {s.getsockname()[1] for s in stalled}
+        wait_for(lambda: ports <= client_ports(worker), 10, "the worker holds every connection")
+        threads_stalled = worker.num_threads()
+
+        for _ in range(3):
+            assert quick(connector.url) < 2
+        started = time.monotonic()
+        page = requests.get(f"{connector.url}/{BIG}", params={"limit": 10}, timeout=10)
+        assert page.status_code == 200 and len(page.json()) == 10
+        assert time.monotonic() - started < 2
+
+        # CLIENT_TIMEOUT (4 s) later: every stalled connection closed by the server, and the
+        # 16 feeds' upstream prefetch threads ended: only the main thread and the pool left.
+        wait_for(lambda: not ports & client_ports(worker), 30, "stalled connections closed")
+        assert threads_stalled > 1 + POOL  # the main thread, the pool, the feeds' prefetchers
+        wait_for(lambda: worker.num_threads() <= 1 + POOL, 30, "the feeds' threads ended")
+        assert quick(connector.url) < 2
+    finally:
+        for sock in stalled:
+            sock.close()
+    log = connector.log_text()
+    assert "Traceback" not in log
+    assert log.count("no progress in 4s (CLIENT_TIMEOUT)") >= 16  # one line per stalled reader
+
+
+def test_a_slow_but_steady_reader_gets_the_whole_feed(big_upstream, connector_factory):
+    """A pipe reading over a slow link: 50 KB/s, far longer than CLIENT_TIMEOUT in all,
+    never long for one piece of the answer."""
+    connector = connector_factory(UPSTREAM_URL=big_upstream, CLIENT_TIMEOUT="3", **DEFAULTS)
+    sock = connect(connector.url, receive_buffer=8192)
+    sock.sendall(f"GET /{BIG}?limit=1500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    received = bytearray()
+    started = time.monotonic()
+    with sock:
+        while chunk := sock.recv(4096):
+            received += chunk
+            time.sleep(0.08)  # pacing the reader at about 50 KB/s, not waiting for anything
+    assert time.monotonic() - started > 6  # two CLIENT_TIMEOUTs
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert len(json.loads(dechunk(body))) == 1500
+
+
+def dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(out)
+        out += rest[:size]
+        body = rest[size + 2 :]
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+def small_entities_batch(limit: int) -> bytes:
+    """The largest batch of small entities that fits ``limit`` bytes."""
+    parts = []
+    size = 2
+    index = 0
+    while True:
+        entity = f'{{"_id":"e-{index:07d}","v":{index}}}'
+        if size + len(entity) + 1 > limit:
+            break
+        parts.append(entity)
+        size += len(entity) + 1
+        index += 1
+    return ("[" + ",".join(parts) + "]").encode()
+
+
+def test_four_maximum_batches_at_once_stay_inside_128_mb(upstream, connector_factory):
+    """4 concurrent bodies of SINK_MAX_BODY_BYTES (8 MiB, about 250,000 small entities
+    each): the master and worker stay under 128 MB together. Each batch is read, checked
+    whole and starts writing (into a collection the upstream does not have, so the first
+    write fails and the batch ends there), or waits for room and gets 503 + Retry-After."""
+    connector = connector_factory(**DEFAULTS)
+    body = small_entities_batch(8 * MB)
+    answers: list[requests.Response] = []
+
+    def post() -> None:
+        answers.append(requests.post(f"{connector.url}/nosuch", data=body, timeout=120))
+
+    group = processes(connector.url)
+    with PeakRss(group) as peak:
+        clients = [threading.Thread(target=post) for _ in range(4)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+    assert peak.peak <= 128 * MB, f"peak RSS {peak.peak / MB:.0f} MB"
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 502, [a.text[:200] for a in answers]  # at least one was handled
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"].isdigit()
+            assert "SINK_BYTES_IN_FLIGHT" in answer.json()["detail"]
+        else:
+            assert answer.status_code == 502, answer.text
+            assert "not attempted" in answer.json()["detail"]
+
+
+def test_batches_that_fit_together_are_handled_together(upstream, connector_factory):
+    """The bound is bytes, not batches: Sesam's usual small batches never wait."""
+    connector = connector_factory(SINK_BYTES_IN_FLIGHT="100000", SINK_MAX_BODY_BYTES="50000")
+    upstream.create("together")
+    answers: list[requests.Response] = []
+
+    def post(n: int) -> None:
+        batch = [{"_id": f"t-{n}-{i}", "v": i} for i in range(50)]
+        answers.append(requests.post(f"{connector.url}/together", json=batch, timeout=60))
+
+    clients = [threading.Thread(target=post, args=(n,)) for n in range(8)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    assert [a.status_code for a in answers] == [200] * 8
+    assert len(upstream.live("together")) == 400
+
+
+def test_the_feed_streams_a_million_entities_in_under_100_mb(big_upstream, connector_factory):
+    connector = connector_factory(UPSTREAM_URL=big_upstream, **DEFAULTS)
+    marks = 0
+    with PeakRss(processes(connector.url)) as peak:
+        with requests.get(f"{connector.url}/{BIG}", stream=True, timeout=300) as response:
+            assert response.status_code == 200
+            tail = b""
+            for chunk in response.iter_content(1 << 16):
+                marks += (tail + chunk).count(b'"_id":') - tail.count(b'"_id":')
+                tail = chunk[-8:]
+    assert marks == BIG_SIZE
+    assert peak.peak <= 100 * MB, f"peak RSS {peak.peak / MB:.0f} MB"
+
+
+def test_the_settings_make_room_for_a_batch_of_the_largest_size():
+    from service.connector import ConnectorSettings
+    from service.framework.settings import ConfigError
+    from service.framework.settings import load_settings
+
+    base = {"UPSTREAM_URL": "http://records", "UPSTREAM_TOKEN": "t"}
+    with pytest.raises(ConfigError, match="SINK_BYTES_IN_FLIGHT must be at least"):
+        load_settings(ConnectorSettings, {**base, "SINK_BYTES_IN_FLIGHT": "1000"})
