@@ -255,7 +255,7 @@ class SequenceStore:
                     row[0]
                     for row in connection.execute(
                         "SELECT entity_id FROM sent_ids WHERE collection = ? AND sequence_id = ? "
-                        f"AND entity_id IN ({marks})",
+                        f"AND entity_id IN ({marks})",  # nosec B608: only "?" marks, values bound
                         (collection, sequence_id, *chunk),
                     )
                 )

@@ -202,7 +202,7 @@ class Settings:
     state_dir: str = setting(
         "STATE_DIR",
         directory,
-        default="/tmp/connector-state",
+        default="/tmp/connector-state",  # nosec B108: dev runs; the image sets /app/state
         meaning="Directory for the full-sync sequence state (an SQLite file).",
     )
     full_sync_delete: bool = setting(

@@ -595,7 +595,7 @@ class Sink:
             batch.text = ""  # memory: what follows needs the counts, not the body
         if not check.full:
             return
-        assert summary.full_sync is not None
+        assert summary.full_sync is not None  # nosec B101: narrows the type; holds by construction
         summary.full_sync.deletion = self.delete_missing(collection, batch, check, summary)
         self.accept(collection, batch, check)
 
@@ -682,7 +682,7 @@ class Sink:
         )
         retry_of_ended = current is not None and current.ended and verdict is Verdict.RETRY
         if self.full_sync_delete and tracking and not retry_of_ended:
-            assert params.sequence_id is not None
+            assert params.sequence_id is not None  # nosec B101: narrows the type; holds by construction
             self.store.record_ids(collection, params.sequence_id, batch.ids())
         return SequenceCheck(verdict, current, tracking)
 
@@ -704,7 +704,7 @@ class Sink:
     ) -> str:
         """Deletion detection at the end of a full sync; answers what happened."""
         params, full_sync = batch.params, summary.full_sync
-        assert full_sync is not None
+        assert full_sync is not None  # nosec B101: narrows the type; holds by construction
         if not self.full_sync_delete:
             return "off"
         if not params.is_last:
@@ -730,7 +730,7 @@ class Sink:
                 params.sequence_id,
             )
             return "skipped_empty"
-        assert params.sequence_id is not None
+        assert params.sequence_id is not None  # nosec B101: narrows the type; holds by construction
         missing = [Write(i, None) for i in self.missing_ids(collection, params.sequence_id)]
         outcome = run_writes(missing, functools.partial(self.perform, collection), self.concurrency)
         full_sync.deleted_missing = outcome.deletes

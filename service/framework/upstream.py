@@ -102,7 +102,7 @@ class BudgetRetry(Retry):
         _stacktrace: Any = None,
     ) -> BudgetRetry:
         new = super().increment(method, url, response, error, _pool, _stacktrace)
-        assert isinstance(new, BudgetRetry)
+        assert isinstance(new, BudgetRetry)  # nosec B101: narrows the type; Retry.new keeps it
         delay = new.next_sleep(response)
         if new.waited + delay > new.wait_budget:
             reason = error or ResponseError(
