@@ -1,8 +1,8 @@
 """The Docker flow on a real engine: the image built, the compose flow up, the suite inside
 the container, the runtime image under Sesam's 128 MB, SIGTERM during a stream.
 
-Every test here needs a Docker engine and skips, saying so, when none answers (CI's suite
-job has none; its docker job runs the same flow with plain commands). Where the machine's
+Every test here needs a Docker engine and skips, saying so, when none answers or when
+``ENGINE_TESTS=off`` (the fork CI's test job sets it; its docker job runs these). Where the machine's
 engine needs host networking (``../shared/tools/docker-engine`` beside the repository, as on
 the project's development machines), its ``compose`` and ``build`` wrappers are used.
 """
@@ -32,10 +32,14 @@ from service.tests.conftest import wait_until_up
 ENGINE_TOOL = ROOT.parent / "shared" / "tools" / "docker-engine"
 COMPOSE_PORTS = (5000, 8000)  # docker-compose.yml: the connector's and the upstream's
 MB = 1024 * 1024
+CGROUP_V2_LIMIT = "/sys/fs/cgroup/memory.max"
+CGROUP_V1_LIMIT = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 
 def engine_problem() -> str | None:
     """Why no engine can be used, or None."""
+    if os.environ.get("ENGINE_TESTS") == "off":
+        return "ENGINE_TESTS=off (CI's test job: its docker job runs these)"
     if shutil.which("docker") is None:
         return "needs a Docker engine: the docker command is not installed"
     try:
@@ -87,7 +91,8 @@ def wait_for(condition, seconds: float, what: str):
 
 
 @pytest.fixture(scope="module")
-def compose_up() -> Iterator[None]:
+def compose_up() -> Iterator[dict[str, str]]:
+    """The compose flow, up under a project name of its own: the environment naming it."""
     busy = [port for port in COMPOSE_PORTS if not port_is_free(port)]
     assert not busy, f"docker-compose.yml needs ports {busy} free on this machine"
     project = f"connector-test-{uuid.uuid4().hex[:8]}"
@@ -99,7 +104,7 @@ def compose_up() -> Iterator[None]:
             env=env,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        yield
+        yield env
     finally:
         logs = run(host_tool("compose", "logs", "--no-color"), timeout=120, env=env)
         down = run(host_tool("compose", "down", "--volumes"), timeout=300, env=env)
@@ -119,6 +124,7 @@ def test_the_suite_is_green_inside_the_container(compose_up):
     result = run(
         host_tool("compose", "exec", "-T", "connector", "pytest", "-q"),
         timeout=3000,
+        env=compose_up,
     )
     summary = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary
@@ -217,6 +223,11 @@ def test_the_runtime_image_is_healthy_under_128_mb_with_a_big_feed_and_a_big_bat
     """Sesam's default container: --memory 128m. A 300,000-entity feed and a batch of the
     largest size later, the container was never OOM-killed and its health check passes."""
     with container(runtime_image, synthetic_upstream, "--memory", "128m") as (cid, url):
+        limit = run(
+            ["docker", "exec", cid, "sh", "-c", f"cat {CGROUP_V2_LIMIT} || cat {CGROUP_V1_LIMIT}"],
+            timeout=60,
+        )
+        assert limit.stdout.split() == [str(128 * MB)], "the engine ignored --memory"
         wait_for(
             lambda: inspect(cid)["State"].get("Health", {}).get("Status") == "healthy",
             120,
