@@ -59,10 +59,10 @@ def test_a_malformed_secret_is_not_echoed():
     assert "(secret)" in str(raised.value)
 
 
-def test_every_variable_is_in_the_readme_table():
-    readme = (ROOT / "README.md").read_text()
+def test_every_variable_is_in_the_configuration_table():
+    table = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     for variable in VARIABLES:
-        assert f"| `{variable.name}` |" in readme, variable.name
+        assert f"| `{variable.name}` |" in table, variable.name
 
 
 def test_gunicorn_stops_with_one_line_when_a_variable_is_missing():
