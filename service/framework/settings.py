@@ -3,7 +3,7 @@
 Every variable is declared once, as a field of a settings class made with ``setting()``:
 name, how to read it, default, secret, meaning. The framework's own are the fields of
 ``Settings``; a fork subclasses it beside its adapter and declares its upstream's there.
-The configuration table in the docs is checked against these declarations by a test.
+The configuration table in the docs is (docs/configuration.md) is checked against these declarations by a test.
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ class Settings:
         "PORT", int_between(1, 65535), default="5000", meaning="Port gunicorn binds on 0.0.0.0."
     )
     log_level: str = setting(
-        "LOG_LEVEL", logging_level, default="INFO", meaning="DEBUG, INFO, WARNING or ERROR."
+        "LOG_LEVEL",
+        logging_level,
+        default="INFO",
+        meaning="DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     )
     workers: int = setting(
         "WORKERS",

@@ -110,17 +110,16 @@ def test_the_environment_parses_as_the_connector_would_read_it():
 def test_the_memory_fits_the_workers():
     docker = the_system()["docker"]
     workers = int(docker["environment"].get("WORKERS", DEFAULTS["WORKERS"]))
-    # About 35 MB per gunicorn worker plus the master (README, "Memory").
+    # About 35 MB per gunicorn worker plus the master (docs/configuration.md, WORKERS).
     assert docker["memory"] >= 35 * (workers + 1), docker
 
 
-def test_the_readme_names_the_secret_to_set():
+def test_the_sesam_page_names_the_secret_to_set():
     names = SECRET.findall(json.dumps(the_system()))
     assert names
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Registering on a Sesam node", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "sesam.md").read_text(encoding="utf-8")
     for name in names:
-        assert name in section, f"the README's Sesam section does not name secret {name}"
+        assert name in page, f"docs/sesam.md does not name secret {name}"
 
 
 def test_the_system_runs_the_image_that_compose_builds_and_ci_pushes():
