@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from service.framework.errors import NotFound
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import Part
+from service.framework.positions import Positions
 from service.framework.settings import Settings
 
 Record = dict[str, Any]  # one upstream record, as the upstream's JSON has it
@@ -28,22 +32,29 @@ class Adapter(abc.ABC):
     #: anything else is a 404 before the upstream is asked.
     collection: re.Pattern[str] = re.compile(r"[a-z][a-z0-9-]*")
 
+    #: What ``position(record)`` returns, part by part (``service.framework.positions``):
+    #: the framework makes ``_updated`` from it and hands ``since`` back decoded.
+    position_parts: tuple[Part, ...] = (TIMESTAMP, TEXT)
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.positions = Positions(self.position_parts)
 
     @abc.abstractmethod
-    def pages(self, collection: str, since: str | None) -> Iterator[list[Record]]:
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Record]]:
         """The collection's records, a page at a time, in feed order (the order of
-        ``position``). With ``since`` (the first part of a position, inclusive): every
-        change from then on, deletions included; without it, the live records.
+        ``position``). With ``since`` (a position's typed values, or its first parts):
+        every change from its first part on (inclusive: the feed skips what it delivered),
+        deletions included; without it, the live records.
 
         The feed asks for the first page before it answers Sesam, and reads one page ahead.
         """
 
     @abc.abstractmethod
-    def position(self, record: Record) -> tuple[str, str]:
-        """A record's place in feed order: (modification time, id). The framework makes
-        the entity's ``_updated`` from it and hands the time back as ``since``."""
+    def position(self, record: Record) -> tuple[Any, ...]:
+        """A record's place in feed order, one value per part of ``position_parts``, for
+        example (modification time, id). Unique per record; the feed breaks if the
+        upstream's order is not this order."""
 
     @abc.abstractmethod
     def to_entity(self, record: Record) -> Entity:

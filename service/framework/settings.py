@@ -59,6 +59,16 @@ def seconds(value: str) -> float:
     return number
 
 
+def seconds_or_zero(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 <= number < 86400:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -159,6 +169,14 @@ class Settings:
         int_between(1, 256),
         default="32",
         meaning="Pooled connections to the upstream per worker process.",
+    )
+    feed_settle_seconds: float = setting(
+        "FEED_SETTLE_SECONDS",
+        seconds_or_zero,
+        default="0",
+        meaning="Hold back records changed in the last this many seconds (by this "
+        "connector's clock) until a later run: for upstreams whose times are coarse or "
+        "whose writes can land with a time already read. 0: off.",
     )
     sink_max_body_bytes: int = setting(
         "SINK_MAX_BODY_BYTES",

@@ -20,6 +20,9 @@ from service.framework.adapter import Adapter
 from service.framework.adapter import Entity
 from service.framework.adapter import Record
 from service.framework.app import AppFactory
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import utc_text
 from service.framework.settings import Settings
 from service.framework.settings import int_between
 from service.framework.settings import setting
@@ -51,6 +54,8 @@ class Records(Adapter):
 
     # The names a pipe may put in its url, one per upstream collection.
     collection = re.compile(r"[a-z][a-z0-9-]*")
+    # What position() returns: a modification time (ISO 8601) and a string id.
+    position_parts = (TIMESTAMP, TEXT)
 
     def __init__(self, settings: ReferenceSettings) -> None:
         super().__init__(settings)
@@ -60,7 +65,7 @@ class Records(Adapter):
         )
         self.page_size = settings.upstream_page_size
 
-    def pages(self, collection: str, since: str | None) -> Iterator[list[Record]]:
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Record]]:
         """How to page through the upstream, in (updated_at, id) order.
 
         With ``since`` (inclusive), every change including deletions; without it, the
@@ -68,7 +73,7 @@ class Records(Adapter):
         """
         params: dict[str, Any] = {"limit": self.page_size}
         if since is not None:
-            params["updated_since"] = since
+            params["updated_since"] = utc_text(since[0])
         url = self.client.url(collection)
         while True:
             body = self.client.get_json(url, params)
@@ -81,7 +86,7 @@ class Records(Adapter):
             params["cursor"] = cursor
 
     @staticmethod
-    def position(record: Record) -> tuple[str, str]:
+    def position(record: Record) -> tuple[Any, ...]:
         """A record's place in feed order: (modification time, id)."""
         return record["updated_at"], record["id"]
 
