@@ -104,15 +104,20 @@ class Records(Adapter):
         """
         return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}
 
-    def upsert(self, collection: str, entity_id: str, record: Record) -> None:
+    def key(self, entity_id: str) -> str:
+        """FORK: the upstream's key for an entity's _id, deleted or not (here the same
+        string; raise ValueError to refuse an _id the upstream cannot have)."""
+        return entity_id
+
+    def upsert(self, collection: str, key: str, record: Record) -> None:
         """FORK: create or replace one record (idempotent: Sesam retries batches)."""
         self.client.request(
-            "PUT", self.client.url(collection, entity_id), json_body=record, ok=(200, 201, 204)
+            "PUT", self.client.url(collection, key), json_body=record, ok=(200, 201, 204)
         )
 
-    def delete(self, collection: str, entity_id: str) -> None:
+    def delete(self, collection: str, key: str) -> None:
         """FORK: delete one record; one that is already gone (404) counts as done."""
-        self.client.request("DELETE", self.client.url(collection, entity_id), ok=(200, 204, 404))
+        self.client.request("DELETE", self.client.url(collection, key), ok=(200, 204, 404))
 
     def live_ids(self, collection: str) -> Iterator[str]:
         """FORK: the ids of every live record, for a full sync's deletion detection."""

@@ -66,17 +66,25 @@ class Adapter(abc.ABC):
         """One Sesam entity as the body of an upstream write. Raise ValueError to refuse
         it: the sink answers 400 naming the entity, and writes nothing."""
 
-    @abc.abstractmethod
-    def upsert(self, collection: str, entity_id: str, record: Record) -> None:
-        """Create or replace one record. Idempotent: Sesam retries batches."""
+    def key(self, entity_id: str) -> Any:
+        """The upstream's key for an entity's ``_id``, deleted or not: the inverse of the
+        ``_id`` that ``to_entity`` makes. A string key as it is (the default); parse an
+        integer key, split a compound one. Raise ValueError to refuse the ``_id``: the
+        sink answers 400 naming the entity, and writes nothing."""
+        return entity_id
 
     @abc.abstractmethod
-    def delete(self, collection: str, entity_id: str) -> None:
-        """Delete one record; one that is already gone counts as done."""
+    def upsert(self, collection: str, key: Any, record: Record) -> None:
+        """Create or replace the record with this key (``key``). Idempotent: Sesam
+        retries batches."""
+
+    @abc.abstractmethod
+    def delete(self, collection: str, key: Any) -> None:
+        """Delete the record with this key; one that is already gone counts as done."""
 
     @abc.abstractmethod
     def live_ids(self, collection: str) -> Iterator[str]:
-        """The ids of every live record, for a full sync's deletion detection."""
+        """The entity ``_id`` of every live record, for a full sync's deletion detection."""
 
 
 def require_collection(adapter: Adapter, name: str) -> None:

@@ -72,6 +72,7 @@ class Write:
 
     entity_id: str
     record: dict[str, Any] | None
+    key: Any = None  # the upstream's key for the entity (Adapter.key); None: the _id
 
     @property
     def operation(self) -> str:
@@ -209,10 +210,13 @@ def _strict_json(record: dict[str, Any]) -> bool:
 
 
 def prepare_batch(
-    entities: Any, to_record: Callable[[dict[str, Any]], dict[str, Any]]
+    entities: Any,
+    to_record: Callable[[dict[str, Any]], dict[str, Any]],
+    to_key: Callable[[str], Any] = str,
 ) -> tuple[list[Write], int]:
     """Validate every entity before anything is written; answer the writes (one per
-    ``_id``, the last version wins) and how many versions were superseded."""
+    ``_id``, the last version wins) and how many versions were superseded. ``to_key``
+    maps each ``_id``, deleted or not, to the upstream's key (``Adapter.key``)."""
     if not isinstance(entities, list):
         raise BatchError(
             f"the body must be a JSON array of entities, not a JSON {_json_type(entities)}"
@@ -230,6 +234,10 @@ def prepare_batch(
             )
         if not entity_id:
             raise BatchError(f"entity {index}: _id must not be empty")
+        try:
+            key = to_key(entity_id)
+        except ValueError as error:
+            raise BatchError(f"entity {index} ({entity_id!r}): {error}") from None
         if entity.get("_deleted") is True:
             record = None
         else:
@@ -245,7 +253,7 @@ def prepare_batch(
                     "valid Unicode (a lone surrogate)"
                 )
         writes.pop(entity_id, None)  # keep the last version, in its place
-        writes[entity_id] = Write(entity_id, record)
+        writes[entity_id] = Write(entity_id, record, key)
     return list(writes.values()), len(entities) - len(writes)
 
 
@@ -438,7 +446,7 @@ class Sink:
         try:
             entities = parse_body(data)
             del data  # memory: the text is not needed once parsed
-            writes, duplicates = prepare_batch(entities, self.adapter.to_record)
+            writes, duplicates = prepare_batch(entities, self.adapter.to_record, self.adapter.key)
         except BatchError as error:
             raise BadRequest(str(error)) from None
         return Batch(params, writes, duplicates)
@@ -479,10 +487,11 @@ class Sink:
             raise write_failed(outcome, summary, "writes")
 
     def perform(self, collection: str, write: Write) -> None:
+        key = write.entity_id if write.key is None else write.key
         if write.record is None:
-            self.adapter.delete(collection, write.entity_id)
+            self.adapter.delete(collection, key)
         else:
-            self.adapter.upsert(collection, write.entity_id, write.record)
+            self.adapter.upsert(collection, key, write.record)
 
     def delete_missing(
         self, collection: str, batch: Batch, check: SequenceCheck, summary: Summary
@@ -516,7 +525,10 @@ class Sink:
             )
             return "skipped_empty"
         assert params.sequence_id is not None
-        missing = [Write(i, None) for i in self.missing_ids(collection, params.sequence_id)]
+        missing = [
+            Write(i, None, self.adapter.key(i))
+            for i in self.missing_ids(collection, params.sequence_id)
+        ]
         outcome = run_writes(missing, functools.partial(self.perform, collection), self.concurrency)
         full_sync.deleted_missing = outcome.deletes
         if outcome.failures:
