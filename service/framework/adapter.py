@@ -59,7 +59,9 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def to_entity(self, record: Record) -> Entity:
         """One upstream record as a Sesam entity with ``_id`` and ``_deleted`` (the feed
-        adds ``_updated``)."""
+        adds ``_updated``). The record is the feed's own, parsed from the upstream's answer
+        and used for nothing else afterwards (``position`` reads it first), so it may be
+        changed and returned as the entity: that saves a copy per entity."""
 
     @abc.abstractmethod
     def to_record(self, entity: Entity) -> Record:

@@ -15,7 +15,6 @@ the final chunk), so Sesam cannot take a truncated feed for the whole truth.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import queue
 import threading
@@ -34,6 +33,7 @@ from flask import Response
 from flask import request
 from flask import stream_with_context
 
+from service.framework import jsontext
 from service.framework.adapter import Adapter
 from service.framework.adapter import require_collection
 from service.framework.errors import BadRequest
@@ -53,9 +53,15 @@ def make_token(positions: Positions, values: tuple[Any, ...]) -> str:
     try:
         return positions.encode(values)
     except (ValueError, UnicodeEncodeError) as error:
-        raise UpstreamContractError(
-            f"a record's position {values!r} is not ({positions.describe()}): {error}"
-        ) from None
+        raise _not_a_position(positions, values, error) from None
+
+
+def _not_a_position(
+    positions: Positions, values: tuple[Any, ...], error: Exception
+) -> UpstreamContractError:
+    return UpstreamContractError(
+        f"a record's position {values!r} is not ({positions.describe()}): {error}"
+    )
 
 
 def parse_since(since: str, positions: Positions) -> tuple[Any, ...]:
@@ -101,15 +107,23 @@ def entity_chunks(
     """One JSON text per upstream page: its entities, comma-separated, no brackets. With
     ``until`` (``settled_until``), the feed ends before the first record past it.
 
+    One pass per page, the least Python per record: its position, its token, the order
+    checks, ``to_entity``; then one encoding of the page's entities (``jsontext.dumps``).
     Pure: no Flask, no sockets, so it is unit-tested directly.
     """
     last = since
     remaining = limit
     first = True
+    encode = positions.encode
     for page in pages:
         entities = []
+        append = entities.append
         for record in page:
-            token = make_token(positions, position(record))
+            values = position(record)
+            try:
+                token = encode(values)
+            except (ValueError, UnicodeEncodeError) as error:
+                raise _not_a_position(positions, values, error) from None
             if since is not None and token <= since:
                 continue  # delivered already: the upstream's since is inclusive
             if last is not None and token <= last:
@@ -123,15 +137,18 @@ def entity_chunks(
             last = token
             entity = to_entity(record)
             entity["_updated"] = token
-            entities.append(entity)
+            append(entity)
             if remaining is not None:
                 remaining -= 1
                 if remaining == 0:
                     break
         if entities:
-            text = json.dumps(entities, ensure_ascii=False, allow_nan=False, separators=(",", ":"))[
-                1:-1
-            ]
+            try:
+                text = jsontext.dumps(entities)[1:-1].decode("utf-8")
+            except UnicodeEncodeError:
+                raise UpstreamContractError(
+                    "an entity holds a string that is not valid Unicode (a lone surrogate)"
+                ) from None
             stats["entities"] += len(entities)
             yield text if first else "," + text
             first = False

@@ -74,11 +74,32 @@ def utc_text(moment: datetime) -> str:
     )
 
 
+# "YYYY-MM-DDTHH:MM:SS." of the last canonical timestamp that parsed. The records of a
+# page mostly share their second, often their whole time, and a value that shares it is a
+# real time too if the rest is six ASCII digits and "Z": the feed's hot path then skips
+# the parse. Any thread may replace it; every value it ever holds was checked.
+_checked_second = ["1970-01-01T00:00:00."]
+
+
+def _known_canonical(value: Any) -> bool:
+    """``value`` is a canonical timestamp in a second that parsed before: exact, no parse."""
+    return (
+        value.__class__ is str
+        and len(value) == 27
+        and value.startswith(_checked_second[0])
+        and value[26] == "Z"
+        and value.isascii()  # O(1): a flag of the string
+        and value[20:26].isdigit()
+    )
+
+
 class Timestamp(Part):
     name = "timestamp"
     width = 27
 
     def encode(self, value: Any, last: bool) -> str:
+        if _known_canonical(value):
+            return value
         if (
             isinstance(value, str)
             and len(value) == 27
@@ -91,6 +112,7 @@ class Timestamp(Part):
             and value[26] == "Z"
         ):
             timestamp(value)  # the canonical form already: check it is a real time
+            _checked_second[0] = value[:20]
             return value
         return utc_text(timestamp(value))
 
@@ -242,10 +264,16 @@ class Positions:
 
     def encode(self, values: tuple[Any, ...]) -> str:
         """The ``_updated`` token of a position; ValueError names what is wrong."""
+        if self.simple and len(values) == 2:  # the common case, inline: the feed's hot path
+            moment, text = values
+            if not _known_canonical(moment):
+                moment = TIMESTAMP.encode(moment, False)
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"{text!r} is not a non-empty string")
+            # Text's encoding: a lone surrogate raises UnicodeEncodeError
+            return moment + "_" + text.encode("utf-8").hex()
         if len(values) != len(self.parts):
             raise ValueError(f"a position has {len(self.parts)} parts, not {len(values)}")
-        if self.simple:  # the common case, without the loop: the feed's hot path
-            return f"{TIMESTAMP.encode(values[0], False)}_{TEXT.encode(values[1], True)}"
         return SEPARATOR.join(
             part.encode(value, index == self.last)
             for index, (part, value) in enumerate(zip(self.parts, values, strict=True))

@@ -39,6 +39,7 @@ from flask import jsonify
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from service.framework import jsontext
 from service.framework.adapter import Adapter
 from service.framework.adapter import require_collection
 from service.framework.errors import ApiError
@@ -185,11 +186,12 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_body(data: bytes) -> Any:
-    """JSON text (UTF-8, or UTF-16/32 as RFC 8259 allows readers to detect)."""
+    """JSON text (UTF-8, or UTF-16/32 as RFC 8259 allows readers to detect): orjson, and
+    the standard library for what orjson refuses (``service.framework.jsontext``)."""
     if not data.strip():
         raise BatchError("the body is empty; send a JSON array of entities ([] for none)")
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return jsontext.loads(data, _reject_constant)
     except BatchError:
         raise
     except RecursionError:

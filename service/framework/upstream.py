@@ -8,8 +8,8 @@ upstream status and URL, never the token.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -23,6 +23,7 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import ResponseError
 from urllib3.util.retry import Retry
 
+from service.framework import jsontext
 from service.framework.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,14 @@ def segment(value: str) -> str:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"the upstream sent {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a float would be infinity, which no entity may hold."""
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the upstream sent {text}, which is too large for a number")
+    return number
 
 
 class BudgetRetry(Retry):
@@ -217,7 +226,7 @@ class UpstreamClient:
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
         response = self.request("GET", url, params=params)
         try:
-            return json.loads(response.content, parse_constant=_reject_constant)
+            return jsontext.loads(response.content, _reject_constant, _finite_float)
         except ValueError as error:
             raise UpstreamError(
                 f"upstream sent invalid JSON to GET {response.url}: {error}",

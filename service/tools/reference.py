@@ -92,11 +92,15 @@ class Records(Adapter):
 
     @staticmethod
     def to_entity(record: Record) -> Entity:
-        """One upstream record as a Sesam entity (the feed adds ``_updated``)."""
-        entity = dict(record)
-        entity["_id"] = record["id"]
-        entity["_deleted"] = record.get("deleted") is True
-        return entity
+        """One upstream record as a Sesam entity (the feed adds ``_updated``).
+
+        In place: the record was parsed for the feed alone (``Adapter.to_entity``), so
+        it becomes the entity without a copy; its keys keep their order, the new ones
+        after them, so the bytes on the wire are those of a copy.
+        """
+        record["_id"] = record["id"]
+        record["_deleted"] = record.get("deleted") is True
+        return record
 
     @staticmethod
     def to_record(entity: Entity) -> Record:
