@@ -224,3 +224,29 @@ def test_an_upstream_page_keeps_integers_beyond_64_bits_exact(monkeypatch):
     monkeypatch.setattr(client, "request", lambda *args, **kwargs: Response(content))
     record = client.get_json("http://upstream/people")["data"][0]
     assert record == {"id": 123456789012345678901234567890, "n": -9223372036854775809}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"hash": "00000000000000000000000000000001", "n": 1}',  # digits in a string
+        b'{"id": 1234567890123456789}',  # 19 digits: orjson's own
+        b'{"id": -922337203685477580}',
+    ],
+)
+def test_long_digit_runs_in_strings_and_64_bit_integers_take_the_fast_path(monkeypatch, data):
+    expected = stdlib_loads(data)
+
+    def no_stdlib(*args, **kwargs):
+        raise AssertionError("parsed by the standard library")
+
+    monkeypatch.setattr(jsontext.json, "loads", no_stdlib)
+    assert jsontext.loads(data, reject) == expected
+
+
+def test_text_over_the_orjson_bound_is_parsed_by_the_standard_library(monkeypatch):
+    """orjson holds about 12 times the text while parsing: a large body must not take a
+    128 MB container down."""
+    monkeypatch.setattr(jsontext, "ORJSON_MAX_BYTES", 10)
+    monkeypatch.setattr(jsontext.orjson, "loads", lambda data: pytest.fail("orjson parsed it"))
+    assert jsontext.loads(b'[{"_id": "a"}, 1]', reject) == [{"_id": "a"}, 1]
