@@ -48,3 +48,32 @@ def test_the_feed_benchmark_runs_and_all_three_deliver_every_record_from_both_up
     assert header in finished.stdout
     assert "| fast | 2,000 | connector |" in finished.stdout
     assert "| computed | 2,000 | connector |" in finished.stdout
+
+
+def test_the_sink_benchmark_runs_and_reports_parsing_and_every_sink() -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.tools.benchmarks.bench_sink",
+            "--entities",
+            "200",
+            "--repeat",
+            "1",
+            "--latency-ms",
+            "0",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    result = json.loads(finished.stdout)
+    assert set(result["parse"]) == {"stdlib json", "parse_body (orjson)"}
+    assert all(cost["ms"] > 0 and cost["held_bytes"] > 0 for cost in result["parse"].values())
+    (at,) = result["latencies"]
+    assert at["upstream_latency_ms"] == 0
+    assert all(rate > 0 for rate in at["entities_per_second"].values())
+    assert at["sink_cpu_seconds_per_1k"]["connector"] > 0
