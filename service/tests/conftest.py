@@ -9,10 +9,8 @@ demo's data and faults before each test that uses it.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,10 @@ import pytest
 import requests
 
 from service.connector import create_app
+from service.tools.servers import free_port
+from service.tools.servers import start
+from service.tools.servers import stop
+from service.tools.servers import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_TOKEN = "test-token-s3cr3t"
@@ -37,38 +39,6 @@ def pytest_configure(config: pytest.Config) -> None:
     at this suite; once read, drop it, so that the pytest runs some tests start in
     directories of their own do not inherit options meant for this one."""
     os.environ.pop("PYTEST_ADDOPTS", None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(
-    url: str, process: subprocess.Popen[bytes], log: Path | None = None, seconds: float = 20
-) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            shown = log.read_text(errors="replace") if log else ""
-            raise RuntimeError(f"server exited with {process.returncode}: {shown}")
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server at {url} did not come up in {seconds}s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 class Upstream:
@@ -120,29 +90,26 @@ class Upstream:
 def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     port = free_port()
     log = tmp_path_factory.mktemp("upstream") / "upstream.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.tools.demo_upstream",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--token",
-                UPSTREAM_TOKEN,
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start(
+        [
+            sys.executable,
+            "-m",
+            "service.tools.demo_upstream",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--token",
+            UPSTREAM_TOKEN,
+        ],
+        log=log,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/_admin/stats", process, log)
+        wait_until_up(f"{url}/_admin/stats", process, log, seconds=20)
         yield Upstream(url, UPSTREAM_TOKEN)
     finally:
-        stop(process)
+        stop(process, seconds=15)
 
 
 @pytest.fixture
@@ -203,19 +170,12 @@ def start_connector(
     log = directory / "connector.log"
     env = connector_environment(upstream_url, port, directory / "state", **extra)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [gunicorn, *GUNICORN_COMMAND[1:]],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start([gunicorn, *GUNICORN_COMMAND[1:]], log=log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/health", process, log)
+        wait_until_up(f"{url}/health", process, log, seconds=20)
     except BaseException:
-        stop(process)
+        stop(process, seconds=15)
         raise
     return process, Connector(url, log)
 
@@ -228,7 +188,7 @@ def connector_server(
     try:
         yield connector
     finally:
-        stop(process)
+        stop(process, seconds=15)
 
 
 @pytest.fixture
@@ -251,7 +211,7 @@ def connector_factory(upstream_server: Upstream, tmp_path: Path) -> Iterator[Any
 
     yield start
     for process in processes:
-        stop(process)
+        stop(process, seconds=15)
 
 
 @pytest.fixture

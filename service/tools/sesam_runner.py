@@ -20,7 +20,10 @@ entity without a string ``_id``, an ``_updated`` that does not increase (as a st
 page longer than ``limit``, a 409 from a sink. A failed pull leaves the state file and the
 output file as they were. Exit status: 0 success, 1 failure or protocol breach, 2 usage.
 
-Standard library and ``requests`` only, so it runs anywhere the connector's tests run.
+Standard library and ``requests`` only, so it runs anywhere the connector's tests run. The
+protocols themselves (paging, the sequence parameters, batches) are
+``service.tools.sesam_client``'s, shared with the tests and the benchmarks; this module
+adds the checks, the state file, the output and the command line.
 """
 
 from __future__ import annotations
@@ -31,9 +34,7 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -43,16 +44,21 @@ from urllib.parse import urlunsplit
 
 import requests
 
+from service.tools.sesam_client import DEFAULT_BATCH_SIZE
+from service.tools.sesam_client import TIMEOUT
+from service.tools.sesam_client import Paging
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import SesamClient
+from service.tools.sesam_client import batches
+from service.tools.sesam_client import encode
+
 PROG = "python -m service.tools.sesam_runner"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_STATE = ".runner-state.json"  # ignored by the repository's .gitignore
 DEFAULT_PAGE_SIZE = 1000
-DEFAULT_BATCH_SIZE = 100  # Sesam's json sink default
 DEFAULT_RETRIES = 3  # Sesam retries a failed batch 3 times by default
-TIMEOUT = (60.0, 1800.0)  # Sesam's defaults: 60 s to connect, 1800 s for a response
-CONTENT_TYPE = "application/json; charset=UTF-8"
 STATE_VERSION = 1
 
 
@@ -344,56 +350,6 @@ def read_entities(path: Path) -> Iterator[dict[str, Any]]:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
 
-def batches(entities: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Batches of ``size``, then always one empty batch, as Sesam's json sink sends them
-    (150 entities at 100 go as 100, 50, 0)."""
-    batch: list[dict[str, Any]] = []
-    for entity in entities:
-        batch.append(entity)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-    yield []
-
-
-def batch_sizes(total: int, size: int) -> list[int]:
-    """The sizes ``batches`` yields for ``total`` entities (for progress and tests)."""
-    return [size] * (total // size) + ([total % size] if total % size else []) + [0]
-
-
-class Sequence:
-    """The query parameters of one sync's requests, in the order Sesam sends them.
-
-    Every request has ``sequence_id``, ``is_full`` and a new ``request_id``; all but the
-    first have ``previous_request_id``. A full sync marks its first request ``is_first``
-    and its last (the final empty batch) ``is_last``.
-    """
-
-    def __init__(self, *, full: bool, new_id: Callable[[], str] | None = None) -> None:
-        self.full = full
-        self.new_id = new_id or (lambda: uuid.uuid4().hex)
-        self.sequence_id = self.new_id()
-        self.previous: str | None = None
-
-    def params(self, *, last: bool) -> dict[str, str]:
-        request_id = self.new_id()
-        params = {
-            "sequence_id": self.sequence_id,
-            "is_full": "true" if self.full else "false",
-            "request_id": request_id,
-        }
-        if self.previous is not None:
-            params["previous_request_id"] = self.previous
-        elif self.full:
-            params["is_first"] = "true"
-        if self.full and last:
-            params["is_last"] = "true"
-        self.previous = request_id
-        return params
-
-
 # --- HTTP ---------------------------------------------------------------------------------
 
 
@@ -494,42 +450,37 @@ def run_pull(
     key = shown_url(url)
     if not state_path.parent.is_dir():
         raise UsageError(f"--state {state_path}: the directory does not exist")
-    since = None if full else stored_since(load_state(state_path), key)
-    started_from = since
-    http = session or requests.Session()
+    paging = Paging(page_size, None if full else stored_since(load_state(state_path), key))
+    started_from = paging.since
+    client = SesamClient(url, session=session)
     progress = Progress("pull", progress_every)
+
+    def fetch(params: dict[str, str]) -> list[dict[str, Any]]:
+        where = f"GET {key} (since={paging.since!r}, limit={page_size})"
+        try:
+            response = client.get(params)
+        except requests.RequestException as error:
+            raise RunnerError(f"{where}: {describe_failure(error)}") from None
+        if not 200 <= response.status_code < 300:
+            raise RunnerError(
+                f"{where}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
+            )
+        try:
+            entities, _ = check_page(response.content, since=paging.since, limit=page_size)
+        except RunnerError as error:
+            raise RunnerError(f"{where}: {error}") from None
+        return entities
+
     writer = ArrayWriter(out)
-    pages = 0
     try:
-        while True:
-            params: dict[str, Any] = {"limit": page_size}
-            if since is not None:
-                params["since"] = since
-            where = f"GET {key} (since={since!r}, limit={page_size})"
-            try:
-                response = http.get(
-                    url, params=params, timeout=TIMEOUT, headers={"Accept": "application/json"}
-                )
-            except requests.RequestException as error:
-                raise RunnerError(f"{where}: {describe_failure(error)}") from None
-            if not 200 <= response.status_code < 300:
-                raise RunnerError(
-                    f"{where}: HTTP {response.status_code} "
-                    f"{response.reason}{error_detail(response)}"
-                )
-            try:
-                entities, since = check_page(response.content, since=since, limit=page_size)
-            except RunnerError as error:
-                raise RunnerError(f"{where}: {error}") from None
-            pages += 1
-            if not entities:
-                break
+        for entities in paging.pages(fetch):
             writer.write(entities)
-            progress.update(writer.count, f", {plural(pages, 'page')}")
+            progress.update(writer.count, f", {plural(paging.requests, 'page')}")
         writer.commit()
     except BaseException:
         writer.abort()
         raise
+    since, pages = paging.since, paging.requests
     if since != started_from or full:
         save_since(state_path, key, since)
     kind = "full run" if started_from is None else f"incremental run from since={started_from!r}"
@@ -543,8 +494,7 @@ def run_pull(
 
 
 def post_batch(
-    http: requests.Session,
-    url: str,
+    client: SesamClient,
     body: bytes,
     params: dict[str, str],
     *,
@@ -558,13 +508,7 @@ def post_batch(
         if attempt:
             time.sleep(retry_delay)
         try:
-            response = http.post(
-                url,
-                params=params,
-                data=body,
-                timeout=TIMEOUT,
-                headers={"Content-Type": CONTENT_TYPE},
-            )
+            response = client.post(None, params, raw=body)
         except requests.RequestException as error:
             failure = describe_failure(error)
             continue
@@ -595,19 +539,19 @@ def run_push(
     """Push a JSON array file like Sesam's json sink; the file is checked whole first."""
     total = sum(1 for _ in read_entities(path))  # a bad file fails before any request
     key = shown_url(url)
-    http = session or requests.Session()
+    client = SesamClient(url, session=session)
     sequence = Sequence(full=full, new_id=new_id)
     progress = Progress("push", progress_every)
     sent = 0
     requests_made = 0
     for batch in batches(read_entities(path), batch_size):
         params = sequence.params(last=not batch)
-        body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        body = encode(batch)
         what = (
             f"POST {key} (batch {requests_made + 1}, {len(batch)} entities, "
             f"sequence_id={sequence.sequence_id}, is_full={params['is_full']})"
         )
-        post_batch(http, url, body, params, retries=retries, retry_delay=retry_delay, what=what)
+        post_batch(client, body, params, retries=retries, retry_delay=retry_delay, what=what)
         sent += len(batch)
         requests_made += 1
         progress.update(sent, f" of {total}")

@@ -38,6 +38,10 @@ from typing import Any
 import pytest
 import requests
 
+from service.tools.sesam_client import Paging
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import SesamClient
+
 TIMEOUT = 120
 SELF_CHECK = "test_every_skip_names_a_check_of_this_suite_and_says_why"
 
@@ -65,11 +69,11 @@ class Client:
 
     def __init__(self, connector: Any) -> None:
         self.url = f"{connector.url.rstrip('/')}/{connector.collection}"
-        self.http = requests.Session()
-        self.http.auth = getattr(connector, "auth", None)
+        self.sesam = SesamClient(self.url, auth=getattr(connector, "auth", None), timeout=TIMEOUT)
+        self.http = self.sesam.http
 
     def get(self, **params: Any) -> requests.Response:
-        return self.http.get(self.url, params=params, timeout=TIMEOUT)
+        return self.sesam.get(params)
 
     def pull(self, **params: Any) -> list[dict[str, Any]]:
         response = self.get(**params)
@@ -82,7 +86,7 @@ class Client:
     def raw(self) -> tuple[int, bytes]:
         """Status and body as Sesam would read them, cut off or not."""
         body = b""
-        with self.http.get(self.url, stream=True, timeout=TIMEOUT) as response:
+        with self.sesam.get(stream=True) as response:
             try:
                 for chunk in response.iter_content(chunk_size=None):
                     body += chunk
@@ -91,14 +95,7 @@ class Client:
             return response.status_code, body
 
     def post(self, body: Any, raw: bytes | None = None, **params: Any) -> requests.Response:
-        data = raw if raw is not None else json.dumps(body).encode("utf-8")
-        return self.http.post(
-            self.url,
-            params=params,
-            data=data,
-            timeout=TIMEOUT,
-            headers={"Content-Type": "application/json; charset=UTF-8"},
-        )
+        return self.sesam.post(body, params, raw=raw)
 
 
 @pytest.fixture
@@ -110,19 +107,15 @@ def sesam(conformance_connector: Any) -> Iterator[Client]:
 
 def paged(sesam: Client, page_size: int) -> tuple[list[dict[str, Any]], int]:
     """Sesam's paging: limit=page_size and since=<last _updated> until an empty page."""
-    got: list[dict[str, Any]] = []
-    since = None
-    for made in range(1, 100_000):
-        params: dict[str, Any] = {"limit": page_size}
-        if since is not None:
-            params["since"] = since
-        page = sesam.pull(**params)
-        assert len(page) <= page_size
-        if not page:
-            return got, made
-        got.extend(page)
-        since = page[-1]["_updated"]
-    raise AssertionError("paging did not end")
+
+    def page(params: dict[str, str]) -> list[dict[str, Any]]:
+        got = sesam.pull(**params)
+        assert len(got) <= page_size
+        return got
+
+    paging = Paging(page_size, max_requests=100_000)
+    got = [entity for entities in paging.pages(page) for entity in entities]
+    return got, paging.requests
 
 
 def ids(entities: list[dict[str, Any]]) -> list[str]:
@@ -219,35 +212,29 @@ def test_an_upstream_failure_after_the_first_byte_gives_a_body_that_does_not_par
 # --- the sink: Sesam's JSON push protocol ------------------------------------------------
 
 
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
 class FullSync:
     """A whole full sync as Sesam sends it, the final empty batch included."""
 
     def __init__(self, sesam: Client, batches: list[list[dict[str, Any]]]) -> None:
-        self.sequence_id = str(uuid.uuid4())
+        sequence = Sequence(full=True, new_id=new_id)
+        self.sequence_id = sequence.sequence_id
         self.answers: list[requests.Response] = []
-        previous = None
         batches = [*batches, []]
         for number, batch in enumerate(batches):
-            request_id = str(uuid.uuid4())
-            params = {"sequence_id": self.sequence_id, "is_full": "true", "request_id": request_id}
-            if number == 0:
-                params["is_first"] = "true"
-            else:
-                params["previous_request_id"] = previous
-            if number == len(batches) - 1:
-                params["is_last"] = "true"
+            params = sequence.params(last=number == len(batches) - 1)
             self.answers.append(sesam.post(batch, **params))
-            previous = request_id
-        self.last_request_id = previous
+        self.last_request_id = sequence.previous
 
     def statuses(self) -> list[int]:
         return [answer.status_code for answer in self.answers]
 
 
 def incremental(sesam: Client, batch: Any, raw: bytes | None = None) -> requests.Response:
-    return sesam.post(
-        batch, raw, sequence_id=str(uuid.uuid4()), is_full="false", request_id=str(uuid.uuid4())
-    )
+    return sesam.post(batch, raw, **Sequence(full=False, new_id=new_id).params(last=False))
 
 
 def test_the_sink_writes_every_entity_of_a_batch(sesam, conformance_upstream):
@@ -297,7 +284,7 @@ def test_the_sink_refuses_a_body_that_is_not_json_and_writes_nothing(sesam, conf
 def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_upstream):
     batch = [conformance_upstream.entity(n) for n in range(5)]
     batch.append({"_id": batch[2]["_id"], "_deleted": True})
-    params = {"sequence_id": str(uuid.uuid4()), "is_full": "false", "request_id": str(uuid.uuid4())}
+    params = Sequence(full=False, new_id=new_id).params(last=False)
     first = sesam.post(batch, **params)
     assert 200 <= first.status_code < 300, first.text[:500]
     once = conformance_upstream.written()
@@ -308,27 +295,15 @@ def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_up
 
 
 def test_a_full_sync_retried_request_is_accepted_and_changes_nothing(sesam, conformance_upstream):
-    sequence, first_id = str(uuid.uuid4()), str(uuid.uuid4())
+    sync = Sequence(full=True, new_id=new_id)
     batch = [conformance_upstream.entity(n) for n in range(3)]
-    params = {
-        "sequence_id": sequence,
-        "is_full": "true",
-        "request_id": first_id,
-        "is_first": "true",
-    }
+    params = sync.params(last=False)
     assert sesam.post(batch, **params).ok
     once = conformance_upstream.written()
     retry = sesam.post(batch, **params)
     assert 200 <= retry.status_code < 300, retry.text[:500]
     assert conformance_upstream.written() == once
-    last = sesam.post(
-        [],
-        sequence_id=sequence,
-        is_full="true",
-        request_id=str(uuid.uuid4()),
-        previous_request_id=first_id,
-        is_last="true",
-    )
+    last = sesam.post([], **sync.params(last=True))
     assert 200 <= last.status_code < 300, last.text[:500]
 
 
@@ -341,16 +316,10 @@ def test_a_full_sync_in_batches_ending_with_an_empty_one_is_accepted(sesam, conf
 
 def started(sesam: Client, conformance_upstream: Any) -> tuple[str, str]:
     """A full sync with its first batch accepted: (sequence_id, request_id)."""
-    sequence, request_id = str(uuid.uuid4()), str(uuid.uuid4())
-    response = sesam.post(
-        [conformance_upstream.entity(0)],
-        sequence_id=sequence,
-        is_full="true",
-        request_id=request_id,
-        is_first="true",
-    )
+    params = Sequence(full=True, new_id=new_id).params(last=False)
+    response = sesam.post([conformance_upstream.entity(0)], **params)
     assert 200 <= response.status_code < 300, response.text[:500]
-    return sequence, request_id
+    return params["sequence_id"], params["request_id"]
 
 
 def conflict(sesam: Client, conformance_upstream: Any, **params: str) -> None:

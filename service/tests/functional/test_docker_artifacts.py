@@ -18,10 +18,8 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,11 @@ from dockerfile_parse import DockerfileParser
 
 from service.connector import ConnectorSettings
 from service.framework.settings import variables
+from service.tools import servers
 from service.tools.dev import GUNICORN_ARGS
+from service.tools.servers import ServerError
+from service.tools.servers import free_port
+from service.tools.servers import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
@@ -451,12 +453,6 @@ def test_ci_runs_the_suite_the_compose_flow_and_pushes_only_version_tags():
 # --- the contract's command, as the image starts it ---------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def lay_out_image(stage: Stage, root: Path) -> Path:
     """Copy what the stage's COPY instructions copy to where they put it, under ``root``."""
     workdir = "/"
@@ -502,23 +498,15 @@ def python_command(command: list[str]) -> list[str]:
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> requests.Response:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}: {log.read_text(errors='replace')}")
-        try:
-            response = requests.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} did not answer 200 in 30 s: {log.read_text(errors='replace')}")
+    try:
+        wait_until_up(url, process, log, seconds=30, ok=lambda status: status == 200)
+    except ServerError as error:
+        pytest.fail(f"{url}: {error}")
+    return requests.get(url, timeout=2)
 
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return servers.start(command, log=log, env=env, cwd=cwd)
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:

@@ -291,3 +291,32 @@ def test_a_long_name_gets_its_lines_rewrapped_by_the_forks_ruff_settings(tmp_pat
     dev = (root / "service" / "dev.py").read_text()
     assert "service.salesforce_marketing_cloud:create_app()" in dev
     assert max(len(line) for line in dev.splitlines()) <= 60, dev
+
+
+def test_the_forks_own_ruff_in_dot_venv_comes_first(tmp_path):
+    ruff = tmp_path / ".venv" / "bin" / "ruff"
+    ruff.parent.mkdir(parents=True)
+    ruff.write_text("#!/bin/sh\nexit 0\n")
+    ruff.chmod(0o755)
+    assert rename.find_ruff(tmp_path) == str(ruff)
+
+
+def test_the_docs_pages_are_renamed_like_the_readme(tmp_path):
+    root = make_fork(tmp_path)
+    (root / "docs" / "operations").mkdir(parents=True)
+    (root / "docs" / "operations" / "running.md").write_text(
+        "gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'\n"
+        "docker-compose exec connector pytest\n"
+        "Edit `service/connector.py`; the connector answers on :5000.\n"
+    )
+    assert run(root, "acme-crm") == 0
+    page = (root / "docs" / "operations" / "running.md").read_text()
+    assert "'service.acme_crm:create_app()'" in page
+    assert "docker-compose exec acme-crm pytest" in page
+    assert "`service/acme_crm.py`; the connector answers" in page  # prose left alone
+
+
+@pytest.mark.parametrize("name", ["framework", "tools", "sesam-client", "servers", "adapter"])
+def test_the_layouts_packages_and_modules_are_reserved(name):
+    with pytest.raises(rename.Refused, match="part of the plumbing"):
+        rename.check_name(name)
