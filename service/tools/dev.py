@@ -12,7 +12,7 @@ requirements file changes.
   and no demo upstream; when it is not, it starts the demo Records API and points the
   connector at it.
 - ``DEV_COLLECTION``: the collection the ready line shows (``curl .../people``); default
-  ``people``, one of the demo's collections.
+  the one ``.env.example`` names (``people``, one of the demo's collections).
 - ``DEMO_UPSTREAM_PORT``: the demo upstream's port (default 8000), when it runs.
 - ``PORT``: the connector's port (default 5000).
 """
@@ -36,7 +36,17 @@ from service.tools.servers import wait_until_up
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "service" / "requirements-dev.txt"
-DEFAULT_COLLECTION = "people"  # one of the demo upstream's collections
+
+
+def default_collection() -> str:
+    """``DEV_COLLECTION`` as ``.env.example`` sets it (CI's smoke test reads it there too)."""
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "DEV_COLLECTION" and value.strip():
+            return value.strip()
+    return "people"
+
+
 GUNICORN_ARGS = ["-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
 
 
@@ -74,7 +84,7 @@ def run() -> int:
     python = python_to_use()
     env = dict(os.environ)
     port = env.setdefault("PORT", "5000")
-    collection = urllib.parse.quote(env.get("DEV_COLLECTION") or DEFAULT_COLLECTION)
+    collection = urllib.parse.quote(env.get("DEV_COLLECTION") or default_collection())
     processes: list[subprocess.Popen[bytes]] = []
     if not env.get("UPSTREAM_URL"):
         token = env.get("UPSTREAM_TOKEN", "demo-token")

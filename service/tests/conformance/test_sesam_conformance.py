@@ -1,28 +1,14 @@
 """Sesam protocol conformance: every fork keeps this module unchanged and runs it.
 
 It checks a running connector against the rules Sesam's pipes depend on (the JSON pull
-protocol of a ``json`` source, the JSON push protocol of a ``json`` sink), through three
-fixtures the fork defines in ``service/tests/conftest.py``:
-
-``conformance_connector``
-    the running connector: ``url`` (base URL), ``collection`` (the path a pipe names,
-    served by the feed and the sink) and optionally ``auth`` (for ``requests``).
-``conformance_upstream``
-    the upstream behind that collection, which the suite seeds, breaks and inspects:
-
-    - ``page_size``: records per upstream page the connector asks for;
-    - ``seed(count, tie)``: fill the empty collection with ``count`` live records, ``tie``
-      of them (in the middle of the feed) sharing one modification time;
-    - ``delete(entity_id)``: delete one record upstream, as a user of that system would;
-    - ``break_before_first_page()``: every upstream request fails until ``heal()``;
-    - ``break_after_first_page()``: the first list page is served, then requests fail;
-    - ``heal()``;
-    - ``entity(number)``: an entity (with ``_id``) that the sink can write;
-    - ``written()``: the live records upstream now, by entity ``_id``, without the
-      fields the upstream sets itself (its modification time);
-    - ``writes()``: how many writes (creates, updates, deletes) the upstream has taken.
-``conformance_skips`` (optional)
-    ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
+protocol of a ``json`` source, the JSON push protocol of a ``json`` sink). A fork points it
+at its connector and upstream in one place: the ``conformance_target`` fixture in
+``service/tests/conftest.py``, which answers a ``ConformanceTarget`` (``kit.py`` beside
+this file: the connector's ``url``, the ``collection``, an ``upstream`` driver that
+implements ``ConformanceUpstream``, and ``skips``, ``{"test_name": "why this fork skips
+it"}``; a skip without a reason is an error). ``conftest.py`` beside this file makes the
+fixtures the checks use from it: ``conformance_connector``, ``conformance_upstream``,
+``conformance_skips``.
 
 A fork adds its own checks in another module; run them all with
 ``python -m service.tools.dev test service/tests/conformance``.

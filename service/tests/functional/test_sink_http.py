@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from service.tests.conftest import UPSTREAM_TOKEN
+from service.tests.framework_kit import UPSTREAM_TOKEN
 from service.tools.sesam_client import Sequence
 from service.tools.sesam_client import batches
 
