@@ -59,6 +59,7 @@ from service.framework.upstream import UpstreamError
 
 Record = dict[str, Any]
 Position = tuple[Any, ...]
+Page = tuple[list[Record], bool]  # a page's records, and whether it is the query's last
 
 __all__ = ["CursorPaging", "NextUrlPaging", "OffsetPaging", "PageNumberPaging", "Paging"]
 
@@ -111,13 +112,15 @@ class Paging(abc.ABC):
             walk = self.walk(client, url, query)
             moved_on = False
             try:
-                for records in walk:
+                for records, final in walk:
                     fresh = [r for r in records if last is None or self.position(r) > last]
                     if not fresh:
                         continue  # all delivered already (a tie): the query's next page
                     shifts = 0
                     last = self.position(fresh[-1])
                     yield fresh
+                    if final:
+                        break  # what changed since moved past ``last``: the next run's
                     if self.since_params is not None and last[0] != anchor:
                         anchor = last[0]  # ask again from the new anchor
                         moved_on = True
@@ -137,11 +140,10 @@ class Paging(abc.ABC):
                 return
 
     @abc.abstractmethod
-    def walk(
-        self, client: UpstreamClient, url: str, params: dict[str, Any]
-    ) -> Iterator[list[Record]]:
-        """The pages of one query, in order, as the upstream's paging steps through it.
-        May raise ``ListShifted`` (then the query is asked again from its start)."""
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+        """The pages of one query, in order, as the upstream's paging steps through it,
+        each with whether the upstream says it is the last. May raise ``ListShifted``
+        (then the query is asked again from its start)."""
 
     def extract(self, body: Any, url: str) -> list[Record]:
         """The answer's list of records; an answer without one is the upstream's error."""
@@ -162,14 +164,12 @@ class CursorPaging(Paging):
     cursor_key: str = "next_cursor"
     cursor_param: str = "cursor"
 
-    def walk(
-        self, client: UpstreamClient, url: str, params: dict[str, Any]
-    ) -> Iterator[list[Record]]:
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
         query = dict(params)
         while True:
             body = client.get_json(url, query)
-            yield self.extract(body, url)
             cursor = dig(body, self.cursor_key)
+            yield self.extract(body, url), cursor is None or cursor == ""
             if cursor is None or cursor == "":
                 return
             query = {**params, self.cursor_param: cursor}
@@ -185,19 +185,18 @@ class NextUrlPaging(Paging):
 
     next_key: str | None = None
 
-    def walk(
-        self, client: UpstreamClient, url: str, params: dict[str, Any]
-    ) -> Iterator[list[Record]]:
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
         target: str = url
         query: dict[str, Any] | None = params
         while True:
             body, response = client.get_json_response(target, query)
-            yield self.extract(body, target)
             if self.next_key is not None:
                 link = dig(body, self.next_key)
             else:
                 link = response.links.get("next", {}).get("url")
-            if not isinstance(link, str) or not link:
+            final = not isinstance(link, str) or not link
+            yield self.extract(body, target), final
+            if final:
                 return
             following = urljoin(target, link)
             if not _same_origin(following, url):
@@ -226,9 +225,7 @@ class _Windows(Paging):
     def is_last(self, body: Any, index: int) -> bool:
         """Whether the upstream says that the window from ``index`` is the last."""
 
-    def walk(
-        self, client: UpstreamClient, url: str, params: dict[str, Any]
-    ) -> Iterator[list[Record]]:
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
         index = 0
         previous: Position | None = None  # the last record of the window before
         while True:
@@ -240,8 +237,9 @@ class _Windows(Paging):
                 )
                 if not probe or self.position(probe[0]) != previous:
                     raise ListShifted
-            yield records
-            if len(records) < self.size or self.is_last(body, index):
+            final = len(records) < self.size or self.is_last(body, index)
+            yield records, final
+            if final:
                 return
             previous = self.position(records[-1])
             index += self.size
