@@ -73,7 +73,7 @@ class Paging(abc.ABC):
     """What every block shares: positions, re-anchoring, where the records are.
 
     ``position``: the adapter's ``position(record)``, a tuple that orders the records
-    as the upstream does; its first part is the anchor. ``since_params``: the filter that
+    as the upstream does; its first part is the anchor (with ``codec``, see below). ``since_params``: the filter that
     asks for records from an anchor on, inclusive (``lambda t: {"updated_since": t}``);
     None when the upstream has none. ``records``: the dotted path of the list in the
     answer (``"data"``, ``"result.items"``), None when the answer is the list.
@@ -83,6 +83,18 @@ class Paging(abc.ABC):
     since_params: Callable[[Any], dict[str, Any]] | None = None
     records: str | None = "data"
     max_restarts: int = 20
+    #: The adapter's ``positions`` codec (``encode``/``decode``), when ``position``
+    #: returns raw values (ISO text of any precision, ids) rather than typed ones: each
+    #: record's position is then normalised through it before it is compared or used as
+    #: an anchor, so it compares like the ``since`` the framework decoded.
+    codec: Any = None
+
+    def key(self, record: Record) -> Position:
+        """The record's position as typed, comparable values."""
+        values = self.position(record)
+        if self.codec is not None:
+            values = self.codec.decode(self.codec.encode(values))
+        return values
 
     def pages(
         self,
@@ -113,11 +125,11 @@ class Paging(abc.ABC):
             moved_on = False
             try:
                 for records, final in walk:
-                    fresh = [r for r in records if last is None or self.position(r) > last]
+                    fresh = [r for r in records if last is None or self.key(r) > last]
                     if not fresh:
                         continue  # all delivered already (a tie): the query's next page
                     shifts = 0
-                    last = self.position(fresh[-1])
+                    last = self.key(fresh[-1])
                     yield fresh
                     if final:
                         break  # what changed since moved past ``last``: the next run's
@@ -235,13 +247,13 @@ class _Windows(Paging):
                 probe = self.extract(
                     client.get_json(url, {**params, **self.window(index - 1, 1)}), url
                 )
-                if not probe or self.position(probe[0]) != previous:
+                if not probe or self.key(probe[0]) != previous:
                     raise ListShifted
             final = len(records) < self.size or self.is_last(body, index)
             yield records, final
             if final:
                 return
-            previous = self.position(records[-1])
+            previous = self.key(records[-1])
             index += self.size
 
 

@@ -367,3 +367,34 @@ def test_a_top_level_list_is_read_with_records_none():
 
     paging = PageNumberPaging(position=position, records=None, size=5, total_pages_key=None)
     assert list(paging.pages(Bare(), BASE)) == [[{"t": 1, "id": "a"}]]
+
+
+class IntegerCodec:
+    """Stands in for an adapter's ``positions``: raw text in, typed values out."""
+
+    def encode(self, values):
+        return "_".join(f"{int(value):08d}" for value in values)
+
+    def decode(self, token):
+        return tuple(int(part) for part in token.split("_"))
+
+
+def test_raw_positions_are_compared_as_typed_values_through_the_codec():
+    """``"17" < "9"`` as text: without the codec, record 17 would be taken as delivered."""
+    records = [{"t": "9", "n": "1"}, {"t": "17", "n": "2"}]
+    asked = []
+
+    class Upstream:
+        def get_json(self, url, params=None):
+            asked.append(dict(params))
+            since = params.get("updated_since", 0)
+            return {"data": [r for r in records if int(r["t"]) >= since], "next_cursor": None}
+
+    paging = CursorPaging(
+        position=lambda record: (record["t"], record["n"]),
+        since_params=lambda anchor: {"updated_since": anchor},
+        codec=IntegerCodec(),
+    )
+    pages = list(paging.pages(Upstream(), BASE, {}, since=(9,)))
+    assert pages == [records]
+    assert asked == [{"updated_since": 9}]
