@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,10 @@ from urllib3.exceptions import ResponseError
 from urllib3.util.retry import Retry
 
 from service.framework.settings import Settings
+from service.framework.upstream_auth import BearerToken
+
+if TYPE_CHECKING:
+    from service.framework.rate_limit import RateLimitPacer
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +125,21 @@ class BudgetRetry(Retry):
 
 
 class UpstreamClient:
-    """JSON over HTTP to the upstream; one instance (one pool) per process."""
+    """JSON over HTTP to the upstream; one instance (one pool) per process.
+
+    Credentials: ``token`` alone means ``Authorization: Bearer <token>``; any other scheme
+    is an ``auth`` object from ``service.framework.upstream_auth`` (API key, basic, OAuth2
+    client credentials). ``pacer`` (``service.framework.rate_limit``) slows requests down
+    when the upstream announces that its quota runs out.
+    """
 
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None = None,
         *,
+        auth: requests.auth.AuthBase | None = None,
+        pacer: RateLimitPacer | None = None,
         connect_timeout: float = 10,
         read_timeout: float = 60,
         retries: int = 10,
@@ -145,7 +158,8 @@ class UpstreamClient:
         self.session.verify = (
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.auth = _auth(token, auth)
+        self.pacer = pacer
         self.session.headers["Accept"] = "application/json"
         retry = BudgetRetry(
             total=retries,
@@ -163,11 +177,21 @@ class UpstreamClient:
         self.session.mount("https://", adapter)
 
     @classmethod
-    def from_settings(cls, settings: Settings, base_url: str, token: str) -> UpstreamClient:
+    def from_settings(
+        cls,
+        settings: Settings,
+        base_url: str,
+        token: str | None = None,
+        *,
+        auth: requests.auth.AuthBase | None = None,
+        pacer: RateLimitPacer | None = None,
+    ) -> UpstreamClient:
         """A client with the framework's timeout, retry and pool settings."""
         return cls(
             base_url,
             token,
+            auth=auth,
+            pacer=pacer,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             retries=settings.upstream_retries,
@@ -188,6 +212,8 @@ class UpstreamClient:
         ok: tuple[int, ...] = (200,),
     ) -> requests.Response:
         """One request with retries; a status outside ``ok`` raises UpstreamError."""
+        if self.pacer is not None:
+            self.pacer.wait()
         try:
             response = self.session.request(
                 method, url, params=params, json=json_body, timeout=self.timeout
@@ -205,6 +231,8 @@ class UpstreamClient:
                 f"upstream unreachable after retries: {method} {url}: {type(reason).__name__}",
                 url=url,
             ) from error
+        if self.pacer is not None:
+            self.pacer.observe(response.headers)
         if response.status_code not in ok:
             raise UpstreamError(
                 f"upstream answered {response.status_code} to {method} {response.url}"
@@ -215,9 +243,15 @@ class UpstreamClient:
         return response
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        return self.get_json_response(url, params)[0]
+
+    def get_json_response(
+        self, url: str, params: dict[str, Any] | None = None
+    ) -> tuple[Any, requests.Response]:
+        """``get_json`` with the response too, for what the headers say (a ``Link``)."""
         response = self.request("GET", url, params=params)
         try:
-            return json.loads(response.content, parse_constant=_reject_constant)
+            return json.loads(response.content, parse_constant=_reject_constant), response
         except ValueError as error:
             raise UpstreamError(
                 f"upstream sent invalid JSON to GET {response.url}: {error}",
@@ -227,6 +261,13 @@ class UpstreamClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _auth(token: str | None, auth: requests.auth.AuthBase | None) -> requests.auth.AuthBase:
+    """A token alone is a bearer token (the Records API's scheme); else the auth object."""
+    if (token is None) == (auth is None):
+        raise TypeError("UpstreamClient takes a bearer token or an auth object, one of them")
+    return auth if auth is not None else BearerToken(token)  # type: ignore[arg-type]
 
 
 def _error_detail(response: requests.Response) -> str:
