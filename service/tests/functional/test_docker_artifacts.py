@@ -592,3 +592,29 @@ def test_pytest_runs_started_by_tests_do_not_inherit_the_images_pytest_options()
     # The test image's PYTEST_ADDOPTS names service/tests/pytest.ini relative to /app; a
     # pytest a test starts in a directory of its own would fail to find it (conftest.py).
     assert "PYTEST_ADDOPTS" not in os.environ
+
+
+def test_the_runtime_image_holds_only_the_runtime(tmp_path):
+    """What Sesam pulls: the connector module, gunicorn's settings and the framework; no
+    tools (dev runner, rename, demo upstream, benchmarks) and no tests."""
+    root = tmp_path / "image"
+    app = lay_out_image(stages()[""], root)
+    files = sorted(
+        str(path.relative_to(app))
+        for path in app.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+    module = CONTRACT[-1].split(":")[0].split(".")[-1]
+    framework = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "service" / "framework").rglob("*.py")
+        if "__pycache__" not in path.parts
+    )
+    expected = [
+        "service/__init__.py",
+        "service/gunicorn.conf.py",
+        "service/requirements.txt",
+        f"service/{module}.py",
+        *framework,
+    ]
+    assert files == sorted(expected)
