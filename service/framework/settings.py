@@ -145,11 +145,19 @@ class Settings:
         default="10",
         meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections).",
     )
-    upstream_retry_budget: float = setting(
-        "UPSTREAM_RETRY_BUDGET",
+    upstream_feed_retry_budget: float = setting(
+        "UPSTREAM_FEED_RETRY_BUDGET",
         seconds,
         default="120",
-        meaning="Most seconds one upstream request may spend waiting between retries.",
+        meaning="Most seconds one upstream request of the feed may spend waiting between "
+        "retries: a failed feed restarts Sesam's whole run, so it rides out an outage.",
+    )
+    upstream_sink_retry_budget: float = setting(
+        "UPSTREAM_SINK_RETRY_BUDGET",
+        seconds,
+        default="5",
+        meaning="Most seconds one upstream request of a sink or transform batch may spend "
+        "waiting between retries: Sesam retries the batch itself, so fail fast.",
     )
     upstream_pool_size: int = setting(
         "UPSTREAM_POOL_SIZE",
@@ -210,6 +218,13 @@ class Settings:
 
 S = TypeVar("S", bound=Settings)
 
+#: Variables that no longer exist: set, they stop the start with the name to use instead,
+#: rather than being ignored without a word.
+RENAMED = {
+    "UPSTREAM_RETRY_BUDGET": "UPSTREAM_FEED_RETRY_BUDGET and UPSTREAM_SINK_RETRY_BUDGET "
+    "(one budget per direction)",
+}
+
 
 def variables(settings_class: type[Settings]) -> tuple[Variable, ...]:
     """Every variable a settings class reads, the framework's first, in declaration order."""
@@ -220,6 +235,9 @@ def load_settings(settings_class: type[S], environ: Mapping[str, str] | None = N
     """Parse every variable; the first missing or malformed one raises ConfigError."""
     if environ is None:
         environ = os.environ
+    for name, instead in RENAMED.items():
+        if environ.get(name):
+            raise ConfigError(f"{name} is no longer read: set {instead}")
     values: dict[str, Any] = {}
     for field in dataclasses.fields(settings_class):
         variable: Variable = field.metadata["variable"]

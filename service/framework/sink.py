@@ -53,8 +53,10 @@ from service.framework.sequences import SyncParams
 from service.framework.sequences import Verdict
 from service.framework.sequences import parse_params
 from service.framework.settings import Settings
+from service.framework.upstream import REFUSED_STATUSES
 from service.framework.upstream import UpstreamError
 from service.framework.upstream import UpstreamTimeout
+from service.framework.upstream import retry_budget
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +324,14 @@ def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
         for f in failures[:MAX_FAILURES_SHOWN]
     ]
     statuses = sorted({str(f.status) for f in failures})
+    refused = sorted({str(f.status) for f in failures if f.status in REFUSED_STATUSES})
     detail = (
+        f"the upstream refused the credentials ({', '.join(refused)}): check the token the "
+        "connector sends. "
+        if refused
+        else ""
+    )
+    detail += (
         f"{len(failures)} {what} failed upstream (statuses {', '.join(statuses)}); "
         f"{outcome.not_attempted} not attempted after the first failure. Every "
         "write is idempotent: retry the same request"
@@ -357,6 +366,7 @@ class Sink:
         self.adapter = adapter
         self.max_body_bytes = settings.sink_max_body_bytes
         self.concurrency = settings.sink_concurrency
+        self.retry_budget = settings.upstream_sink_retry_budget
         self.full_sync_delete = settings.full_sync_delete
         self.allow_empty_delete = settings.full_sync_allow_empty_delete
         try:
@@ -479,10 +489,12 @@ class Sink:
             raise write_failed(outcome, summary, "writes")
 
     def perform(self, collection: str, write: Write) -> None:
-        if write.record is None:
-            self.adapter.delete(collection, write.entity_id)
-        else:
-            self.adapter.upsert(collection, write.entity_id, write.record)
+        """One write, with the sink's short retry budget (it runs in a worker thread)."""
+        with retry_budget(self.retry_budget):
+            if write.record is None:
+                self.adapter.delete(collection, write.entity_id)
+            else:
+                self.adapter.upsert(collection, write.entity_id, write.record)
 
     def delete_missing(
         self, collection: str, batch: Batch, check: SequenceCheck, summary: Summary
@@ -527,9 +539,10 @@ class Sink:
         """Live upstream ids the sequence did not send (asked a page at a time)."""
         missing: list[str] = []
         try:
-            for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
-                sent = self.store.sent_among(collection, sequence_id, chunk)
-                missing.extend(i for i in chunk if i not in sent)
+            with retry_budget(self.retry_budget):
+                for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
+                    sent = self.store.sent_among(collection, sequence_id, chunk)
+                    missing.extend(i for i in chunk if i not in sent)
         except UpstreamError as error:
             raise upstream_failure(
                 isinstance(error, UpstreamTimeout),

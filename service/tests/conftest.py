@@ -167,7 +167,7 @@ def connector_environment(
             "PORT": str(port),
             "WORKERS": "2",
             "THREADS": "4",
-            "UPSTREAM_RETRY_BUDGET": "10",
+            "UPSTREAM_FEED_RETRY_BUDGET": "10",
             "UPSTREAM_READ_TIMEOUT": "5",
             "STATE_DIR": str(state_dir),
             "LOG_LEVEL": "INFO",
@@ -261,7 +261,7 @@ def app(upstream_server: Upstream, tmp_path: Path) -> Any:
         {
             "UPSTREAM_URL": upstream_server.url,
             "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-            "UPSTREAM_RETRY_BUDGET": "4",
+            "UPSTREAM_FEED_RETRY_BUDGET": "4",
             "STATE_DIR": str(tmp_path / "state"),
         }
     )
