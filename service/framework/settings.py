@@ -169,14 +169,14 @@ class Settings:
         "SINK_MAX_BODY_BYTES",
         int_between(1, 2**31),
         default="8388608",
-        meaning="Largest sink request body accepted (413 above it); a batch costs about 7 "
-        "times its size in memory while it is handled.",
+        meaning="Largest sink or transform request body accepted (413 above it); a batch "
+        "costs about 7 times its size in memory while it is handled.",
     )
     sink_concurrency: int = setting(
         "SINK_CONCURRENCY",
         int_between(1, 64),
         default="8",
-        meaning="Upstream writes in flight at once for one sink batch.",
+        meaning="Upstream requests in flight at once for one sink or transform batch.",
     )
     state_dir: str = setting(
         "STATE_DIR",
