@@ -280,10 +280,13 @@ CONFORMANCE_COLLECTION = "conformance"
 class ConformanceConnector:
     """The running connector and the collection the suite reads and writes."""
 
-    def __init__(self, url: str, collection: str, auth: Any = None) -> None:
+    def __init__(
+        self, url: str, collection: str, auth: Any = None, transform: str | None = None
+    ) -> None:
         self.url = url
         self.collection = collection
         self.auth = auth
+        self.transform = transform
 
 
 class RecordsConformanceUpstream:
@@ -349,7 +352,9 @@ class RecordsConformanceUpstream:
 
 @pytest.fixture
 def conformance_connector(connector: Connector) -> ConformanceConnector:
-    return ConformanceConnector(connector.url, CONFORMANCE_COLLECTION)
+    return ConformanceConnector(
+        connector.url, CONFORMANCE_COLLECTION, transform=f"{CONFORMANCE_COLLECTION}-record"
+    )
 
 
 @pytest.fixture
