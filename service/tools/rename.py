@@ -168,7 +168,7 @@ PLACES = (
         DOCS + CI + DOCKER,
         r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
         r"\g<1>{name}",
-        "image references in prose (sesam-community/connector:1.0.0)",
+        "image references in prose (sesamcommunity/connector:1.0.0)",
     ),
     Place(
         DOCS,

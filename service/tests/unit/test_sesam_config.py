@@ -140,13 +140,27 @@ def test_the_readme_names_the_secret_to_set():
         assert name in section, f"the README's Sesam section does not name secret {name}"
 
 
-def test_the_system_runs_the_image_that_compose_builds_and_ci_pushes():
+def test_the_system_runs_the_image_ci_pushes_under_a_name_docker_hub_takes():
     repository = the_system()["docker"]["image"].rsplit(":", 1)[0]
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    (connector,) = [s for name, s in compose["services"].items() if name != "upstream"]
-    assert connector["image"].rsplit(":", 1)[0] == repository
     workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     assert workflow["env"]["IMAGE"] == repository
+    parts = repository.split("/")
+    if len(parts) == 2 and "." not in parts[0] and ":" not in parts[0]:
+        # Docker Hub: the namespace is 4 to 30 lowercase letters and digits, no dashes.
+        assert re.fullmatch(r"[a-z0-9]{4,30}", parts[0]), parts[0]
+    assert re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", parts[-1]), parts[-1]
+
+
+def test_docker_compose_push_cannot_publish_the_test_stage_as_the_image_sesam_pulls():
+    repository = the_system()["docker"]["image"].rsplit(":", 1)[0]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    for name, service in compose["services"].items():
+        target = (service.get("build") or {}).get("target", "")
+        if target != "runtime" and "build" in service:
+            # Compose skips a service without an image name when it pushes.
+            assert "image" not in service, f"docker-compose push would publish {name}'s {target}"
+        if str(service.get("image", "")).rsplit(":", 1)[0] == repository:
+            assert target == "runtime", name
 
 
 def the_adapter() -> Records:
