@@ -148,9 +148,10 @@ PLACES = (
     ),
     Place(
         SESAM,
-        r'("(?:_id|system|image)"\s*:\s*"[^"]*?)\b{name}\b',
+        r'("(?:_id|system|image|dataset)"\s*:\s*"[^"]*?)\b{name}\b',
         r"\g<1>{name}",
-        "the Sesam system id, its image, and the pipes' ids and system",
+        "the Sesam system id, its image, the pipes' ids and system, and datasets named "
+        "after a pipe",
     ),
     Place(
         SESAM,

@@ -300,6 +300,10 @@ def test_the_default_docker_hub_image_is_renamed_everywhere_and_stays_pushable(t
         ' "docker": {"image": "sesamcommunity/connector:1.0.0", "port": 5000}}\n'
     )
     (fork / ".github/workflows/ci.yml").write_text("env:\n  IMAGE: sesamcommunity/connector\n")
+    (fork / "sesam/pipes/connector-people-endpoint.conf.json").write_text(
+        '{"_id": "connector-people-endpoint", "type": "pipe",\n'
+        ' "source": {"type": "dataset", "dataset": "connector-people"}}\n'
+    )
     (fork / "README.md").write_text(
         README + "\n```sh\ndocker build -t sesamcommunity/connector:1.0.0 .\n"
         "docker push sesamcommunity/connector:1.0.0\n```\n"
@@ -315,3 +319,6 @@ def test_the_default_docker_hub_image_is_renamed_everywhere_and_stays_pushable(t
     assert "publishes `sesamcommunity/acme-crm:1.0.0`" in readme
     assert "replace `sesamcommunity/acme-crm`" in readme
     assert "sesamcommunity/connector" not in readme + system
+    # A dataset named after the feed pipe follows the pipe's new id.
+    endpoint = (fork / "sesam/pipes/acme-crm-people-endpoint.conf.json").read_text()
+    assert '"dataset": "acme-crm-people"' in endpoint
