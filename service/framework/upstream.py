@@ -2,16 +2,22 @@
 
 Retries are urllib3's ``Retry`` (exponential backoff with jitter, ``Retry-After`` for
 429 and 503), with one addition: a budget on the total time spent waiting, so a request
-that keeps failing fails the operation instead of hanging a Sesam pipe. Errors name the
-upstream status and URL, never the token.
+that keeps failing fails the operation instead of hanging a Sesam pipe. The budget
+depends on who waits: the client's own (the feed's) by default, a shorter one inside
+``retry_budget(seconds)`` (the sink's and the transform's, whose batches Sesam retries
+itself). Errors name the upstream status and URL, never the token; a 401 or 403 says
+that the upstream refused the credentials, and is never retried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +39,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+REFUSED_STATUSES = frozenset({401, 403})
+
+# The retry budget of the requests made in this context (thread), when not the client's.
+_budget: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "upstream_retry_budget", default=None
+)
+
+
+@contextlib.contextmanager
+def retry_budget(seconds: float) -> Iterator[None]:
+    """Upstream requests made in this block, in this thread, wait at most ``seconds``
+    between retries in all, whatever the client's own budget. A context variable, so
+    code that runs requests in worker threads enters it in each worker."""
+    token = _budget.set(seconds)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 class UpstreamError(Exception):
@@ -46,6 +70,11 @@ class UpstreamError(Exception):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time, even after retries."""
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream refused the connector's credentials (401 or 403): never retried,
+    since no retry fixes a wrong or expired token."""
 
 
 def segment(value: str) -> str:
@@ -108,6 +137,9 @@ class BudgetRetry(Retry):
     ) -> BudgetRetry:
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         assert isinstance(new, BudgetRetry)
+        budget = _budget.get()
+        if budget is not None:
+            new.wait_budget = budget
         delay = new.next_sleep(response)
         if new.waited + delay > new.wait_budget:
             reason = error or ResponseError(
@@ -195,7 +227,7 @@ class UpstreamClient:
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             retries=settings.upstream_retries,
-            retry_budget=settings.upstream_retry_budget,
+            retry_budget=settings.upstream_feed_retry_budget,
             pool_size=settings.upstream_pool_size,
         )
 
@@ -233,6 +265,14 @@ class UpstreamClient:
             ) from error
         if self.pacer is not None:
             self.pacer.observe(response.headers)
+        if response.status_code not in ok and response.status_code in REFUSED_STATUSES:
+            raise UpstreamRefused(
+                f"the upstream refused the credentials: it answered {response.status_code} "
+                f"to {method} {response.url}{_error_detail(response)}; check the token the "
+                "connector sends",
+                status=response.status_code,
+                url=response.url,
+            )
         if response.status_code not in ok:
             raise UpstreamError(
                 f"upstream answered {response.status_code} to {method} {response.url}"

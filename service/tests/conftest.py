@@ -43,7 +43,7 @@ def app(upstream_server: Upstream, tmp_path: Path) -> Any:
         {
             "UPSTREAM_URL": upstream_server.url,
             "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-            "UPSTREAM_RETRY_BUDGET": "4",
+            "UPSTREAM_FEED_RETRY_BUDGET": "4",
             "STATE_DIR": str(tmp_path / "state"),
         }
     )
@@ -73,6 +73,7 @@ def conformance_target(connector_under_test: Connector, upstream: Upstream) -> C
         url=connector_under_test.url,
         collection=CONFORMANCE_COLLECTION,
         upstream=RecordsConformanceUpstream(upstream, CONFORMANCE_COLLECTION),
+        transform=f"{CONFORMANCE_COLLECTION}-record",
         skips={},
     )
 

@@ -130,7 +130,7 @@ def connector_environment(
             "PORT": str(port),
             "WORKERS": "2",
             "THREADS": "4",
-            "UPSTREAM_RETRY_BUDGET": "10",
+            "UPSTREAM_FEED_RETRY_BUDGET": "10",
             "UPSTREAM_READ_TIMEOUT": "5",
             "STATE_DIR": str(state_dir),
             "LOG_LEVEL": "INFO",

@@ -166,9 +166,10 @@ PLACES = (
     ),
     Place(
         SESAM,
-        r'("(?:_id|system|image)"\s*:\s*"[^"]*?)\b{name}\b',
+        r'("(?:_id|system|image|dataset)"\s*:\s*"[^"]*?)\b{name}\b',
         r"\g<1>{name}",
-        "the Sesam system id, its image, and the pipes' ids and system",
+        "the Sesam system id, its image, the pipes' ids and system, and datasets named "
+        "after a pipe",
     ),
     Place(
         SESAM,
@@ -186,7 +187,7 @@ PLACES = (
         DOCS + CI + DOCKER,
         r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
         r"\g<1>{name}",
-        "image references in prose (sesam-community/connector:1.0.0)",
+        "image references in prose (sesamcommunity/connector:1.0.0)",
     ),
     Place(
         DOCS,

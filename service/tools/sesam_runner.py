@@ -3,6 +3,7 @@
     python -m service.tools.sesam_runner pull URL [--page-size N] [--state FILE] [--out FILE|-]
                                             [--full]
     python -m service.tools.sesam_runner push URL FILE [--batch-size N] [--full] [--retries N]
+    python -m service.tools.sesam_runner transform URL FILE|- [--batch-size N] [--out FILE|-]
 
 ``pull`` is a ``json`` source with ``supports_since``, ``is_chronological`` and
 ``page_size``: it asks ``?limit=N``, then ``?since=<_updated of the last entity>&limit=N``
@@ -12,6 +13,10 @@ file (one entry per URL) for the next run. ``--full`` ignores the stored since.
 ``push`` is a ``json`` sink: it POSTs a JSON array file in batches with ``sequence_id``,
 ``is_full``, ``request_id`` and ``previous_request_id``, ``is_first``/``is_last`` on a full
 sync, and always a final empty batch.
+
+``transform`` is an ``http`` transform: it POSTs the entities of a JSON array file (``-``:
+standard input) in batches of ``--batch-size`` and writes what the transform answers, in
+order. Run a transform over a feed by piping ``pull URL --full --out -`` into it.
 
 Why it is strict: Sesam takes any valid JSON array as the whole truth, so the runner
 fails, with one line naming the breach, wherever Sesam would be misled: a body that does
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import sys
@@ -44,6 +50,7 @@ from urllib.parse import urlunsplit
 
 import requests
 
+from service.tools.sesam_client import CONTENT_TYPE
 from service.tools.sesam_client import DEFAULT_BATCH_SIZE
 from service.tools.sesam_client import TIMEOUT
 from service.tools.sesam_client import Paging
@@ -563,6 +570,88 @@ def run_push(
     return EXIT_OK
 
 
+# --- transform: a pipe's http transform -------------------------------------------------
+
+
+def read_entity_stream(file: str) -> Iterator[dict[str, Any]]:
+    """The entities of a JSON array file, or of standard input for ``-``, one at a time."""
+    if file != "-":
+        yield from read_entities(Path(file))
+        return
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+    try:
+        for index, value in enumerate(iter_json_array(stream, name="standard input")):
+            yield check_entity(value, index)
+    except UnicodeDecodeError:
+        raise UsageError("standard input is not UTF-8 text") from None
+
+
+def check_transformed(body: bytes) -> list[dict[str, Any]]:
+    """A transform's answer as Sesam takes it: a JSON array of objects with string _ids."""
+    try:
+        answer = parse_json(body)
+    except ValueError as error:
+        raise RunnerError(f"the answer is not valid JSON: {error}") from None
+    if not isinstance(answer, list):
+        raise RunnerError(f"the answer is a JSON {type(answer).__name__}, not an array")
+    for index, entity in enumerate(answer):
+        if not isinstance(entity, dict) or not isinstance(entity.get("_id"), str):
+            raise RunnerError(f"entity {index} of the answer is not an object with a string _id")
+    return answer
+
+
+def run_transform(
+    url: str,
+    file: str,
+    *,
+    batch_size: int,
+    out: str,
+    progress_every: float,
+    session: requests.Session | None = None,
+) -> int:
+    """POST batches like Sesam's http transform; any non-2xx fails the run (as it fails a
+    pipe's), and the output is committed only when every batch was transformed."""
+    key = shown_url(url)
+    http = session or requests.Session()
+    progress = Progress("transform", progress_every)
+    writer = ArrayWriter(out)
+    sent = 0
+    requests_made = 0
+    try:
+        for batch in batches(read_entity_stream(file), batch_size):
+            if not batch:
+                break  # the transform gets no final empty batch, unlike a sink
+            what = f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"
+            body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            try:
+                response = http.post(
+                    url, data=body, timeout=TIMEOUT, headers={"Content-Type": CONTENT_TYPE}
+                )
+            except requests.RequestException as error:
+                raise RunnerError(f"{what}: {describe_failure(error)}") from None
+            if not 200 <= response.status_code < 300:
+                raise RunnerError(
+                    f"{what}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
+                )
+            try:
+                writer.write(check_transformed(response.content))
+            except RunnerError as error:
+                raise RunnerError(f"{what}: {error}") from None
+            sent += len(batch)
+            requests_made += 1
+            progress.update(sent, f", {writer.count} out")
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    written = "stdout" if out == "-" else out
+    progress.summary(
+        progress.line(sent, f" in {plural(requests_made, 'request')}")
+        + f": {plural(writer.count, 'entity', 'entities')} out, wrote {written}"
+    )
+    return EXIT_OK
+
+
 # --- command line -------------------------------------------------------------------------
 
 
@@ -596,7 +685,7 @@ def parser() -> argparse.ArgumentParser:
         "source, push entities to it like a json sink.",
         epilog="Exit status: 0 success, 1 failure or protocol breach, 2 usage error.",
     )
-    commands = main.add_subparsers(dest="command", required=True, metavar="{pull,push}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="{pull,push,transform}")
     pull = commands.add_parser(
         "pull",
         help="pull a feed like a json source (supports_since, is_chronological)",
@@ -660,7 +749,31 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait between retries (default 1)",
     )
-    for command in (pull, push):
+    transform = commands.add_parser(
+        "transform",
+        help="run entities through an http transform",
+        description="POST the entities of FILE (a JSON array; - for standard input) to URL "
+        "in batches like a Sesam http transform and write the answers, in order. "
+        "Over a feed: pull FEED --full --out - | transform URL -",
+    )
+    transform.add_argument(
+        "url", metavar="URL", help="e.g. http://localhost:5000/transform/people-record"
+    )
+    transform.add_argument("file", metavar="FILE|-", help="a JSON array of entities")
+    transform.add_argument(
+        "--batch-size",
+        type=_whole_number(1),
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"entities per request (default {DEFAULT_BATCH_SIZE}, the transform's default)",
+    )
+    transform.add_argument(
+        "--out",
+        default="-",
+        metavar="FILE|-",
+        help="write the transformed entities here as a JSON array (default -, stdout)",
+    )
+    for command in (pull, push, transform):
         command.add_argument(
             "--progress-every",
             type=_seconds,
@@ -682,6 +795,14 @@ def main(argv: list[str] | None = None) -> int:
                 state_path=args.state,
                 out=args.out,
                 full=args.full,
+                progress_every=args.progress_every,
+            )
+        if args.command == "transform":
+            return run_transform(
+                url,
+                args.file,
+                batch_size=args.batch_size,
+                out=args.out,
                 progress_every=args.progress_every,
             )
         return run_push(

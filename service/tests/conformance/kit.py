@@ -55,5 +55,8 @@ class ConformanceTarget:
     collection: str  # the path a pipe names, served by the feed and the sink
     upstream: ConformanceUpstream
     auth: Any = None  # for requests, when the connector needs basic auth
+    #: An HTTP transform (``POST /transform/<name>``) over the collection's feed entities,
+    #: one entity out for each in; None skips the transform checks.
+    transform: str | None = None
     #: ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
     skips: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -8,7 +8,9 @@ this file: the connector's ``url``, the ``collection``, an ``upstream`` driver t
 implements ``ConformanceUpstream``, and ``skips``, ``{"test_name": "why this fork skips
 it"}``; a skip without a reason is an error). ``conftest.py`` beside this file makes the
 fixtures the checks use from it: ``conformance_connector``, ``conformance_upstream``,
-``conformance_skips``.
+``conformance_skips``. The target's ``transform`` names an HTTP transform
+(``POST /transform/<name>``) that takes the collection's feed entities, one entity out for
+each in (a fork without one skips the transform checks, saying so).
 
 A fork adds its own checks in another module; run them all with
 ``python -m service.tools.dev test service/tests/conformance``.
@@ -376,6 +378,75 @@ def test_is_full_changing_within_a_sequence_is_a_409(sesam, conformance_upstream
         request_id=str(uuid.uuid4()),
         previous_request_id=request_id,
     )
+
+
+# --- the HTTP transform: a pipe's {"type": "http"} transform -----------------------------
+
+
+def transformed(sesam: Client, conformance_connector: Any, body: Any) -> requests.Response:
+    name = getattr(conformance_connector, "transform", None)
+    if not name:
+        pytest.fail(
+            "conformance_connector.transform names no transform: name one, or skip the "
+            "transform checks in conformance_skips saying why",
+            pytrace=False,
+        )
+    base = conformance_connector.url.rstrip("/")
+    return sesam.http.post(
+        f"{base}/transform/{name}",
+        data=json.dumps(body).encode("utf-8"),
+        timeout=TIMEOUT,
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+
+
+def test_the_transform_answers_a_batch_in_order_keeping_reserved_fields(
+    sesam, conformance_upstream, conformance_connector
+):
+    conformance_upstream.seed(100, 20)
+    batch = sesam.pull()  # Sesam's default batch_size: 100
+    for number, entity in enumerate(batch):
+        entity["_ts"] = 1_700_000_000_000_000 + number  # what Sesam's pipes add
+        entity["_hash"] = f"hash-{number}"
+    response = transformed(sesam, conformance_connector, batch)
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers.get("Content-Type", "").startswith("application/json")
+    out = response.json()
+    assert isinstance(out, list) and ids(out) == ids(batch), "the batch's order is Sesam's"
+    for sent, got in zip(batch, out, strict=True):
+        reserved = {k: v for k, v in sent.items() if k.startswith("_")}
+        assert {k: got.get(k) for k in reserved} == reserved, sent["_id"]
+
+
+def test_the_transform_answers_an_empty_batch_with_an_empty_array(sesam, conformance_connector):
+    response = transformed(sesam, conformance_connector, [])
+    assert (response.status_code, response.json()) == (200, [])
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_BATCHES))
+def test_the_transform_refuses_a_bad_batch_with_a_json_4xx(
+    sesam, conformance_upstream, conformance_connector, bad
+):
+    good = [conformance_upstream.entity(n) for n in range(3)]
+    before = conformance_upstream.writes()
+    response = transformed(sesam, conformance_connector, BAD_BATCHES[bad](good))
+    assert 400 <= response.status_code < 500, (bad, response.status_code)
+    assert "error" in response.json()
+    assert conformance_upstream.writes() == before
+
+
+def test_an_upstream_failure_in_the_transform_is_a_non_2xx(
+    sesam, conformance_upstream, conformance_connector
+):
+    conformance_upstream.seed(10, 4)
+    batch = sesam.pull()
+    conformance_upstream.break_before_first_page()
+    try:
+        response = transformed(sesam, conformance_connector, batch)
+    finally:
+        conformance_upstream.heal()
+    assert not 200 <= response.status_code < 300, "Sesam would take this answer as the truth"
+    assert isinstance(response.json(), dict), "the error body should be a JSON object"
 
 
 # --- the suite itself ---------------------------------------------------------------------

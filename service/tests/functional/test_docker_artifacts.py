@@ -382,6 +382,30 @@ def test_compose_builds_stages_the_dockerfile_has():
             assert service["build"].get("target", "") in stages()
 
 
+def test_compose_names_no_image_for_the_test_stage_so_push_skips_it():
+    # docker-compose push skips a service that has no image name; with one, it would
+    # publish the test stage (pytest, ruff, the whole repository) under that name.
+    for name, service in compose()["services"].items():
+        if "build" in service and service["build"].get("target", "") != "runtime":
+            assert "image" not in service, name
+
+
+def test_the_image_sesam_pulls_is_the_lean_runtime_stage():
+    named = stages()
+    assert named[""] is named["runtime"], "the default target must be the runtime stage"
+    copied = " ".join(named["runtime"].all("COPY"))
+    for tool in ("service/tools", "service/tests", "requirements-dev", ". ."):
+        assert tool not in copied, tool
+    workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
+    builds = [
+        line
+        for step in workflow["jobs"]["push"]["steps"]
+        for line in step.get("run", "").splitlines()
+        if "docker build" in line
+    ]
+    assert builds and not any("--target" in line for line in builds), builds
+
+
 def test_the_connector_is_published_on_loopback_at_its_port():
     connector = connector_service()
     assert connector["ports"] == [f"127.0.0.1:{DEFAULTS['PORT']}:{DEFAULTS['PORT']}"]

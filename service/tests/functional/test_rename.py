@@ -8,6 +8,7 @@ slow benchmark smoke test are left out of that inner run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -107,6 +108,15 @@ def test_the_commands_a_user_runs_name_the_new_connector(renamed):
     dockerfile = copy / "Dockerfile"
     if dockerfile.exists():
         assert f"service.{MODULE}:create_app()" in dockerfile.read_text(encoding="utf-8")
+
+
+def test_the_image_sesam_pulls_is_renamed_and_stays_pushable(renamed):
+    copy, _ = renamed
+    systems = [p.read_text(encoding="utf-8") for p in copy.glob("sesam/systems/*.conf.json")]
+    images = {json.loads(text)["docker"]["image"].rsplit(":", 1)[0] for text in systems}
+    assert images == {f"sesamcommunity/{NAME}"}
+    workflow = (copy / ".github/workflows/ci.yml").read_text(encoding="utf-8")
+    assert f"IMAGE: sesamcommunity/{NAME}\n" in workflow
 
 
 def test_renaming_again_with_the_same_name_changes_nothing(renamed):
