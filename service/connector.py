@@ -145,7 +145,7 @@ class Records(Adapter):
         entity's ``_id`` under ``records:record``, and ``records:found`` saying whether the
         upstream has it (a record it does not have, or has deleted, is ``false`` and
         ``null``). One GET per entity; the framework runs several at once."""
-        url = self.client.url(collection, entity["_id"])
+        url = self.client.url(collection, self.key(entity["_id"]))
         response = self.client.request("GET", url, ok=(200, 404))
         if response.status_code == 404:
             return {**entity, RECORD_FOUND: False, RECORD: None}
