@@ -71,6 +71,13 @@ class Upstream:
     def clear_faults(self) -> None:
         self._admin("DELETE", "faults")
 
+    def clock(self, **switches: Any) -> dict[str, Any]:
+        """``tick=1`` (coarse), ``freeze=True`` (or a time), ``advance=2`` (seconds)."""
+        return self._admin("PUT", "clock", switches)
+
+    def thaw_clock(self) -> None:
+        self._admin("DELETE", "clock")
+
     def stats(self) -> dict[str, int]:
         return self._admin("GET", "stats")
 

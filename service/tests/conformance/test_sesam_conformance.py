@@ -12,6 +12,13 @@ fixtures the checks use from it: ``conformance_connector``, ``conformance_upstre
 (``POST /transform/<name>``) that takes the collection's feed entities, one entity out for
 each in (a fork without one skips the transform checks, saying so).
 
+The loss checks end with Sesam's dataset (what a pipe holds after its paged runs) equal to
+the upstream's live records: a record changed between two pages of a run, one written in
+the instant the feed has read, a tie across page boundaries, a delete between runs. They
+drive the upstream through the optional hooks ``change``, ``change_after_pages`` and
+``coarse_clock``; a driver without one says why (``NotSupported``), and the check is
+skipped with that reason.
+
 A fork adds its own checks in another module; run them all with
 ``python -m service.tools.dev test service/tests/conformance``.
 """
@@ -19,13 +26,16 @@ A fork adds its own checks in another module; run them all with
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from service.tests.conformance.kit import NotSupported
 from service.tools.sesam_client import Paging
 from service.tools.sesam_client import Sequence
 from service.tools.sesam_client import SesamClient
@@ -158,13 +168,18 @@ def test_limit_is_honoured(sesam, conformance_upstream):
     assert ids(sesam.pull(since=since, limit=3)) == ids(full[3:6])
 
 
-def test_a_deleted_record_arrives_as_a_tombstone(sesam, conformance_upstream):
+def test_a_deleted_record_arrives_as_a_tombstone(
+    sesam, conformance_upstream, conformance_connector
+):
     conformance_upstream.seed(10, 4)
     full = sesam.pull()
     since = full[-1]["_updated"]  # what a pipe keeps after its run
     victim = full[4]["_id"]
     conformance_upstream.delete(victim)
-    changes = sesam.pull(since=since)
+    # A settle window holds the tombstone back for a while: wait for it, with a deadline.
+    changes = eventually(
+        lambda: sesam.pull(since=since), bool, settle_deadline(conformance_connector)
+    )
     assert [(e["_id"], e.get("_deleted")) for e in changes] == [(victim, True)]
     assert changes[0]["_updated"] > since
     live = [e["_id"] for e in sesam.pull() if e.get("_deleted") is not True]
@@ -195,6 +210,170 @@ def test_an_upstream_failure_after_the_first_byte_gives_a_body_that_does_not_par
     if 200 <= status < 300:
         with pytest.raises(ValueError):
             json.loads(body)  # a valid array here would be a truncated feed Sesam believes
+
+
+# --- loss: Sesam's dataset ends equal to the upstream --------------------------------------
+
+
+class Dataset:
+    """What a Sesam pipe holds after its runs of a paged ``json`` source: entities by
+    ``_id``, the last one wins, ``_deleted`` removes. A run without ``since`` is a full
+    run: what it did not deliver is gone. Later runs go on from the last ``_updated``."""
+
+    def __init__(self, sesam: Client, page_size: int) -> None:
+        self.sesam = sesam
+        self.page_size = page_size
+        self.since: str | None = None
+        self.entities: dict[str, dict[str, Any]] = {}
+
+    def run(self) -> list[dict[str, Any]]:
+        """One run, paged as Sesam pages; what it delivered, in order."""
+        paging = Paging(self.page_size, self.since, max_requests=100_000)
+        got = [e for page in paging.pages(lambda params: self.sesam.pull(**params)) for e in page]
+        if self.since is None:
+            self.entities = {}
+        for entity in got:
+            if entity.get("_deleted") is True:
+                self.entities.pop(entity["_id"], None)
+            else:
+                self.entities[entity["_id"]] = entity
+        self.since = paging.since
+        return got
+
+
+def differences(dataset: Dataset, upstream: Any) -> list[str]:
+    """How Sesam's dataset differs from the upstream's live records (none: equal)."""
+    live = upstream.written()
+    held = dataset.entities
+    problems = [f"{i!r}: live upstream, not in Sesam (lost)" for i in sorted(set(live) - set(held))]
+    problems += [f"{i!r}: in Sesam, not live upstream" for i in sorted(set(held) - set(live))]
+    for record_id in sorted(set(live) & set(held)):
+        entity = held[record_id]
+        stale = sorted(k for k, v in live[record_id].items() if k not in entity or entity[k] != v)
+        if stale:
+            problems.append(f"{record_id!r}: Sesam holds an older version (fields {stale})")
+    return problems
+
+
+def settle_deadline(target: Any) -> float:
+    """Seconds to wait for what a settle window holds back, comfortably above it."""
+    return 2 * float(getattr(target, "settle_seconds", 0) or 0) + 10
+
+
+def eventually(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:
+    """``fetch()`` until ``done`` says its answer is the one, or the deadline passes (then
+    the last answer, for the check's assertion to show)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = fetch()
+        if done(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.25)
+
+
+def converges(dataset: Dataset, upstream: Any, target: Any) -> None:
+    """Sesam's runs, again and again, until its dataset equals the upstream's live
+    records; a record still missing or stale after the deadline was lost."""
+    problems = eventually(
+        lambda: (dataset.run(), differences(dataset, upstream))[1],
+        lambda found: not found,
+        settle_deadline(target),
+    )
+    assert problems == [], (
+        f"after Sesam's runs its dataset differs from the upstream ({len(problems)}): "
+        + "; ".join(problems[:10])
+    )
+
+
+def hook(upstream: Any, name: str) -> Callable[..., Any]:
+    """An optional hook of the driver; the check is skipped, with the reason, without it."""
+    method = getattr(upstream, name, None)
+    if method is None:
+        pytest.skip(f"the upstream driver has no {name}(), which this check needs")
+
+    def call(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except NotSupported as reason:
+            pytest.skip(f"the upstream driver cannot {name}(): {reason}")
+
+    return call
+
+
+def test_a_record_changed_between_two_pages_of_a_run_is_not_lost(
+    sesam, conformance_upstream, conformance_connector
+):
+    """A change moves a record to the end of the order; a walk by page number or offset
+    then skips the record that moved up across the page boundary it has passed."""
+    size = conformance_upstream.page_size
+    conformance_upstream.seed(3 * size, 0)
+    order = ids(sesam.pull())
+    moved = order[size // 2]  # on the first upstream page
+    before = conformance_upstream.written()[moved]
+    hook(conformance_upstream, "change_after_pages")(moved, 1)
+    converges(Dataset(sesam, 4 * size), conformance_upstream, conformance_connector)
+    assert conformance_upstream.written()[moved] != before, "the upstream changed nothing"
+
+
+def test_a_tie_of_many_records_across_page_boundaries_is_delivered_whole(
+    sesam, conformance_upstream, conformance_connector
+):
+    """Two pages' worth of records share one time, and one of them changes while the run
+    is inside the tie; then Sesam pages through the tie with pages smaller than it."""
+    size = conformance_upstream.page_size
+    conformance_upstream.seed(3 * size, 2 * size)
+    order = ids(sesam.pull())
+    moved = order[size - 1]  # the first upstream page's last, inside the tie
+    before = conformance_upstream.written()[moved]
+    hook(conformance_upstream, "change_after_pages")(moved, 1)
+    converges(Dataset(sesam, 4 * size), conformance_upstream, conformance_connector)
+    assert conformance_upstream.written()[moved] != before, "the upstream changed nothing"
+    converges(Dataset(sesam, max(1, size // 3)), conformance_upstream, conformance_connector)
+
+
+def test_a_record_written_in_the_instant_already_read_is_delivered(
+    sesam, conformance_upstream, conformance_connector
+):
+    """The race of a coarse clock: the feed reads a record, then one with a smaller id is
+    written with the same time. Sesam's ``since`` is already past it, unless the feed
+    held back the instant that was not over (``FEED_SETTLE_SECONDS``)."""
+    conformance_upstream.seed(10, 0)
+    dataset = Dataset(sesam, 1000)
+    dataset.run()
+    first, second = list(dataset.entities)[:2]
+    settle = float(getattr(conformance_connector, "settle_seconds", 0) or 0)
+    coarse_clock = hook(conformance_upstream, "coarse_clock")
+    change = hook(conformance_upstream, "change")
+    try:
+        for _attempt in range(3):
+            coarse_clock()  # every write from here on has one time
+            change(first)
+            change(second)
+            read = [e["_id"] for e in dataset.run() if e["_id"] in (first, second)]
+            late = read[0] if read else first  # of the two, the one first in feed order
+            change(late)  # written in the instant the feed has read, behind the other
+            if settle <= 0 or not read:
+                break
+            # The feed read the instant before the window could hold it back: this
+            # machine was slower than the window. Again, with a new instant.
+            conformance_upstream.heal()
+        converges(dataset, conformance_upstream, conformance_connector)
+    finally:
+        conformance_upstream.heal()
+
+
+def test_a_record_deleted_between_runs_is_deleted_in_sesam(
+    sesam, conformance_upstream, conformance_connector
+):
+    conformance_upstream.seed(20, 8)
+    dataset = Dataset(sesam, 7)
+    dataset.run()
+    assert differences(dataset, conformance_upstream) == []
+    order = list(dataset.entities)
+    for victim in (order[0], order[10], order[-1]):  # the first, one in the tie, the last
+        conformance_upstream.delete(victim)
+    converges(dataset, conformance_upstream, conformance_connector)
+    assert len(dataset.entities) == 17
 
 
 # --- the sink: Sesam's JSON push protocol ------------------------------------------------

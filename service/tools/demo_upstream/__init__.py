@@ -10,7 +10,8 @@ Run it beside the connector:
     python -m service.tools.demo_upstream --port 8000 --token demo-token
 
 Test hooks live under `/_admin` (no auth; collection names cannot start with `_`):
-reset, bulk inserts with chosen `updated_at`, a raw dump, fault injection and stats.
+reset, bulk inserts with chosen `updated_at`, a raw dump, fault injection (a record changed
+between two list pages among them), a clock that can be made coarse or frozen, and stats.
 
 The modules: ``store`` (timestamps, collections in (updated_at, id) order, pages,
 cursors), ``synthetic`` (computed collections for the benchmarks), ``seed`` (the demo

@@ -18,6 +18,8 @@ from werkzeug.routing import BaseConverter
 
 from service.tools.demo_upstream.faults import DROP_ENVIRON_KEY
 from service.tools.demo_upstream.faults import DropConnection
+from service.tools.demo_upstream.faults import changed
+from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
 from service.tools.demo_upstream.faults import parse_faults
 from service.tools.demo_upstream.faults import require_keys
@@ -76,6 +78,7 @@ class UpstreamState:
                 for record in collection.all_records():
                     self.clock.saw(parse_timestamp(record["updated_at"]) or 0)
             self.collections.update(seeded)
+        self.clock.thaw()
         self.clear_faults()
         self.stats = _fresh_stats()
 
@@ -86,6 +89,7 @@ class UpstreamState:
             "fail_after_pages": None,
             "fail_writes": None,
             "fail_write_ids": None,
+            "change_after_pages": None,
         }
 
     def public_faults(self) -> dict[str, Any]:
@@ -225,6 +229,11 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
             collection = state.collections.get(resource)
             if collection is None:
                 return unknown(resource)
+            due = due_change(state)
+            if due is not None and isinstance(collection, StoredCollection):
+                old = collection.get(due)
+                if old is not None:
+                    collection.put(changed(old, state.clock.next(), "updated_at"))
             page = None if collection.read_only else page_from(collection, after, since, limit)
         if page is None:  # computed records need no lock
             page = page_from(collection, after, since, limit)
@@ -406,6 +415,14 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
     def admin_set_faults() -> flask.Response:
         parsed = parse_faults(request_json())
         with state.lock:
+            change = parsed.get("change_after_pages")
+            if change is not None and not any(
+                isinstance(c, StoredCollection)
+                and (r := c.get(change["id"])) is not None
+                and not r["deleted"]
+                for c in state.collections.values()
+            ):
+                raise InvalidRequest("change_after_pages.id names no live stored record")
             state.faults.update(parsed)
             return json_response(state.public_faults())
 
@@ -414,6 +431,45 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
         with state.lock:
             state.clear_faults()
             return json_response(state.public_faults())
+
+    @app.get("/_admin/clock")
+    def admin_get_clock() -> flask.Response:
+        with state.lock:
+            return json_response(state.clock.describe())
+
+    @app.put("/_admin/clock")
+    def admin_set_clock() -> flask.Response:
+        """``{"tick": 1}`` makes the clock coarse (whole seconds); ``{"freeze": true}``
+        stops it now (or at a time given in the contract's form); ``{"advance": 2}`` moves a
+        frozen clock on. ``DELETE`` gives back the real clock."""
+        body = require_keys(request_json(), "the body", {"tick", "freeze", "advance"})
+        with state.lock:
+            clock = state.clock
+            tick, freeze, advance = body.get("tick"), body.get("freeze"), body.get("advance")
+            if tick is not None:
+                if not isinstance(tick, int | float) or isinstance(tick, bool) or tick <= 0:
+                    raise InvalidRequest("tick must be a number of seconds > 0")
+                clock.tick = max(1, round(tick * 1_000_000))
+            if freeze is True:
+                clock.freeze()
+            elif freeze is not None:
+                at = parse_timestamp(freeze)
+                if at is None:
+                    raise InvalidRequest(
+                        "freeze must be true or a time YYYY-MM-DDTHH:MM:SS.ffffffZ"
+                    )
+                clock.freeze(at)
+            if advance is not None:
+                if not isinstance(advance, int | float) or isinstance(advance, bool) or advance < 0:
+                    raise InvalidRequest("advance must be a number of seconds >= 0")
+                clock.advance(round(advance * 1_000_000))
+            return json_response(clock.describe())
+
+    @app.delete("/_admin/clock")
+    def admin_thaw_clock() -> flask.Response:
+        with state.lock:
+            state.clock.thaw()
+            return json_response(state.clock.describe())
 
     @app.get("/_admin/stats")
     def admin_stats() -> flask.Response:

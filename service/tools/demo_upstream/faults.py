@@ -2,7 +2,9 @@
 
 Faults are the demo upstream's reason to exist: the connector's tests need an upstream
 that fails on demand (a storm of 5xx or 429, a list that breaks after some pages, writes
-that fail by count or by id, a dropped connection, latency).
+that fail by count or by id, a dropped connection, latency), and one that changes a record
+while a client pages through a list (``change_after_pages``: after that many list pages,
+the record is changed before the next one is served, as a concurrent writer would).
 """
 
 from __future__ import annotations
@@ -98,7 +100,14 @@ def parse_faults(body: object) -> dict[str, Any]:
     spec = require_keys(
         body,
         "the body",
-        {"latency_ms", "storm", "fail_after_pages", "fail_writes", "fail_write_ids"},
+        {
+            "latency_ms",
+            "storm",
+            "fail_after_pages",
+            "fail_writes",
+            "fail_write_ids",
+            "change_after_pages",
+        },
     )
     parsed: dict[str, Any] = {}
     if "latency_ms" in spec:
@@ -164,4 +173,32 @@ def parse_faults(body: object) -> dict[str, Any]:
         parsed["fail_write_ids"] = {"ids": set(ids), "status": error_status(by_id, 500)}
     elif "fail_write_ids" in spec:
         parsed["fail_write_ids"] = None
+    if spec.get("change_after_pages") is not None:
+        change = require_keys(spec["change_after_pages"], "change_after_pages", {"pages", "id"})
+        if not is_int(change.get("pages"), 0):
+            raise InvalidRequest("change_after_pages.pages must be an integer >= 0")
+        record_id = change.get("id")
+        if not (isinstance(record_id, str) and record_id) and not is_int(record_id, 0):
+            raise InvalidRequest("change_after_pages.id must be a record's id")
+        parsed["change_after_pages"] = {"pages": change["pages"], "id": record_id, "served": 0}
+    elif "change_after_pages" in spec:
+        parsed["change_after_pages"] = None
     return parsed
+
+
+def changed(record: dict[str, Any], at: str, time_field: str) -> dict[str, Any]:
+    """A record as a concurrent writer leaves it: its ``changed`` count one up, a new time."""
+    return {**record, "changed": record.get("changed", 0) + 1, time_field: at}
+
+
+def due_change(state: Any) -> Any:
+    """The id of the record an armed ``change_after_pages`` changes before this list
+    page, or None; counts the page as served (under the state's lock)."""
+    change = state.faults.get("change_after_pages")
+    if change is None:
+        return None
+    if change["served"] >= change["pages"]:
+        state.faults["change_after_pages"] = None
+        return change["id"]
+    change["served"] += 1
+    return None

@@ -52,18 +52,53 @@ def parse_timestamp(text: object) -> int | None:
 
 
 class Clock:
-    """Hands out write times that only move forward, even if the wall clock does not."""
+    """Hands out write times that never go backwards, even if the wall clock does.
+
+    By default every write gets a new microsecond. For tests it can be made coarse
+    (``tick``: times are cut to whole ticks, and writes within one tick share its time) or
+    frozen (every write gets one time until it is advanced or thawed): the way a
+    second-precision upstream stamps writes, made as long as a test needs.
+    """
 
     def __init__(self) -> None:
         self.last = 0
+        self.tick = 1  # microseconds
+        self.frozen: int | None = None
+
+    def now(self) -> int:
+        if self.frozen is not None:
+            return self.frozen
+        now = time.time_ns() // 1000
+        return now - now % self.tick
 
     def next(self) -> str:
-        self.last = max(time.time_ns() // 1000, self.last + 1)
+        fine = self.frozen is None and self.tick == 1
+        self.last = max(self.now(), self.last + 1 if fine else self.last)
         return format_timestamp(self.last)
 
     def saw(self, micros: int) -> None:
         """An inserted record's time: later writes must sort after it."""
         self.last = max(self.last, micros)
+
+    def freeze(self, at: int | None = None) -> None:
+        """Stop the clock at ``at`` (microseconds), or at now, never before the last write."""
+        self.frozen = max(self.now() if at is None else at, self.last)
+
+    def advance(self, micros: int) -> None:
+        if self.frozen is None:
+            raise InvalidRequest("advance needs a frozen clock")
+        self.frozen += micros
+
+    def thaw(self) -> None:
+        self.frozen = None
+        self.tick = 1
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "now": format_timestamp(self.now()),
+            "frozen": self.frozen is not None,
+            "tick_seconds": self.tick / 1_000_000,
+        }
 
 
 # --- collections ------------------------------------------------------------------------
