@@ -22,8 +22,7 @@ from service.tests.conformance.kit import ConformanceTarget  # noqa: E402
 from service.tests.framework_kit import UPSTREAM_TOKEN  # noqa: E402
 from service.tests.framework_kit import Connector  # noqa: E402
 from service.tests.framework_kit import Upstream  # noqa: E402
-from service.tests.framework_kit import start_connector  # noqa: E402
-from service.tools.servers import stop  # noqa: E402
+from service.tests.framework_kit import running_connector  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,16 +59,12 @@ def connector_under_test(
     upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Connector]:
     """FORK: this connector under gunicorn, in front of its upstream."""
-    process, connector = start_connector(
+    yield from running_connector(
         upstream_server.url,
         tmp_path_factory.mktemp("connector-under-test"),
         app=APP,
         FEED_SETTLE_SECONDS=SETTLE_SECONDS,
     )
-    try:
-        yield connector
-    finally:
-        stop(process, seconds=15)
 
 
 @pytest.fixture

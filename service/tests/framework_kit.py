@@ -188,7 +188,14 @@ def start_connector(
 def connector_server(
     upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Connector]:
-    process, connector = start_connector(upstream_server.url, tmp_path_factory.mktemp("connector"))
+    yield from running_connector(upstream_server.url, tmp_path_factory.mktemp("connector"))
+
+
+def running_connector(
+    upstream_url: str, directory: Path, *, app: str = REFERENCE_APP, **extra: str
+) -> Iterator[Connector]:
+    """A connector for a fixture to yield: started, and stopped when the fixture ends."""
+    process, connector = start_connector(upstream_url, directory, app=app, **extra)
     try:
         yield connector
     finally:

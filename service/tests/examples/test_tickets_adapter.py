@@ -21,7 +21,7 @@ def tickets(tickets_api, tmp_path):
             "TICKETS_API_KEY": API_KEY,
             "TICKETS_PAGE_SIZE": "2",
             "STATE_DIR": str(tmp_path / "state"),
-            "UPSTREAM_RETRY_BUDGET": "2",
+            "UPSTREAM_FEED_RETRY_BUDGET": "2",
             **settings,
         }
         return create_app(config).test_client()
