@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,10 @@ from service.framework.settings import Settings
 
 Record = dict[str, Any]  # one upstream record, as the upstream's JSON has it
 Entity = dict[str, Any]  # one Sesam entity
+#: One named HTTP transform: an entity in; out the entity transformed, or a list of zero or
+#: more entities (filtered out, split, new). Raise ValueError to refuse the entity (a 400
+#: naming it); an UpstreamError is a 502/504 naming it.
+Transform = Callable[[Entity], Entity | list[Entity]]
 
 
 class Adapter(abc.ABC):
@@ -87,6 +92,17 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def live_ids(self, collection: str) -> Iterator[str]:
         """The entity ``_id`` of every live record, for a full sync's deletion detection."""
+
+    def transform(self, name: str) -> Transform | None:
+        """The HTTP transform a pipe names (``POST /transform/<name>``), or None (a 404).
+
+        Optional: an adapter without transforms leaves this as it is. The framework asks
+        for the transform on each request, calls it once per entity (several at once, like
+        the sink's writes) and keeps the batch's order; reserved fields (``_id``,
+        ``_updated``, ...) of an entity the transform returns pass through unless it sets
+        them (``service/framework/transform.py``).
+        """
+        return None
 
 
 def require_collection(adapter: Adapter, name: str) -> None:

@@ -18,6 +18,7 @@ from service.framework.settings import Settings
 from service.framework.settings import configure_logging
 from service.framework.settings import load_settings
 from service.framework.sink import Sink
+from service.framework.transform import TransformEndpoint
 
 
 class AppFactory:
@@ -49,6 +50,7 @@ def build_app(
     register_health(app)
     register_feed(app, adapter)
     Sink(adapter, settings).register(app)
+    TransformEndpoint(adapter, settings).register(app)
     return app
 
 

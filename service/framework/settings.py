@@ -158,11 +158,19 @@ class Settings:
         default="10",
         meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections).",
     )
-    upstream_retry_budget: float = setting(
-        "UPSTREAM_RETRY_BUDGET",
+    upstream_feed_retry_budget: float = setting(
+        "UPSTREAM_FEED_RETRY_BUDGET",
         seconds,
         default="120",
-        meaning="Most seconds one upstream request may spend waiting between retries.",
+        meaning="Most seconds one upstream request of the feed may spend waiting between "
+        "retries: a failed feed restarts Sesam's whole run, so it rides out an outage.",
+    )
+    upstream_sink_retry_budget: float = setting(
+        "UPSTREAM_SINK_RETRY_BUDGET",
+        seconds,
+        default="5",
+        meaning="Most seconds one upstream request of a sink or transform batch may spend "
+        "waiting between retries: Sesam retries the batch itself, so fail fast.",
     )
     upstream_pool_size: int = setting(
         "UPSTREAM_POOL_SIZE",
@@ -182,14 +190,14 @@ class Settings:
         "SINK_MAX_BODY_BYTES",
         int_between(1, 2**31),
         default="8388608",
-        meaning="Largest sink request body accepted (413 above it); a batch costs about 7 "
-        "times its size in memory while it is handled.",
+        meaning="Largest sink or transform request body accepted (413 above it); a batch "
+        "costs about 7 times its size in memory while it is handled.",
     )
     sink_concurrency: int = setting(
         "SINK_CONCURRENCY",
         int_between(1, 64),
         default="8",
-        meaning="Upstream writes in flight at once for one sink batch.",
+        meaning="Upstream requests in flight at once for one sink or transform batch.",
     )
     state_dir: str = setting(
         "STATE_DIR",
@@ -231,6 +239,13 @@ class Settings:
 
 S = TypeVar("S", bound=Settings)
 
+#: Variables that no longer exist: set, they stop the start with the name to use instead,
+#: rather than being ignored without a word.
+RENAMED = {
+    "UPSTREAM_RETRY_BUDGET": "UPSTREAM_FEED_RETRY_BUDGET and UPSTREAM_SINK_RETRY_BUDGET "
+    "(one budget per direction)",
+}
+
 
 def variables(settings_class: type[Settings]) -> tuple[Variable, ...]:
     """Every variable a settings class reads, the framework's first, in declaration order."""
@@ -241,6 +256,9 @@ def load_settings(settings_class: type[S], environ: Mapping[str, str] | None = N
     """Parse every variable; the first missing or malformed one raises ConfigError."""
     if environ is None:
         environ = os.environ
+    for name, instead in RENAMED.items():
+        if environ.get(name):
+            raise ConfigError(f"{name} is no longer read: set {instead}")
     values: dict[str, Any] = {}
     for field in dataclasses.fields(settings_class):
         variable: Variable = field.metadata["variable"]

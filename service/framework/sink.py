@@ -30,8 +30,10 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence as Items
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from typing import TypeVar
 
 from flask import Flask
 from flask import Response
@@ -54,13 +56,17 @@ from service.framework.sequences import SyncParams
 from service.framework.sequences import Verdict
 from service.framework.sequences import parse_params
 from service.framework.settings import Settings
+from service.framework.upstream import REFUSED_STATUSES
 from service.framework.upstream import UpstreamError
 from service.framework.upstream import UpstreamTimeout
+from service.framework.upstream import retry_budget
 
 log = logging.getLogger(__name__)
 
 MAX_FAILURES_SHOWN = 100
 LIVE_ID_CHUNK = 1000
+
+T = TypeVar("T")
 
 
 class BatchError(ValueError):
@@ -202,6 +208,23 @@ def parse_body(data: bytes) -> Any:
         raise BatchError(f"the body is not JSON: {error}") from None
 
 
+def read_body(max_bytes: int) -> Any:
+    """The request's body as JSON, whatever the Content-Type says: larger than
+    ``max_bytes`` is a 413, not JSON a 400. The sink's and the transform's first step."""
+    request.max_content_length = max_bytes
+    try:
+        data = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"the body is larger than SINK_MAX_BODY_BYTES ({max_bytes} "
+            "bytes); lower the pipe's batch_size"
+        ) from None
+    try:
+        return parse_body(data)
+    except BatchError as error:
+        raise BadRequest(str(error)) from None
+
+
 def _strict_json(record: dict[str, Any]) -> bool:
     """A record the upstream can read: no lone surrogates, no NaN."""
     try:
@@ -209,6 +232,31 @@ def _strict_json(record: dict[str, Any]) -> bool:
     except (ValueError, UnicodeEncodeError):
         return False
     return True
+
+
+def check_array(entities: Any) -> list[Any]:
+    """The body is a JSON array (of entities, each checked by ``check_entity``)."""
+    if not isinstance(entities, list):
+        raise BatchError(
+            f"the body must be a JSON array of entities, not a JSON {_json_type(entities)}"
+        )
+    return entities
+
+
+def check_entity(entity: Any, index: int) -> str:
+    """One entity of a batch: an object with a non-empty string ``_id``; answers the id."""
+    if not isinstance(entity, dict):
+        raise BatchError(f"entity {index} is a JSON {_json_type(entity)}, not an object")
+    if "_id" not in entity:
+        raise BatchError(f"entity {index} has no _id")
+    entity_id = entity["_id"]
+    if not isinstance(entity_id, str):
+        raise BatchError(
+            f"entity {index}: _id must be a string, not a JSON {_json_type(entity_id)}"
+        )
+    if not entity_id:
+        raise BatchError(f"entity {index}: _id must not be empty")
+    return entity_id
 
 
 def prepare_batch(
@@ -219,23 +267,10 @@ def prepare_batch(
     """Validate every entity before anything is written; answer the writes (one per
     ``_id``, the last version wins) and how many versions were superseded. ``to_key``
     maps each ``_id``, deleted or not, to the upstream's key (``Adapter.key``)."""
-    if not isinstance(entities, list):
-        raise BatchError(
-            f"the body must be a JSON array of entities, not a JSON {_json_type(entities)}"
-        )
+    check_array(entities)
     writes: dict[str, Write] = {}
     for index, entity in enumerate(entities):
-        if not isinstance(entity, dict):
-            raise BatchError(f"entity {index} is a JSON {_json_type(entity)}, not an object")
-        if "_id" not in entity:
-            raise BatchError(f"entity {index} has no _id")
-        entity_id = entity["_id"]
-        if not isinstance(entity_id, str):
-            raise BatchError(
-                f"entity {index}: _id must be a string, not a JSON {_json_type(entity_id)}"
-            )
-        if not entity_id:
-            raise BatchError(f"entity {index}: _id must not be empty")
+        entity_id = check_entity(entity, index)
         try:
             key = to_key(entity_id)
         except ValueError as error:
@@ -273,49 +308,78 @@ def _json_type(value: Any) -> str:
     return "number"
 
 
-def run_writes(writes: list[Write], perform: Callable[[Write], Any], concurrency: int) -> Outcome:
-    """Every write, at most ``concurrency`` at once; after the first failure no new write
-    starts (an upstream that is down would otherwise cost a retry budget per entity)."""
-    outcome = Outcome()
-    if not writes:
-        return outcome
+@dataclasses.dataclass
+class Bounded:
+    """What ``run_bounded`` did: each item's result (by index; None where it did not
+    finish), the upstream failures by index, and how many items never started."""
+
+    results: list[Any]
+    finished: list[bool]
+    failures: list[tuple[int, UpstreamError]]
+    not_attempted: int = 0
+
+
+def run_bounded(
+    items: Items[T], perform: Callable[[T], Any], concurrency: int, name: str
+) -> Bounded:
+    """``perform`` on every item, at most ``concurrency`` at once (threads named ``name``);
+    after the first UpstreamError no new item starts (an upstream that is down would
+    otherwise cost a retry budget per item). Any other exception is a bug: it is raised."""
+    done = Bounded([None] * len(items), [False] * len(items), [])
+    if not items:
+        return done
     failed = threading.Event()
     lock = threading.Lock()
 
-    def run(write: Write) -> None:
+    def run(index: int) -> None:
         if failed.is_set():
             with lock:
-                outcome.not_attempted += 1
+                done.not_attempted += 1
             return
         try:
-            perform(write)
+            result = perform(items[index])
         except UpstreamError as error:
             failed.set()
-            failure = Failure(
+            with lock:
+                done.failures.append((index, error))
+            return
+        done.results[index] = result
+        done.finished[index] = True
+
+    if concurrency == 1 or len(items) == 1:
+        for index in range(len(items)):
+            run(index)
+    else:
+        with ThreadPoolExecutor(
+            max_workers=min(concurrency, len(items)), thread_name_prefix=name
+        ) as pool:
+            for future in [pool.submit(run, index) for index in range(len(items))]:
+                future.result()  # run() catches UpstreamError; anything else is a bug: raise
+    done.failures.sort(key=lambda failure: failure[0])
+    return done
+
+
+def run_writes(writes: list[Write], perform: Callable[[Write], Any], concurrency: int) -> Outcome:
+    """Every write, at most ``concurrency`` at once; after the first failure no new write
+    starts (``run_bounded``)."""
+    done = run_bounded(writes, perform, concurrency, "sink-write")
+    outcome = Outcome(not_attempted=done.not_attempted)
+    for write, finished in zip(writes, done.finished, strict=True):
+        if finished and write.record is None:
+            outcome.deletes += 1
+        elif finished:
+            outcome.upserts += 1
+    for index, error in done.failures:
+        write = writes[index]
+        outcome.failures.append(
+            Failure(
                 write.entity_id,
                 write.operation,
                 error.status,
                 str(error),
                 isinstance(error, UpstreamTimeout),
             )
-            with lock:
-                outcome.failures.append(failure)
-            return
-        with lock:
-            if write.record is None:
-                outcome.deletes += 1
-            else:
-                outcome.upserts += 1
-
-    if concurrency == 1 or len(writes) == 1:
-        for write in writes:
-            run(write)
-        return outcome
-    with ThreadPoolExecutor(
-        max_workers=min(concurrency, len(writes)), thread_name_prefix="sink-write"
-    ) as pool:
-        for future in [pool.submit(run, write) for write in writes]:
-            future.result()  # run() catches UpstreamError; anything else is a bug: raise
+        )
     return outcome
 
 
@@ -332,7 +396,14 @@ def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
         for f in failures[:MAX_FAILURES_SHOWN]
     ]
     statuses = sorted({str(f.status) for f in failures})
+    refused = sorted({str(f.status) for f in failures if f.status in REFUSED_STATUSES})
     detail = (
+        f"the upstream refused the credentials ({', '.join(refused)}): check the token the "
+        "connector sends. "
+        if refused
+        else ""
+    )
+    detail += (
         f"{len(failures)} {what} failed upstream (statuses {', '.join(statuses)}); "
         f"{outcome.not_attempted} not attempted after the first failure. Every "
         "write is idempotent: retry the same request"
@@ -367,6 +438,7 @@ class Sink:
         self.adapter = adapter
         self.max_body_bytes = settings.sink_max_body_bytes
         self.concurrency = settings.sink_concurrency
+        self.retry_budget = settings.upstream_sink_retry_budget
         self.full_sync_delete = settings.full_sync_delete
         self.allow_empty_delete = settings.full_sync_allow_empty_delete
         try:
@@ -437,17 +509,8 @@ class Sink:
 
     def read_batch(self, params: SyncParams) -> Batch:
         """The body, whatever the Content-Type says: size (413), then every entity."""
-        request.max_content_length = self.max_body_bytes
+        entities = read_body(self.max_body_bytes)
         try:
-            data = request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            raise PayloadTooLarge(
-                f"the body is larger than SINK_MAX_BODY_BYTES ({self.max_body_bytes} "
-                "bytes); lower the pipe's batch_size"
-            ) from None
-        try:
-            entities = parse_body(data)
-            del data  # memory: the text is not needed once parsed
             writes, duplicates = prepare_batch(entities, self.adapter.to_record, self.adapter.key)
         except BatchError as error:
             raise BadRequest(str(error)) from None
@@ -489,11 +552,13 @@ class Sink:
             raise write_failed(outcome, summary, "writes")
 
     def perform(self, collection: str, write: Write) -> None:
+        """One write, with the sink's short retry budget (it runs in a worker thread)."""
         key = write.entity_id if write.key is None else write.key
-        if write.record is None:
-            self.adapter.delete(collection, key)
-        else:
-            self.adapter.upsert(collection, key, write.record)
+        with retry_budget(self.retry_budget):
+            if write.record is None:
+                self.adapter.delete(collection, key)
+            else:
+                self.adapter.upsert(collection, key, write.record)
 
     def delete_missing(
         self, collection: str, batch: Batch, check: SequenceCheck, summary: Summary
@@ -541,9 +606,10 @@ class Sink:
         """Live upstream ids the sequence did not send (asked a page at a time)."""
         missing: list[str] = []
         try:
-            for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
-                sent = self.store.sent_among(collection, sequence_id, chunk)
-                missing.extend(i for i in chunk if i not in sent)
+            with retry_budget(self.retry_budget):
+                for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
+                    sent = self.store.sent_among(collection, sequence_id, chunk)
+                    missing.extend(i for i in chunk if i not in sent)
         except UpstreamError as error:
             raise upstream_failure(
                 isinstance(error, UpstreamTimeout),

@@ -12,6 +12,7 @@ Run it with ``gunicorn -c service/gunicorn.conf.py 'service.tools.reference:crea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from service.framework.adapter import Adapter
 from service.framework.adapter import Entity
 from service.framework.adapter import Record
+from service.framework.adapter import Transform
 from service.framework.app import AppFactory
 from service.framework.positions import TEXT
 from service.framework.positions import TIMESTAMP
@@ -31,6 +33,10 @@ from service.framework.settings import url
 from service.framework.transit import plain
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
+
+# The keys the transform ``<collection>-record`` adds, namespaced as Sesam's are.
+RECORD = "records:record"
+RECORD_FOUND = "records:found"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,6 +139,31 @@ class Records(Adapter):
             for record in page:
                 if record.get("deleted") is not True:
                     yield record["id"]
+
+    def transform(self, name: str) -> Transform | None:
+        """The HTTP transforms a pipe may name (``POST /transform/<name>``); None is a
+        404. Here one per collection, ``<collection>-record`` (see ``add_record``)."""
+        collection, _, kind = name.rpartition("-")
+        if kind == "record" and self.collection.fullmatch(collection):
+            return functools.partial(self.add_record, collection)
+        return None
+
+    def add_record(self, collection: str, entity: Entity) -> Entity:
+        """The transform ``<collection>-record``: the upstream's record with the
+        entity's ``_id`` under ``records:record``, and ``records:found`` saying whether the
+        upstream has it (a record it does not have, or has deleted, is ``false`` and
+        ``null``). One GET per entity; the framework runs several at once."""
+        url = self.client.url(collection, self.key(entity["_id"]))
+        response = self.client.request("GET", url, ok=(200, 404))
+        if response.status_code == 404:
+            return {**entity, RECORD_FOUND: False, RECORD: None}
+        try:
+            record = response.json()
+        except ValueError:
+            raise UpstreamError(
+                f"upstream sent invalid JSON to GET {url}", status=200, url=url
+            ) from None
+        return {**entity, RECORD_FOUND: True, RECORD: record}
 
 
 # The application factory: create_app(config=None) -> Flask; ``config`` overrides the

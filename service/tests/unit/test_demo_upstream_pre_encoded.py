@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from service.tools.demo_upstream import PreEncodedPages
 from service.tools.demo_upstream import create_app
+from service.tools.demo_upstream.pre_encoded import PreEncodedPages
 
 AUTH = {"Authorization": "Bearer t"}
 

@@ -15,7 +15,7 @@ from service.framework.positions import SEPARATOR
 from service.framework.positions import TEXT
 from service.framework.positions import TIMESTAMP
 from service.framework.positions import Positions
-from service.tools.demo_upstream import SyntheticCollection
+from service.tools.demo_upstream.synthetic import SyntheticCollection
 from service.tools.reference import Records
 
 POSITIONS = Positions((TIMESTAMP, TEXT))

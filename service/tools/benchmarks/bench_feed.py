@@ -118,11 +118,8 @@ APPS = {
 }
 
 
-class Upstream(Server):
-    """The demo upstream; pre-encoding a large collection takes a while before it listens."""
-
-    def wait_until_up(self, url: str, seconds: float = 30) -> None:
-        super().wait_until_up(url, seconds=max(seconds, 600))
+# The demo upstream pre-encoding a large collection takes a while before it listens.
+UPSTREAM_START_SECONDS = 600
 
 
 def worker_cpu_seconds(server: Server) -> float:
@@ -152,13 +149,14 @@ def start_servers(records: int, upstream_kind: str, directory: Path) -> dict[str
     options = ["--synthetic", f"{RESOURCE}={records}"]
     if upstream_kind == "fast":
         options += ["--pre-encoded", str(PAGE_SIZE)]
-    upstream = Upstream(
+    upstream = Server(
         "upstream",
         demo_upstream_command(port, TOKEN, *options),
         dict(os.environ),
         port,
         "_admin/health",
         directory / "upstream.log",
+        seconds=UPSTREAM_START_SECONDS,
     )
     servers = {"upstream": upstream}
     try:

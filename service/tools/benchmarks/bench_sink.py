@@ -15,8 +15,9 @@ started with ``--latency-ms 5`` (every upstream request takes 5 ms, like a near 
   with the connector's own client and mapping, 8 writes at once. What the connector can
   at best reach on this machine; ``connector / limit`` shows what the sink itself costs.
 
-The driver pushes the same entities as Sesam's ``json`` sink does: batches of 100,
-one after the other, over one keep-alive session, full syncs ending with an empty batch.
+The driver pushes the same entities as Sesam's ``json`` sink does
+(``service.tools.sesam_client``): batches of 100, one after the other, over one keep-alive
+session, every sync ending with an empty batch.
 Before each run the collection is emptied; after it, the upstream is checked to hold
 every entity. The competitors run in rotation, ``--repeat`` times each, at each
 ``--latency-ms`` (default 0 and 5: a sink's own cost shows at 0, the waiting at 5);
@@ -55,6 +56,8 @@ import requests
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import demo_upstream_command
 from service.tools.benchmarks.servers import free_port
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import SesamClient
 
 TOKEN = "bench-token"
 RESOURCE = "bench"
@@ -181,34 +184,17 @@ def reset_collection(upstream: str) -> None:
 
 
 def push(url: str, entities: list[dict[str, Any]], full: bool) -> float:
-    """Every batch as Sesam sends it; answers the seconds taken."""
-    batches = [entities[i : i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)]
-    sequence = str(uuid.uuid4())
-    previous: str | None = None
-    with requests.Session() as session:
-        session.headers["Content-Type"] = "application/json; charset=UTF-8"
+    """Every batch as Sesam sends it, the final empty one included; answers the seconds."""
+    sequence = Sequence(full=full, new_id=lambda: str(uuid.uuid4()), always_flags=True)
+    client = SesamClient(f"{url}/{RESOURCE}", timeout=600)
+    try:
         started = time.perf_counter()
-        for number, batch in enumerate([*batches, []] if full else batches):
-            params = {
-                "is_full": str(full).lower(),
-                "sequence_id": sequence,
-                "request_id": str(uuid.uuid4()),
-            }
-            if full:
-                params["is_first"] = str(number == 0).lower()
-                params["is_last"] = str(number == len(batches)).lower()
-                if previous is not None:
-                    params["previous_request_id"] = previous
-            response = session.post(
-                f"{url}/{RESOURCE}",
-                params=params,
-                data=json.dumps(batch).encode("utf-8"),
-                timeout=600,
-            )
-            if response.status_code != 200:
-                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
-            previous = params["request_id"]
+        answers = client.push(entities, sequence, batch_size=BATCH_SIZE)
+        if answers[-1].status_code != 200:
+            raise RuntimeError(f"{url}: {answers[-1].status_code} {answers[-1].text[:300]}")
         return time.perf_counter() - started
+    finally:
+        client.close()
 
 
 def verify(upstream: str, entities: list[dict[str, Any]]) -> None:
