@@ -65,8 +65,10 @@ class Adapter(abc.ABC):
     def to_entity(self, record: Record) -> Entity:
         """One upstream record as a Sesam entity with ``_id`` and ``_deleted`` (the feed
         adds ``_updated``). The record is the feed's own, parsed from the upstream's answer
-        and used for nothing else afterwards (``position`` reads it first), so it may be
-        changed and returned as the entity: that saves a copy per entity."""
+        (``position`` reads it first), so it may be changed and returned as the entity:
+        that saves a copy per entity. Add keys, but leave the values ``position`` reads as
+        they are: the paging blocks (``service.framework.paging``) may read a page's last
+        record's position again after the feed has taken the page."""
 
     @abc.abstractmethod
     def to_record(self, entity: Entity) -> Record:

@@ -60,3 +60,13 @@ def test_a_fault_set_on_the_admin_api_applies_to_pre_encoded_pages_too():
     fault = {"fail_after_pages": {"pages": 0, "status": 503}}
     assert client.put("/_admin/faults", json=fault).status_code == 200
     assert client.get("/bench", query_string={"limit": 7}, headers=AUTH).status_code == 503
+
+
+def test_an_armed_change_after_pages_sees_every_list_page():
+    """The fault counts list pages in the app: pre-encoded pages go there while it is set."""
+    app, _, computed = pre_encoded()
+    client = app.test_client()
+    state = app.extensions["demo_upstream"]
+    state.faults["change_after_pages"] = {"pages": 1, "id": "x", "served": 0}
+    assert walk(client) == computed  # a synthetic collection is never changed
+    assert state.faults["change_after_pages"] is None  # spent: the app saw the pages
