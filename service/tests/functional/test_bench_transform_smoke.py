@@ -33,3 +33,4 @@ def test_the_transform_benchmark_runs_and_both_answer_alike() -> None:
     result = json.loads(finished.stdout)
     assert set(result["entities_per_second"]) == {"naive", "connector"}
     assert all(rate > 0 for rate in result["entities_per_second"].values())
+    assert set(result["cpu_seconds_per_1k"]) == {"naive", "connector"}

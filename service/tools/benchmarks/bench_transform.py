@@ -9,12 +9,16 @@ takes 5 ms, like a near SaaS API):
 - ``naive``: ``create_naive_app`` below: for each entity of a batch, in turn, one
   ``requests.get`` of its record (no session, so a new connection each time).
 - ``connector``: ``POST /transform/<collection>-record``: pooled connections,
-  ``SINK_CONCURRENCY`` lookups at once.
+  ``SINK_CONCURRENCY`` lookups at once; the framework's reference adapter
+  (``service.tools.reference``), not a fork's module, as in the feed and sink benchmarks.
 
-The driver posts batches of 100 (the http transform's default ``batch_size``), one after
-the other, over one keep-alive session, as a pipe does, and checks that both answer the
-same entities. The competitors run in rotation, ``--repeat`` times each; medians are
-reported, because the machine is shared and noisy.
+The driver posts batches of 100 (the http transform's default ``batch_size``) with the
+tools' Sesam client (``service.tools.sesam_client``), one after the other, over one
+keep-alive session, as a pipe does, and checks that both answer the same entities. The
+competitors run in rotation, ``--repeat`` times each; medians are reported, because the
+machine is shared and noisy. *CPU (s) / 1k* is the CPU time of a transform's server
+processes per 1,000 entities (the connector parses each batch with ``parse_body``,
+orjson, as its sink does).
 
 From the repository root:
 
@@ -40,6 +44,7 @@ import requests
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import demo_upstream_command
 from service.tools.benchmarks.servers import free_port
+from service.tools.sesam_client import SesamClient
 
 TOKEN = "bench-token"
 RESOURCE = "bench"
@@ -100,7 +105,7 @@ def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, S
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         apps = {
             "naive": "service.tools.benchmarks.bench_transform:create_naive_app()",
-            "connector": "service.connector:create_app()",
+            "connector": "service.tools.reference:create_app()",
         }
         for name, app in apps.items():
             port = free_port()
@@ -137,19 +142,17 @@ def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, S
 def run_once(url: str, entities: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
     """Every batch as a pipe sends it; answers the entities per second and the output."""
     out: list[dict[str, Any]] = []
-    with requests.Session() as session:
-        session.headers["Content-Type"] = "application/json; charset=UTF-8"
+    client = SesamClient(f"{url}/transform/{RESOURCE}-record", timeout=600)
+    try:
         started = time.perf_counter()
         for i in range(0, len(entities), BATCH_SIZE):
-            response = session.post(
-                f"{url}/transform/{RESOURCE}-record",
-                data=json.dumps(entities[i : i + BATCH_SIZE]).encode("utf-8"),
-                timeout=600,
-            )
+            response = client.post(entities[i : i + BATCH_SIZE])
             if response.status_code != 200:
                 raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
             out.extend(response.json())
         seconds = time.perf_counter() - started
+    finally:
+        client.close()
     return len(entities) / seconds, out
 
 
@@ -167,14 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         {"_id": f"r-{i:07d}", "_updated": i, "name": f"E {i}"} for i in range(args.entities)
     ]
     rates: dict[str, list[float]] = {name: [] for name in COMPETITORS}
+    cpu: dict[str, list[float]] = {name: [] for name in COMPETITORS}
     with tempfile.TemporaryDirectory(prefix="bench-transform-") as directory:
         servers = start_servers(Path(directory), args.latency_ms, args.entities)
         try:
             for _ in range(args.repeat):
                 outputs = {}
                 for name in COMPETITORS:
+                    before = servers[name].cpu_seconds()
                     rate, outputs[name] = run_once(servers[name].url, entities)
                     rates[name].append(rate)
+                    used = servers[name].cpu_seconds() - before
+                    cpu[name].append(used * 1000 / len(entities))
                 if outputs["naive"] != outputs["connector"]:
                     raise RuntimeError("the naive and the connector's transform answered apart")
                 if [e["_id"] for e in outputs["connector"]] != [e["_id"] for e in entities]:
@@ -183,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.stop()
     medians = {name: statistics.median(values) for name, values in rates.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
     ratio = medians["connector"] / medians["naive"]
     result = {
         "entities": args.entities,
@@ -190,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "upstream_latency_ms": args.latency_ms,
         "entities_per_second": {k: round(v, 1) for k, v in medians.items()},
+        "cpu_seconds_per_1k": {k: round(v, 3) for k, v in cpu_medians.items()},
         "all_runs": {k: [round(r, 1) for r in vs] for k, vs in rates.items()},
         "ratio_connector_to_naive": round(ratio, 2),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -203,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         f"upstream latency {args.latency_ms:g} ms per request, median of {args.repeat} runs "
         f"({result['machine']})"
     )
-    print(f"{'transform':<34} {'entities/s':>10} {'vs naive':>9}")
+    print(f"{'transform':<34} {'entities/s':>10} {'vs naive':>9} {'CPU (s) / 1k':>13}")
     labels = {
         "naive": "naive (sequential, no session)",
         "connector": "connector (<collection>-record)",
@@ -211,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMPETITORS:
         print(
             f"{labels[name]:<34} {medians[name]:>10.1f} {medians[name] / medians['naive']:>8.1f}x"
+            f" {cpu_medians[name]:>13.3f}"
         )
     return 0
 
