@@ -1,4 +1,4 @@
-# The connector's image (README: "Docker and docker-compose"). Three stages:
+# The connector's image (docs/docker.md). Three stages:
 #   base     the service as Sesam runs it: runtime dependencies, the code, a non-root user
 #   test     base plus the test tools and the whole repository, so that
 #            `docker-compose exec connector pytest` runs the suite (docker-compose builds it)

@@ -1,4 +1,4 @@
-"""The Records API connector for Sesam: an entity feed and a sink.
+"""The Records API connector for Sesam: an entity feed, a sink and an HTTP transform.
 
 This is the file a fork edits: one adapter class and the settings it reads. Every place
 that knows the upstream is marked ``FORK:`` (``grep -n "FORK:" service/connector.py``).
@@ -11,6 +11,7 @@ Run it with ``gunicorn -c service/gunicorn.conf.py 'service.connector:create_app
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,11 @@ from typing import Any
 from service.framework.adapter import Adapter
 from service.framework.adapter import Entity
 from service.framework.adapter import Record
+from service.framework.adapter import Transform
 from service.framework.app import AppFactory
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import utc_text
 from service.framework.settings import Settings
 from service.framework.settings import int_between
 from service.framework.settings import setting
@@ -27,6 +32,10 @@ from service.framework.settings import url
 from service.framework.transit import plain
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
+
+# The keys the transform ``<collection>-record`` adds, namespaced as Sesam's are.
+RECORD = "records:record"
+RECORD_FOUND = "records:found"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,6 +59,8 @@ class Records(Adapter):
 
     # FORK: the names a pipe may put in its url, one per upstream collection.
     collection = re.compile(r"[a-z][a-z0-9-]*")
+    # FORK: what position() returns: a modification time (ISO 8601) and a string id.
+    position_parts = (TIMESTAMP, TEXT)
 
     def __init__(self, settings: ConnectorSettings) -> None:
         super().__init__(settings)
@@ -59,7 +70,7 @@ class Records(Adapter):
         )
         self.page_size = settings.upstream_page_size
 
-    def pages(self, collection: str, since: str | None) -> Iterator[list[Record]]:
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Record]]:
         """FORK: how to page through the upstream, in (updated_at, id) order.
 
         With ``since`` (inclusive), every change including deletions; without it, the
@@ -67,7 +78,7 @@ class Records(Adapter):
         """
         params: dict[str, Any] = {"limit": self.page_size}
         if since is not None:
-            params["updated_since"] = since
+            params["updated_since"] = utc_text(since[0])
         url = self.client.url(collection)
         while True:
             body = self.client.get_json(url, params)
@@ -79,7 +90,7 @@ class Records(Adapter):
                 return
             params["cursor"] = cursor
 
-    def position(self, record: Record) -> tuple[str, str]:
+    def position(self, record: Record) -> tuple[Any, ...]:
         """FORK: a record's place in feed order: (modification time, id)."""
         return record["updated_at"], record["id"]
 
@@ -99,15 +110,20 @@ class Records(Adapter):
         """
         return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}
 
-    def upsert(self, collection: str, entity_id: str, record: Record) -> None:
+    def key(self, entity_id: str) -> str:
+        """FORK: the upstream's key for an entity's _id, deleted or not (here the same
+        string; raise ValueError to refuse an _id the upstream cannot have)."""
+        return entity_id
+
+    def upsert(self, collection: str, key: str, record: Record) -> None:
         """FORK: create or replace one record (idempotent: Sesam retries batches)."""
         self.client.request(
-            "PUT", self.client.url(collection, entity_id), json_body=record, ok=(200, 201, 204)
+            "PUT", self.client.url(collection, key), json_body=record, ok=(200, 201, 204)
         )
 
-    def delete(self, collection: str, entity_id: str) -> None:
+    def delete(self, collection: str, key: str) -> None:
         """FORK: delete one record; one that is already gone (404) counts as done."""
-        self.client.request("DELETE", self.client.url(collection, entity_id), ok=(200, 204, 404))
+        self.client.request("DELETE", self.client.url(collection, key), ok=(200, 204, 404))
 
     def live_ids(self, collection: str) -> Iterator[str]:
         """FORK: the ids of every live record, for a full sync's deletion detection."""
@@ -115,6 +131,31 @@ class Records(Adapter):
             for record in page:
                 if record.get("deleted") is not True:
                     yield record["id"]
+
+    def transform(self, name: str) -> Transform | None:
+        """FORK: the HTTP transforms a pipe may name (``POST /transform/<name>``); None is a
+        404. Here one per collection, ``<collection>-record`` (see ``add_record``)."""
+        collection, _, kind = name.rpartition("-")
+        if kind == "record" and self.collection.fullmatch(collection):
+            return functools.partial(self.add_record, collection)
+        return None
+
+    def add_record(self, collection: str, entity: Entity) -> Entity:
+        """FORK: the transform ``<collection>-record``: the upstream's record with the
+        entity's ``_id`` under ``records:record``, and ``records:found`` saying whether the
+        upstream has it (a record it does not have, or has deleted, is ``false`` and
+        ``null``). One GET per entity; the framework runs several at once."""
+        url = self.client.url(collection, self.key(entity["_id"]))
+        response = self.client.request("GET", url, ok=(200, 404))
+        if response.status_code == 404:
+            return {**entity, RECORD_FOUND: False, RECORD: None}
+        try:
+            record = response.json()
+        except ValueError:
+            raise UpstreamError(
+                f"upstream sent invalid JSON to GET {url}", status=200, url=url
+            ) from None
+        return {**entity, RECORD_FOUND: True, RECORD: record}
 
 
 # The application factory: create_app(config=None) -> Flask; ``config`` overrides the

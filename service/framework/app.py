@@ -17,7 +17,9 @@ from service.framework.feed import register_feed
 from service.framework.settings import Settings
 from service.framework.settings import configure_logging
 from service.framework.settings import load_settings
+from service.framework.sink import Bodies
 from service.framework.sink import Sink
+from service.framework.transform import TransformEndpoint
 
 
 class AppFactory:
@@ -48,7 +50,9 @@ def build_app(
     register_basic_auth(app, settings)
     register_health(app)
     register_feed(app, adapter)
-    Sink(adapter, settings).register(app)
+    bodies = Bodies(settings)  # one budget for the sink's and the transform's bodies
+    Sink(adapter, settings, bodies).register(app)
+    TransformEndpoint(adapter, settings, bodies).register(app)
     return app
 
 

@@ -14,9 +14,7 @@ the final chunk), so Sesam cannot take a truncated feed for the whole truth.
 
 from __future__ import annotations
 
-import datetime
 import functools
-import json
 import logging
 import queue
 import re
@@ -25,6 +23,9 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 from typing import TypeVar
 
@@ -33,54 +34,59 @@ from flask import Response
 from flask import request
 from flask import stream_with_context
 
+from service.framework import jsontext
 from service.framework.adapter import Adapter
 from service.framework.adapter import require_collection
 from service.framework.errors import BadRequest
 from service.framework.errors import UpstreamContractError
+from service.framework.positions import Positions
+from service.framework.positions import Timestamp
+from service.framework.positions import utc_text
 from service.framework.upstream import UpstreamError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# [0-9], not \d: \d is any Unicode digit ("٢٠٢٦" would pass).
-TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-TOKEN = re.compile(rf"({TIMESTAMP.pattern})(?:_((?:[0-9a-f]{{2}})+))?")
+# [0-9], not \d: \d is any Unicode digit ("５" would pass).
 LIMIT = re.compile(r"[0-9]+")
 
 
-def make_token(updated_at: str, record_id: str) -> str:
+def make_token(positions: Positions, values: tuple[Any, ...]) -> str:
     """The ``_updated`` of a record: unique, and string order is feed order."""
-    if not TIMESTAMP.fullmatch(updated_at):
-        raise UpstreamContractError(
-            f"record {record_id!r} has updated_at {updated_at!r}, "
-            "not in the form YYYY-MM-DDTHH:MM:SS.ffffffZ"
-        )
-    return f"{updated_at}_{record_id.encode('utf-8').hex()}"
-
-
-def parse_since(since: str) -> tuple[str, str]:
-    """Check a ``since`` value; answer (the upstream's updated_since, the token itself).
-
-    A bare timestamp is accepted too (an operator resetting a pipe by hand): every
-    record with that updated_at or later comes after it.
-    """
-    match = TOKEN.fullmatch(since)
-    if match is None:
-        raise ValueError(
-            "since must be an _updated value from this feed "
-            "(YYYY-MM-DDTHH:MM:SS.ffffffZ, optionally followed by _<hex id>)"
-        )
     try:
-        datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError:
-        raise ValueError(f"since holds a time that does not exist: {match.group(1)}") from None
-    if match.group(2) is not None:
-        try:
-            bytes.fromhex(match.group(2)).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("since holds an id that is not UTF-8") from None
-    return match.group(1), since
+        return positions.encode(values)
+    except (ValueError, UnicodeEncodeError) as error:
+        raise _not_a_position(positions, values, error) from None
+
+
+def _not_a_position(
+    positions: Positions, values: tuple[Any, ...], error: Exception
+) -> UpstreamContractError:
+    return UpstreamContractError(
+        f"a record's position {values!r} is not ({positions.describe()}): {error}"
+    )
+
+
+def parse_since(since: str, positions: Positions) -> tuple[Any, ...]:
+    """The typed values of a ``since``: a token of this feed, or its first parts (a bare
+    timestamp, from an operator resetting a pipe by hand, means "from that time on")."""
+    try:
+        return positions.decode(since)
+    except ValueError as error:
+        raise ValueError(
+            f"since must be an _updated value from this feed ({positions.describe()}), "
+            f"or its first parts: {error}"
+        ) from None
+
+
+def settled_until(positions: Positions, settle_seconds: float) -> str | None:
+    """With a settle window, the greatest token the feed may hand out now: records whose
+    time is within the window are held back until a later run (``FEED_SETTLE_SECONDS``)."""
+    if settle_seconds <= 0 or not isinstance(positions.parts[0], Timestamp):
+        return None
+    cutoff = datetime.now(UTC) - timedelta(seconds=settle_seconds)
+    return utc_text(cutoff) + "~"  # after every token of that instant, before the next
 
 
 def parse_limit(limit: str | None) -> int | None:
@@ -96,39 +102,57 @@ def entity_chunks(
     *,
     since: str | None,
     limit: int | None,
-    position: Callable[[dict[str, Any]], tuple[str, str]],
+    position: Callable[[dict[str, Any]], tuple[Any, ...]],
     to_entity: Callable[[dict[str, Any]], dict[str, Any]],
     stats: dict[str, int],
+    positions: Positions,
+    until: str | None = None,
 ) -> Iterator[str]:
-    """One JSON text per upstream page: its entities, comma-separated, no brackets.
+    """One JSON text per upstream page: its entities, comma-separated, no brackets. With
+    ``until`` (``settled_until``), the feed ends before the first record past it.
 
+    One pass per page, the least Python per record: its position, its token, the order
+    checks, ``to_entity``; then one encoding of the page's entities (``jsontext.dumps``).
     Pure: no Flask, no sockets, so it is unit-tested directly.
     """
     last = since
     remaining = limit
     first = True
+    encode = positions.encode
     for page in pages:
         entities = []
+        append = entities.append
         for record in page:
-            token = make_token(*position(record))
+            values = position(record)
+            try:
+                token = encode(values)
+            except (ValueError, UnicodeEncodeError) as error:
+                raise _not_a_position(positions, values, error) from None
             if since is not None and token <= since:
-                continue  # delivered already: updated_since is inclusive
+                continue  # delivered already: the upstream's since is inclusive
             if last is not None and token <= last:
                 raise UpstreamContractError(
-                    f"the upstream's order is not (updated_at, id): {token} after {last}"
+                    f"the upstream's order is not the position's order: {token} after {last}"
                 )
+            if until is not None and token > until:
+                stats["held_back"] = 1
+                remaining = 0  # too recent to be final: the next run delivers it
+                break
             last = token
             entity = to_entity(record)
             entity["_updated"] = token
-            entities.append(entity)
+            append(entity)
             if remaining is not None:
                 remaining -= 1
                 if remaining == 0:
                     break
         if entities:
-            text = json.dumps(entities, ensure_ascii=False, allow_nan=False, separators=(",", ":"))[
-                1:-1
-            ]
+            try:
+                text = jsontext.dumps(entities)[1:-1].decode("utf-8")
+            except UnicodeEncodeError:
+                raise UpstreamContractError(
+                    "an entity holds a string that is not valid Unicode (a lone surrogate)"
+                ) from None
             stats["entities"] += len(entities)
             yield text if first else "," + text
             first = False
@@ -202,14 +226,12 @@ def register_feed(app: Flask, adapter: Adapter) -> None:
     app.add_url_rule("/<collection>", "feed", functools.partial(feed, adapter), methods=["GET"])
 
 
-def read_query() -> tuple[str | None, str | None, int | None]:
-    """The request's ``since`` and ``limit``: (the upstream's since, the token, the limit)."""
+def read_query(positions: Positions) -> tuple[tuple[Any, ...] | None, str | None, int | None]:
+    """The request's ``since`` and ``limit``: (since's typed values, since, the limit)."""
     try:
-        since_param = request.args.get("since")
-        upstream_since, since = (None, None)
-        if since_param is not None and since_param != "":
-            upstream_since, since = parse_since(since_param)
-        return upstream_since, since, parse_limit(request.args.get("limit"))
+        since = request.args.get("since") or None
+        values = parse_since(since, positions) if since is not None else None
+        return values, since, parse_limit(request.args.get("limit"))
     except ValueError as error:
         raise BadRequest(str(error)) from None
 
@@ -217,10 +239,11 @@ def read_query() -> tuple[str | None, str | None, int | None]:
 def feed(adapter: Adapter, collection: str) -> Response:
     """Stream the collection; the first upstream page is read before the answer starts."""
     require_collection(adapter, collection)
-    upstream_since, since, limit = read_query()
+    positions = adapter.positions
+    since_values, since, limit = read_query(positions)
     stats = {"entities": 0}
     started = time.monotonic()
-    upstream_pages = Prefetched(adapter.pages(collection, upstream_since))
+    upstream_pages = Prefetched(adapter.pages(collection, since_values))
     chunks = entity_chunks(
         upstream_pages,
         since=since,
@@ -228,6 +251,8 @@ def feed(adapter: Adapter, collection: str) -> Response:
         position=adapter.position,
         to_entity=adapter.to_entity,
         stats=stats,
+        positions=positions,
+        until=settled_until(positions, adapter.settings.feed_settle_seconds),
     )
     try:
         head = next(chunks)  # the first upstream page, before any byte is sent

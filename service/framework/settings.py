@@ -3,7 +3,7 @@
 Every variable is declared once, as a field of a settings class made with ``setting()``:
 name, how to read it, default, secret, meaning. The framework's own are the fields of
 ``Settings``; a fork subclasses it beside its adapter and declares its upstream's there.
-The configuration table in the docs is checked against these declarations by a test.
+The configuration table in the docs is (docs/configuration.md) is checked against these declarations by a test.
 """
 
 from __future__ import annotations
@@ -71,6 +71,16 @@ def seconds(value: str) -> float:
     return number
 
 
+def seconds_or_zero(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 <= number < 86400:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -128,7 +138,10 @@ class Settings:
         "PORT", int_between(1, 65535), default="5000", meaning="Port gunicorn binds on 0.0.0.0."
     )
     log_level: str = setting(
-        "LOG_LEVEL", logging_level, default="INFO", meaning="DEBUG, INFO, WARNING or ERROR."
+        "LOG_LEVEL",
+        logging_level,
+        default="INFO",
+        meaning="DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     )
     workers: int = setting(
         "WORKERS",
@@ -168,11 +181,19 @@ class Settings:
         default="10",
         meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections).",
     )
-    upstream_retry_budget: float = setting(
-        "UPSTREAM_RETRY_BUDGET",
+    upstream_feed_retry_budget: float = setting(
+        "UPSTREAM_FEED_RETRY_BUDGET",
         seconds,
         default="120",
-        meaning="Most seconds one upstream request may spend waiting between retries.",
+        meaning="Most seconds one upstream request of the feed may spend waiting between "
+        "retries: a failed feed restarts Sesam's whole run, so it rides out an outage.",
+    )
+    upstream_sink_retry_budget: float = setting(
+        "UPSTREAM_SINK_RETRY_BUDGET",
+        seconds,
+        default="5",
+        meaning="Most seconds one upstream request of a sink or transform batch may spend "
+        "waiting between retries: Sesam retries the batch itself, so fail fast.",
     )
     upstream_pool_size: int = setting(
         "UPSTREAM_POOL_SIZE",
@@ -180,24 +201,33 @@ class Settings:
         default="32",
         meaning="Pooled connections to the upstream per worker process.",
     )
+    feed_settle_seconds: float = setting(
+        "FEED_SETTLE_SECONDS",
+        seconds_or_zero,
+        default="0",
+        meaning="Hold back records changed in the last this many seconds (by this "
+        "connector's clock) until a later run: for upstreams whose times are coarse or "
+        "whose writes can land with a time already read. 0: off.",
+    )
     sink_max_body_bytes: int = setting(
         "SINK_MAX_BODY_BYTES",
         int_between(1, 2**31),
         default="8388608",
-        meaning="Largest sink request body accepted (413 above it).",
+        meaning="Largest sink or transform request body accepted (413 above it).",
     )
     sink_bytes_in_flight: int = setting(
         "SINK_BYTES_IN_FLIGHT",
         int_between(1, 2**31),
         default="8388608",
-        meaning="Sink bodies one worker holds at once, in bytes (each costs about twice its "
-        "size); a batch that does not fit waits, then gets 503 with Retry-After.",
+        meaning="Sink and transform bodies one worker holds at once, in bytes (each costs "
+        "about twice its size); a batch that does not fit waits, then gets 503 with "
+        "Retry-After.",
     )
     sink_concurrency: int = setting(
         "SINK_CONCURRENCY",
         int_between(1, 64),
         default="8",
-        meaning="Upstream writes in flight at once for one sink batch.",
+        meaning="Upstream requests in flight at once for one sink or transform batch.",
     )
     state_dir: str = setting(
         "STATE_DIR",
@@ -244,6 +274,13 @@ class Settings:
 
 S = TypeVar("S", bound=Settings)
 
+#: Variables that no longer exist: set, they stop the start with the name to use instead,
+#: rather than being ignored without a word.
+RENAMED = {
+    "UPSTREAM_RETRY_BUDGET": "UPSTREAM_FEED_RETRY_BUDGET and UPSTREAM_SINK_RETRY_BUDGET "
+    "(one budget per direction)",
+}
+
 
 def variables(settings_class: type[Settings]) -> tuple[Variable, ...]:
     """Every variable a settings class reads, the framework's first, in declaration order."""
@@ -254,6 +291,9 @@ def load_settings(settings_class: type[S], environ: Mapping[str, str] | None = N
     """Parse every variable; the first missing or malformed one raises ConfigError."""
     if environ is None:
         environ = os.environ
+    for name, instead in RENAMED.items():
+        if environ.get(name):
+            raise ConfigError(f"{name} is no longer read: set {instead}")
     values: dict[str, Any] = {}
     for field in dataclasses.fields(settings_class):
         variable: Variable = field.metadata["variable"]

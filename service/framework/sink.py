@@ -5,7 +5,8 @@
 1. the query parameters (a full sync needs its sequence tokens): 400;
 2. the body, whatever the Content-Type says and however it is framed: size (413,
    chunked bodies too), JSON, an array of objects, each with a non-empty string ``_id``
-   that is valid Unicode, each mappable to an upstream record: 400 naming the entity's
+   that is valid Unicode, each ``_id`` (deleted or not) mappable to the upstream's key
+   (``Adapter.key``) and each entity to an upstream record: 400 naming the entity's
    index;
 3. the full-sync sequence rules (``service.framework.sequences``): 409;
 4. the writes: one per distinct ``_id`` (the last version in the batch wins), at most
@@ -21,8 +22,13 @@ Memory: a parsed batch of small entities takes 20 to 60 times its text, so a bat
 never parsed whole. The body is kept as text and walked one entity at a time, once to
 validate it, then again to write it; what is kept per entity is a hash and a flag. The
 bodies one worker holds at once are bounded (``SINK_BYTES_IN_FLIGHT``): a batch that does
-not fit waits for room, then gets 503 with ``Retry-After``, which Sesam retries. Every write is idempotent (PUT, and DELETE where
-404 counts as done), which also makes Sesam's one-entity-at-a-time fallback safe.
+not fit waits for room, then gets 503 with ``Retry-After``, which Sesam retries; the
+transform (``service.framework.transform``) reads its bodies the same way, within the same
+budget (``Bodies``). The walk uses the standard library's decoder one entity at a time
+(orjson has no incremental decoder; ``parse_body``, for tests and tools, uses it whole).
+
+Every write is idempotent (PUT, and DELETE where 404 counts as done), which also makes
+Sesam's one-entity-at-a-time fallback safe.
 """
 
 from __future__ import annotations
@@ -41,14 +47,17 @@ from array import array
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence as Items
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from typing import TypeVar
 
 from flask import Flask
 from flask import Response
 from flask import jsonify
 from flask import request
 
+from service.framework import jsontext
 from service.framework.adapter import Adapter
 from service.framework.adapter import require_collection
 from service.framework.errors import ApiError
@@ -65,8 +74,10 @@ from service.framework.sequences import SyncParams
 from service.framework.sequences import Verdict
 from service.framework.sequences import parse_params
 from service.framework.settings import Settings
+from service.framework.upstream import REFUSED_STATUSES
 from service.framework.upstream import UpstreamError
 from service.framework.upstream import UpstreamTimeout
+from service.framework.upstream import retry_budget
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,8 @@ LIVE_ID_CHUNK = 1000
 READ_CHUNK = 65536
 ADMISSION_WAIT_SECONDS = 15.0  # a batch waits this long for room before its 503
 RETRY_AFTER_SECONDS = 5
+
+T = TypeVar("T")
 
 
 class BatchError(ValueError):
@@ -87,6 +100,7 @@ class Write:
 
     entity_id: str
     record: dict[str, Any] | None
+    key: Any = None  # the upstream's key for the entity (Adapter.key); None: the _id
 
     @property
     def operation(self) -> str:
@@ -178,14 +192,16 @@ class Batch:
         params: SyncParams,
         text: str,
         to_record: Callable[[dict[str, Any]], dict[str, Any]],
+        to_key: Callable[[str], Any] = str,
     ) -> None:
         self.params = params
         self.text = text
         self.to_record = to_record
+        self.to_key = to_key
         hashes = array("q")  # hash of each entity's _id, in body order
         deleted = bytearray()  # 1 where the entity has _deleted: true
         for index, entity in enumerate(walk(text)):
-            entity_id, record = check_entity(index, entity, to_record)
+            entity_id, record, _ = check_write(index, entity, to_record, to_key)
             hashes.append(hash(entity_id))
             deleted.append(record is None)
         self.entities = len(hashes)
@@ -212,9 +228,12 @@ class Batch:
         return (entity_id for entity_id, _ in self._versions())
 
     def writes(self) -> Iterator[Write]:
+        """The writes, mapped again (``to_record``, ``to_key``): the first pass checked
+        that every one maps, so these do not raise."""
         for entity_id, entity in self._versions():
             deleted = entity.get("_deleted") is True
-            yield Write(entity_id, None if deleted else self.to_record(entity))
+            record = None if deleted else self.to_record(entity)
+            yield Write(entity_id, record, self.to_key(entity_id))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,9 +315,22 @@ def walk(text: str) -> Iterator[Any]:
         raise _not_json("Extra data", text, end)
 
 
-def parse_body(data: bytes) -> list[Any]:
-    """The whole body parsed at once: for tests and small tools; the sink walks it."""
-    return list(walk(body_text(data)))
+def parse_body(data: bytes) -> Any:
+    """The whole body parsed at once, with orjson and the standard library for what orjson
+    refuses (``service.framework.jsontext``): for tests, tools and benchmarks. The sink and
+    the transform never parse a body whole: they walk it (``walk``)."""
+    if not data.strip():
+        raise BatchError("the body is empty; send a JSON array of entities ([] for none)")
+    try:
+        return jsontext.loads(data, _reject_constant)
+    except BatchError:
+        raise
+    except RecursionError:
+        raise BatchError("the body is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise BatchError("the body is not UTF-8 text") from None
+    except ValueError as error:
+        raise BatchError(f"the body is not JSON: {error}") from None
 
 
 def repeated(hashes: array) -> set[int]:
@@ -327,27 +359,18 @@ def _strict_json(record: dict[str, Any]) -> bool:
     return True
 
 
-def prepare_batch(
-    entities: Any, to_record: Callable[[dict[str, Any]], dict[str, Any]]
-) -> tuple[list[Write], int]:
-    """Validate every entity before anything is written; answer the writes (one per
-    ``_id``, the last version wins) and how many versions were superseded."""
+def check_array(entities: Any) -> list[Any]:
+    """The body is a JSON array (of entities, each checked by ``check_entity``)."""
     if not isinstance(entities, list):
         raise BatchError(
             f"the body must be a JSON array of entities, not a JSON {_json_type(entities)}"
         )
-    writes: dict[str, Write] = {}
-    for index, entity in enumerate(entities):
-        entity_id, record = check_entity(index, entity, to_record)
-        writes.pop(entity_id, None)  # keep the last version, in its place
-        writes[entity_id] = Write(entity_id, record)
-    return list(writes.values()), len(entities) - len(writes)
+    return entities
 
 
-def check_entity(
-    index: int, entity: Any, to_record: Callable[[dict[str, Any]], dict[str, Any]]
-) -> tuple[str, dict[str, Any] | None]:
-    """One entity's checks: (its id, its record, None for a delete), or BatchError."""
+def check_entity(entity: Any, index: int) -> str:
+    """One entity of a batch (the sink's and the transform's rule): an object with a
+    non-empty string ``_id`` that is valid Unicode; answers the id."""
     if not isinstance(entity, dict):
         raise BatchError(f"entity {index} is a JSON {_json_type(entity)}, not an object")
     if "_id" not in entity:
@@ -363,8 +386,25 @@ def check_entity(
         raise BatchError(
             f"entity {index}: _id {entity_id!r} is not valid Unicode (a lone surrogate)"
         )
+    return entity_id
+
+
+def check_write(
+    index: int,
+    entity: Any,
+    to_record: Callable[[dict[str, Any]], dict[str, Any]],
+    to_key: Callable[[str], Any] = str,
+) -> tuple[str, dict[str, Any] | None, Any]:
+    """One sink entity's checks: (its id, its record or None for a delete, the upstream's
+    key for the id), or BatchError. Every ``_id``, deleted or not, goes through ``to_key``
+    (``Adapter.key``)."""
+    entity_id = check_entity(entity, index)
+    try:
+        key = to_key(entity_id)
+    except ValueError as error:
+        raise BatchError(f"entity {index} ({entity_id!r}): {error}") from None
     if entity.get("_deleted") is True:
-        return entity_id, None
+        return entity_id, None, key
     try:
         record = to_record(entity)
     except RecursionError:
@@ -376,7 +416,24 @@ def check_entity(
             f"entity {index} ({entity_id!r}) holds a string that is not "
             "valid Unicode (a lone surrogate)"
         )
-    return entity_id, record
+    return entity_id, record, key
+
+
+def prepare_batch(
+    entities: Any,
+    to_record: Callable[[dict[str, Any]], dict[str, Any]],
+    to_key: Callable[[str], Any] = str,
+) -> tuple[list[Write], int]:
+    """A parsed batch, validated whole before anything is written (the sink's rules, for
+    tests and tools; the sink itself walks its body, ``Batch``): the writes (one per
+    ``_id``, the last version wins) and how many versions were superseded."""
+    check_array(entities)
+    writes: dict[str, Write] = {}
+    for index, entity in enumerate(entities):
+        entity_id, record, key = check_write(index, entity, to_record, to_key)
+        writes.pop(entity_id, None)  # keep the last version, in its place
+        writes[entity_id] = Write(entity_id, record, key)
+    return list(writes.values()), len(entities) - len(writes)
 
 
 def _valid_unicode(text: str) -> bool:
@@ -399,6 +456,57 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return "number"
+
+
+@dataclasses.dataclass
+class Bounded:
+    """What ``run_bounded`` did: each item's result (by index; None where it did not
+    finish), the upstream failures by index, and how many items never started."""
+
+    results: list[Any]
+    finished: list[bool]
+    failures: list[tuple[int, UpstreamError]]
+    not_attempted: int = 0
+
+
+def run_bounded(
+    items: Items[T], perform: Callable[[T], Any], concurrency: int, name: str
+) -> Bounded:
+    """``perform`` on every item, at most ``concurrency`` at once (threads named ``name``);
+    after the first UpstreamError no new item starts (an upstream that is down would
+    otherwise cost a retry budget per item). Any other exception is a bug: it is raised."""
+    done = Bounded([None] * len(items), [False] * len(items), [])
+    if not items:
+        return done
+    failed = threading.Event()
+    lock = threading.Lock()
+
+    def run(index: int) -> None:
+        if failed.is_set():
+            with lock:
+                done.not_attempted += 1
+            return
+        try:
+            result = perform(items[index])
+        except UpstreamError as error:
+            failed.set()
+            with lock:
+                done.failures.append((index, error))
+            return
+        done.results[index] = result
+        done.finished[index] = True
+
+    if concurrency == 1 or len(items) == 1:
+        for index in range(len(items)):
+            run(index)
+    else:
+        with ThreadPoolExecutor(
+            max_workers=min(concurrency, len(items)), thread_name_prefix=name
+        ) as pool:
+            for future in [pool.submit(run, index) for index in range(len(items))]:
+                future.result()  # run() catches UpstreamError; anything else is a bug: raise
+    done.failures.sort(key=lambda failure: failure[0])
+    return done
 
 
 def run_writes(
@@ -459,8 +567,9 @@ def run_writes(
 
 
 class BodyBudget:
-    """The bytes of sink bodies one worker holds at once: memory, not threads, bounds how
-    many batches are handled together. A batch that does not fit waits for room."""
+    """The bytes of sink and transform bodies one worker holds at once: memory, not
+    threads, bounds how many batches are handled together. A batch that does not fit waits
+    for room."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -472,7 +581,7 @@ class BodyBudget:
         with self._room:
             if not self._room.wait_for(lambda: self.held + size <= self.capacity, wait):
                 raise ServiceUnavailable(
-                    f"the connector is busy with other sink batches ({self.held} bytes in "
+                    f"the connector is busy with other batches ({self.held} bytes in "
                     f"flight, SINK_BYTES_IN_FLIGHT={self.capacity}); retry",
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
@@ -483,6 +592,75 @@ class BodyBudget:
             with self._room:
                 self.held -= size
                 self._room.notify_all()
+
+
+class Bodies:
+    """How the sink and the transform read a request's body, one object per worker so
+    that they share one ``BodyBudget``: held within ``SINK_BYTES_IN_FLIGHT`` (``held``),
+    then read whatever the Content-Type says and however it is framed (``text``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_body_bytes = settings.sink_max_body_bytes
+        self.client_timeout = settings.client_timeout
+        self.budget = BodyBudget(settings.sink_bytes_in_flight)
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        """Room for this request's body in the budget, held while the batch is handled:
+        a 413 at once for a declared length over the limit, else a wait, then a 503."""
+        return self.budget.hold(self.body_size(), ADMISSION_WAIT_SECONDS)
+
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the body is larger than SINK_MAX_BODY_BYTES ({self.max_body_bytes} "
+            "bytes); lower the pipe's batch_size"
+        )
+
+    def body_size(self) -> int:
+        """The bytes to hold for this request's body: its length, or the most a chunked
+        body may have; a declared length over the limit is refused before any wait."""
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise self.too_large()
+        return self.max_body_bytes if length is None else length
+
+    def read_body(self) -> bytearray:
+        """The body, whatever the Content-Type says and however it is framed: a chunked
+        body is counted as it arrives, so it is refused (413) past the limit, not cut."""
+        environ = request.environ
+        length = request.content_length
+        if length is None and not environ.get("wsgi.input_terminated"):
+            return bytearray()  # WSGI: no length and no framing means no body
+        wanted = self.max_body_bytes + 1 if length is None else length
+        stream = environ["wsgi.input"]
+        data = bytearray()
+        deadline = time.monotonic() + self.client_timeout
+        try:
+            while len(data) < wanted:
+                chunk = stream.read(min(READ_CHUNK, wanted - len(data)))
+                if not chunk:
+                    break
+                data += chunk
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within CLIENT_TIMEOUT ({self.client_timeout:g}s)"
+            ) from None
+        except Exception as error:  # the server's reader: a broken chunk, a lost client
+            raise BadRequest(f"the body could not be read: {error}") from None
+        if len(data) > self.max_body_bytes:
+            raise self.too_large()
+        if length is not None and len(data) < length:
+            raise BadRequest(f"the body ended after {len(data)} of its {length} bytes")
+        return data
+
+    def text(self) -> str:
+        """The body as JSON text: 413, 408, or 400 if it is no text."""
+        data = self.read_body()
+        try:
+            return body_text(data)
+        except BatchError as error:
+            raise BadRequest(str(error)) from None
 
 
 def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
@@ -498,7 +676,14 @@ def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
         for f in failures[:MAX_FAILURES_SHOWN]
     ]
     statuses = sorted({str(f.status) for f in failures})
+    refused = sorted({str(f.status) for f in failures if f.status in REFUSED_STATUSES})
     detail = (
+        f"the upstream refused the credentials ({', '.join(refused)}): check the token the "
+        "connector sends. "
+        if refused
+        else ""
+    )
+    detail += (
         f"{len(failures)} {what} failed upstream (statuses {', '.join(statuses)}); "
         f"{outcome.not_attempted} not attempted after the first failure. Every "
         "write is idempotent: retry the same request"
@@ -529,12 +714,11 @@ class Sink:
     """``POST /<collection>``: one request is read, checked, written and accepted, in
     that order, each step a method; any step may raise an ``ApiError`` and stop there."""
 
-    def __init__(self, adapter: Adapter, settings: Settings) -> None:
+    def __init__(self, adapter: Adapter, settings: Settings, bodies: Bodies | None = None) -> None:
         self.adapter = adapter
-        self.max_body_bytes = settings.sink_max_body_bytes
+        self.bodies = bodies or Bodies(settings)
         self.concurrency = settings.sink_concurrency
-        self.client_timeout = settings.client_timeout
-        self.budget = BodyBudget(settings.sink_bytes_in_flight)
+        self.retry_budget = settings.upstream_sink_retry_budget
         self.full_sync_delete = settings.full_sync_delete
         self.allow_empty_delete = settings.full_sync_allow_empty_delete
         try:
@@ -586,7 +770,7 @@ class Sink:
         sync did not send, accept."""
         params = self.read_params()
         summary.is_full = params.is_full
-        with self.budget.hold(self.body_size(), ADMISSION_WAIT_SECONDS):
+        with self.bodies.held():
             batch = self.read_batch(params)
             summary.entities = batch.entities
             summary.duplicates = batch.duplicates
@@ -605,58 +789,11 @@ class Sink:
         except ValueError as error:
             raise BadRequest(str(error)) from None
 
-    def too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"the body is larger than SINK_MAX_BODY_BYTES ({self.max_body_bytes} "
-            "bytes); lower the pipe's batch_size"
-        )
-
-    def body_size(self) -> int:
-        """The bytes to hold for this request's body: its length, or the most a chunked
-        body may have; a declared length over the limit is refused before any wait."""
-        length = request.content_length
-        if length is not None and length > self.max_body_bytes:
-            raise self.too_large()
-        return self.max_body_bytes if length is None else length
-
-    def read_body(self) -> bytearray:
-        """The body, whatever the Content-Type says and however it is framed: a chunked
-        body is counted as it arrives, so it is refused (413) past the limit, not cut."""
-        environ = request.environ
-        length = request.content_length
-        if length is None and not environ.get("wsgi.input_terminated"):
-            return bytearray()  # WSGI: no length and no framing means no body
-        wanted = self.max_body_bytes + 1 if length is None else length
-        stream = environ["wsgi.input"]
-        data = bytearray()
-        deadline = time.monotonic() + self.client_timeout
-        try:
-            while len(data) < wanted:
-                chunk = stream.read(min(READ_CHUNK, wanted - len(data)))
-                if not chunk:
-                    break
-                data += chunk
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the body did not arrive within CLIENT_TIMEOUT ({self.client_timeout:g}s)"
-            ) from None
-        except Exception as error:  # the server's reader: a broken chunk, a lost client
-            raise BadRequest(f"the body could not be read: {error}") from None
-        if len(data) > self.max_body_bytes:
-            raise self.too_large()
-        if length is not None and len(data) < length:
-            raise BadRequest(f"the body ended after {len(data)} of its {length} bytes")
-        return data
-
     def read_batch(self, params: SyncParams) -> Batch:
         """The body, then every entity checked (a 400 names the first bad one)."""
-        data = self.read_body()
+        text = self.bodies.text()
         try:
-            text = body_text(data)
-            del data  # memory: the text alone is walked from here on
-            return Batch(params, text, self.adapter.to_record)
+            return Batch(params, text, self.adapter.to_record, self.adapter.key)
         except BatchError as error:
             raise BadRequest(str(error)) from None
 
@@ -694,10 +831,13 @@ class Sink:
             raise write_failed(outcome, summary, "writes")
 
     def perform(self, collection: str, write: Write) -> None:
-        if write.record is None:
-            self.adapter.delete(collection, write.entity_id)
-        else:
-            self.adapter.upsert(collection, write.entity_id, write.record)
+        """One write, with the sink's short retry budget (it runs in a worker thread)."""
+        key = write.entity_id if write.key is None else write.key
+        with retry_budget(self.retry_budget):
+            if write.record is None:
+                self.adapter.delete(collection, key)
+            else:
+                self.adapter.upsert(collection, key, write.record)
 
     def delete_missing(
         self, collection: str, batch: Batch, check: SequenceCheck, summary: Summary
@@ -731,7 +871,10 @@ class Sink:
             )
             return "skipped_empty"
         assert params.sequence_id is not None  # nosec B101: narrows the type; holds by construction
-        missing = [Write(i, None) for i in self.missing_ids(collection, params.sequence_id)]
+        missing = [
+            Write(i, None, self.adapter.key(i))
+            for i in self.missing_ids(collection, params.sequence_id)
+        ]
         outcome = run_writes(missing, functools.partial(self.perform, collection), self.concurrency)
         full_sync.deleted_missing = outcome.deletes
         if outcome.failures:
@@ -742,9 +885,10 @@ class Sink:
         """Live upstream ids the sequence did not send (asked a page at a time)."""
         missing: list[str] = []
         try:
-            for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
-                sent = self.store.sent_among(collection, sequence_id, chunk)
-                missing.extend(i for i in chunk if i not in sent)
+            with retry_budget(self.retry_budget):
+                for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
+                    sent = self.store.sent_among(collection, sequence_id, chunk)
+                    missing.extend(i for i in chunk if i not in sent)
         except UpstreamError as error:
             raise upstream_failure(
                 isinstance(error, UpstreamTimeout),

@@ -2,16 +2,23 @@
 
 Retries are urllib3's ``Retry`` (exponential backoff with jitter, ``Retry-After`` for
 429 and 503), with one addition: a budget on the total time spent waiting, so a request
-that keeps failing fails the operation instead of hanging a Sesam pipe. Errors name the
-upstream status and URL, never the token.
+that keeps failing fails the operation instead of hanging a Sesam pipe. The budget
+depends on who waits: the client's own (the feed's) by default, a shorter one inside
+``retry_budget(seconds)`` (the sink's and the transform's, whose batches Sesam retries
+itself). Errors name the upstream status and URL, never the token; a 401 or 403 says
+that the upstream refused the credentials, and is never retried.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import contextvars
 import logging
+import math
 import os
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import quote
 
@@ -23,11 +30,34 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import ResponseError
 from urllib3.util.retry import Retry
 
+from service.framework import jsontext
 from service.framework.settings import Settings
+from service.framework.upstream_auth import BearerToken
+
+if TYPE_CHECKING:
+    from service.framework.rate_limit import RateLimitPacer
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+REFUSED_STATUSES = frozenset({401, 403})
+
+# The retry budget of the requests made in this context (thread), when not the client's.
+_budget: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "upstream_retry_budget", default=None
+)
+
+
+@contextlib.contextmanager
+def retry_budget(seconds: float) -> Iterator[None]:
+    """Upstream requests made in this block, in this thread, wait at most ``seconds``
+    between retries in all, whatever the client's own budget. A context variable, so
+    code that runs requests in worker threads enters it in each worker."""
+    token = _budget.set(seconds)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 class UpstreamError(Exception):
@@ -43,6 +73,11 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time, even after retries."""
 
 
+class UpstreamRefused(UpstreamError):
+    """The upstream refused the connector's credentials (401 or 403): never retried,
+    since no retry fixes a wrong or expired token."""
+
+
 def segment(value: str) -> str:
     """Percent-encode an id as exactly one path segment (``/``, ``?``, ``#`` included).
 
@@ -56,6 +91,14 @@ def segment(value: str) -> str:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"the upstream sent {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a float would be infinity, which no entity may hold."""
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the upstream sent {text}, which is too large for a number")
+    return number
 
 
 class BudgetRetry(Retry):
@@ -103,6 +146,9 @@ class BudgetRetry(Retry):
     ) -> BudgetRetry:
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         assert isinstance(new, BudgetRetry)  # nosec B101: narrows the type; Retry.new keeps it
+        budget = _budget.get()
+        if budget is not None:
+            new.wait_budget = budget
         delay = new.next_sleep(response)
         if new.waited + delay > new.wait_budget:
             reason = error or ResponseError(
@@ -120,13 +166,21 @@ class BudgetRetry(Retry):
 
 
 class UpstreamClient:
-    """JSON over HTTP to the upstream; one instance (one pool) per process."""
+    """JSON over HTTP to the upstream; one instance (one pool) per process.
+
+    Credentials: ``token`` alone means ``Authorization: Bearer <token>``; any other scheme
+    is an ``auth`` object from ``service.framework.upstream_auth`` (API key, basic, OAuth2
+    client credentials). ``pacer`` (``service.framework.rate_limit``) slows requests down
+    when the upstream announces that its quota runs out.
+    """
 
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None = None,
         *,
+        auth: requests.auth.AuthBase | None = None,
+        pacer: RateLimitPacer | None = None,
         connect_timeout: float = 10,
         read_timeout: float = 60,
         retries: int = 10,
@@ -145,7 +199,8 @@ class UpstreamClient:
         self.session.verify = (
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.auth = _auth(token, auth)
+        self.pacer = pacer
         self.session.headers["Accept"] = "application/json"
         retry = BudgetRetry(
             total=retries,
@@ -163,15 +218,25 @@ class UpstreamClient:
         self.session.mount("https://", adapter)
 
     @classmethod
-    def from_settings(cls, settings: Settings, base_url: str, token: str) -> UpstreamClient:
+    def from_settings(
+        cls,
+        settings: Settings,
+        base_url: str,
+        token: str | None = None,
+        *,
+        auth: requests.auth.AuthBase | None = None,
+        pacer: RateLimitPacer | None = None,
+    ) -> UpstreamClient:
         """A client with the framework's timeout, retry and pool settings."""
         return cls(
             base_url,
             token,
+            auth=auth,
+            pacer=pacer,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             retries=settings.upstream_retries,
-            retry_budget=settings.upstream_retry_budget,
+            retry_budget=settings.upstream_feed_retry_budget,
             pool_size=settings.upstream_pool_size,
         )
 
@@ -188,6 +253,8 @@ class UpstreamClient:
         ok: tuple[int, ...] = (200,),
     ) -> requests.Response:
         """One request with retries; a status outside ``ok`` raises UpstreamError."""
+        if self.pacer is not None:
+            self.pacer.wait()
         try:
             response = self.session.request(
                 method, url, params=params, json=json_body, timeout=self.timeout
@@ -205,6 +272,16 @@ class UpstreamClient:
                 f"upstream unreachable after retries: {method} {url}: {type(reason).__name__}",
                 url=url,
             ) from error
+        if self.pacer is not None:
+            self.pacer.observe(response.headers)
+        if response.status_code not in ok and response.status_code in REFUSED_STATUSES:
+            raise UpstreamRefused(
+                f"the upstream refused the credentials: it answered {response.status_code} "
+                f"to {method} {response.url}{_error_detail(response)}; check the token the "
+                "connector sends",
+                status=response.status_code,
+                url=response.url,
+            )
         if response.status_code not in ok:
             raise UpstreamError(
                 f"upstream answered {response.status_code} to {method} {response.url}"
@@ -215,9 +292,15 @@ class UpstreamClient:
         return response
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        return self.get_json_response(url, params)[0]
+
+    def get_json_response(
+        self, url: str, params: dict[str, Any] | None = None
+    ) -> tuple[Any, requests.Response]:
+        """``get_json`` with the response too, for what the headers say (a ``Link``)."""
         response = self.request("GET", url, params=params)
         try:
-            return json.loads(response.content, parse_constant=_reject_constant)
+            return jsontext.loads(response.content, _reject_constant, _finite_float), response
         except ValueError as error:
             raise UpstreamError(
                 f"upstream sent invalid JSON to GET {response.url}: {error}",
@@ -227,6 +310,13 @@ class UpstreamClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _auth(token: str | None, auth: requests.auth.AuthBase | None) -> requests.auth.AuthBase:
+    """A token alone is a bearer token (the Records API's scheme); else the auth object."""
+    if (token is None) == (auth is None):
+        raise TypeError("UpstreamClient takes a bearer token or an auth object, one of them")
+    return auth if auth is not None else BearerToken(token)  # type: ignore[arg-type]
 
 
 def _error_detail(response: requests.Response) -> str:

@@ -5,6 +5,16 @@
 
 Both create ``.venv`` and install the pinned requirements first, and again whenever a
 requirements file changes.
+
+``run`` reads these settings from the environment, beside the connector's own:
+
+- ``UPSTREAM_URL``: your upstream. When it is set, ``run`` starts the connector against it
+  and no demo upstream; when it is not, it starts the demo Records API and points the
+  connector at it.
+- ``DEV_COLLECTION``: the collection the ready line shows (``curl .../people``); default
+  the one ``.env.example`` names (``people``, one of the demo's collections).
+- ``DEMO_UPSTREAM_PORT``: the demo upstream's port (default 8000), when it runs.
+- ``PORT``: the connector's port (default 5000).
 """
 
 from __future__ import annotations
@@ -15,13 +25,28 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
+import urllib.parse
 import venv
 from pathlib import Path
+
+from service.tools.servers import ServerError
+from service.tools.servers import stop
+from service.tools.servers import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "service" / "requirements-dev.txt"
+
+
+def default_collection() -> str:
+    """``DEV_COLLECTION`` as ``.env.example`` sets it (CI's smoke test reads it there too)."""
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "DEV_COLLECTION" and value.strip():
+            return value.strip()
+    return "people"
+
+
 GUNICORN_ARGS = ["-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
 
 
@@ -46,18 +71,6 @@ def ensure_venv() -> Path:
     return venv_python()
 
 
-def wait_for(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{url} did not answer within {seconds:.0f}s") from None
-            time.sleep(0.2)
-
-
 def python_to_use() -> Path:
     """``.venv``'s Python, or ``$SERVICE_DEV_PYTHON`` (an interpreter that already has the
     requirements, as in the tests and the Docker image)."""
@@ -66,40 +79,49 @@ def python_to_use() -> Path:
 
 
 def run() -> int:
-    """The connector under gunicorn (the contract's command) beside the demo upstream."""
+    """The connector under gunicorn (the contract's command), beside the demo upstream
+    unless ``UPSTREAM_URL`` names another."""
     python = python_to_use()
-    token = os.environ.get("UPSTREAM_TOKEN", "demo-token")
-    upstream_port = os.environ.get("DEMO_UPSTREAM_PORT", "8000")
     env = dict(os.environ)
-    env.setdefault("UPSTREAM_URL", f"http://127.0.0.1:{upstream_port}")
-    env["UPSTREAM_TOKEN"] = token
-    env["DEMO_UPSTREAM_TOKEN"] = token
     port = env.setdefault("PORT", "5000")
-    upstream = subprocess.Popen(
-        [str(python), "-m", "service.tools.demo_upstream", "--port", upstream_port],
-        cwd=ROOT,
-        env=env,
-    )
+    collection = urllib.parse.quote(env.get("DEV_COLLECTION") or default_collection())
+    processes: list[subprocess.Popen[bytes]] = []
+    if not env.get("UPSTREAM_URL"):
+        token = env.get("UPSTREAM_TOKEN", "demo-token")
+        upstream_port = env.get("DEMO_UPSTREAM_PORT", "8000")
+        env["UPSTREAM_URL"] = f"http://127.0.0.1:{upstream_port}"
+        env["UPSTREAM_TOKEN"] = token
+        env["DEMO_UPSTREAM_TOKEN"] = token
+        demo = [str(python), "-m", "service.tools.demo_upstream", "--port", upstream_port]
+        processes.append(subprocess.Popen(demo, cwd=ROOT, env=env))
+        stops = "both"
+    else:
+        print(f"upstream: {env['UPSTREAM_URL']} (UPSTREAM_URL; no demo upstream)", flush=True)
+        stops = "it"
     connector = subprocess.Popen(
         [str(python.with_name("gunicorn")), *GUNICORN_ARGS], cwd=ROOT, env=env
     )
+    processes.insert(0, connector)
     signal.signal(signal.SIGTERM, _interrupt)  # stop both, as on Ctrl-C
     try:
-        wait_for(f"http://127.0.0.1:{port}/health")
-        print(f"\nready: curl http://localhost:{port}/people   (Ctrl-C stops both)\n", flush=True)
-        while upstream.poll() is None and connector.poll() is None:
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/health", connector, ok=lambda s: s == 200)
+        except ServerError as error:
+            raise SystemExit(f"the connector did not start: {error}") from None
+        print(
+            f"\nready: curl http://localhost:{port}/{collection}   (Ctrl-C stops {stops})\n",
+            flush=True,
+        )
+        while all(process.poll() is None for process in processes):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        for process in (connector, upstream):
+        for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in (connector, upstream):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in processes:
+            stop(process)
     return connector.returncode or 0
 
 

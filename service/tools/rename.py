@@ -5,7 +5,7 @@
     python -m service.tools.rename other-name --force   # rename an already renamed fork again
 
 Why a command: the connector's name shows in its module, the gunicorn command, the
-Dockerfile, the compose service and image, the Sesam config, CI, the tests and the README;
+Dockerfile, the compose service and image, the Sesam config, CI, the tests, the README and docs/;
 a rename by hand misses one. Every place it touches is one line of ``PLACES`` below, and
 each is a precise pattern (``service.connector``, ``service/connector.py``, the compose
 service key, ...): the word "connector" in prose is left alone. Running it again with the
@@ -28,35 +28,53 @@ from pathlib import Path
 
 ORIGINAL = "connector"
 SESAM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
-# service/ modules that are plumbing, and names the layout needs; a connector may not take
-# them. Any other module or package already in service/ is refused too (see rename()).
+# Names in service/ that belong to the layout (the framework and tools packages and what
+# they hold, the tests, the gunicorn config): a connector may not take them, so that its
+# module never shadows or is mistaken for one of them. Any other module or package already
+# in service/ is refused too (see rename()).
 RESERVED = frozenset(
     {
+        # the layout
+        "service",
+        "framework",
+        "tools",
+        "tests",
+        "conftest",
+        "conformance",
+        "unit",
+        "functional",
+        "gunicorn",
+        "gunicorn_conf",
+        "main",
+        # service/framework/
+        "settings",
         "config",
+        "errors",
         "feed",
         "sink",
+        "sequences",
+        "transit",
         "upstream",
-        "errors",
+        "auth",
+        "adapter",
+        "app",
+        "health",
+        "logging",
+        "state",
+        # service/tools/
         "dev",
         "rename",
         "runner",
         "sesam_runner",
+        "sesam_client",
+        "servers",
         "demo_upstream",
-        "gunicorn",
-        "gunicorn_conf",
-        "tests",
-        "conftest",
-        "service",
-        "health",
-        "logging",
-        "transit",
-        "sequences",
-        "state",
-        "conformance",
-        "main",
+        "benchmarks",
     }
 )
 # The rename tool and its tests speak of the original name on purpose: never rewritten.
+# Everything else in service/ (framework, tools, tests) is rewritten where it names the
+# connector's module: the dev runner's and the benchmarks' gunicorn commands, the tests.
 LEFT_ALONE = frozenset(
     {
         "service/tools/rename.py",
@@ -83,7 +101,7 @@ DOCKER = ("Dockerfile", "docker-compose.yml", "docker-compose.yaml", "compose.ym
 COMPOSE = DOCKER[1:]
 CI = (".github/workflows/*.yml", ".github/workflows/*.yaml", ".ci/*")
 SESAM = ("sesam/**/*.json",)
-DOCS = ("README.md",)
+DOCS = ("README.md", "docs/**/*.md")
 EVERYWHERE = CODE + DOCKER + CI + SESAM + DOCS
 
 
@@ -148,9 +166,10 @@ PLACES = (
     ),
     Place(
         SESAM,
-        r'("(?:_id|system|image)"\s*:\s*"[^"]*?)\b{name}\b',
+        r'("(?:_id|system|image|dataset)"\s*:\s*"[^"]*?)\b{name}\b',
         r"\g<1>{name}",
-        "the Sesam system id, its image, and the pipes' ids and system",
+        "the Sesam system id, its image, the pipes' ids and system, and datasets named "
+        "after a pipe",
     ),
     Place(
         SESAM,
@@ -168,7 +187,7 @@ PLACES = (
         DOCS + CI + DOCKER,
         r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
         r"\g<1>{name}",
-        "image references in prose (sesam-community/connector:1.0.0)",
+        "image references in prose (sesamcommunity/connector:1.0.0)",
     ),
     Place(
         DOCS,
@@ -399,14 +418,24 @@ def stale(root: Path, module: str) -> list[str]:
     return found
 
 
+def find_ruff(root: Path) -> str | None:
+    """The fork's own ruff first (``.venv``, where ``python3 -m service.tools.dev`` installs
+    the pins), then one beside this Python, then one on PATH."""
+    places = [
+        root / ".venv" / ("Scripts" if os.name == "nt" else "bin"),
+        Path(sys.executable).parent,
+    ]
+    search = os.pathsep.join([*map(str, places), os.environ.get("PATH", "")])
+    return shutil.which("ruff", path=search)
+
+
 def reformat(root: Path, edited: list[Path]) -> None:
     """A longer name can push a line past the line length: let ruff wrap the edited
     Python files again, by the fork's own ruff settings."""
     python = [str(path) for path in edited if path.suffix == ".py" and path.exists()]
     if not python or not (root / "service" / "ruff.toml").is_file():
         return
-    search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    ruff = shutil.which("ruff", path=search)
+    ruff = find_ruff(root)
     if ruff is None:
         print("ruff is not installed: run `ruff format service` before you commit")
         return

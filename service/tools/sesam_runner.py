@@ -3,6 +3,7 @@
     python -m service.tools.sesam_runner pull URL [--page-size N] [--state FILE] [--out FILE|-]
                                             [--full]
     python -m service.tools.sesam_runner push URL FILE [--batch-size N] [--full] [--retries N]
+    python -m service.tools.sesam_runner transform URL FILE|- [--batch-size N] [--out FILE|-]
 
 ``pull`` is a ``json`` source with ``supports_since``, ``is_chronological`` and
 ``page_size``: it asks ``?limit=N``, then ``?since=<_updated of the last entity>&limit=N``
@@ -13,6 +14,10 @@ file (one entry per URL) for the next run. ``--full`` ignores the stored since.
 ``is_full``, ``request_id`` and ``previous_request_id``, ``is_first``/``is_last`` on a full
 sync, and always a final empty batch.
 
+``transform`` is an ``http`` transform: it POSTs the entities of a JSON array file (``-``:
+standard input) in batches of ``--batch-size`` and writes what the transform answers, in
+order. Run a transform over a feed by piping ``pull URL --full --out -`` into it.
+
 Why it is strict: Sesam takes any valid JSON array as the whole truth, so the runner
 fails, with one line naming the breach, wherever Sesam would be misled: a body that does
 not parse (the connector's way of reporting a failure mid-stream), a non-2xx status, an
@@ -20,20 +25,22 @@ entity without a string ``_id``, an ``_updated`` that does not increase (as a st
 page longer than ``limit``, a 409 from a sink. A failed pull leaves the state file and the
 output file as they were. Exit status: 0 success, 1 failure or protocol breach, 2 usage.
 
-Standard library and ``requests`` only, so it runs anywhere the connector's tests run.
+Standard library and ``requests`` only, so it runs anywhere the connector's tests run. The
+protocols themselves (paging, the sequence parameters, batches) are
+``service.tools.sesam_client``'s, shared with the tests and the benchmarks; this module
+adds the checks, the state file, the output and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -43,16 +50,22 @@ from urllib.parse import urlunsplit
 
 import requests
 
+from service.tools.sesam_client import CONTENT_TYPE
+from service.tools.sesam_client import DEFAULT_BATCH_SIZE
+from service.tools.sesam_client import TIMEOUT
+from service.tools.sesam_client import Paging
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import SesamClient
+from service.tools.sesam_client import batches
+from service.tools.sesam_client import encode
+
 PROG = "python -m service.tools.sesam_runner"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_STATE = ".runner-state.json"  # ignored by the repository's .gitignore
 DEFAULT_PAGE_SIZE = 1000
-DEFAULT_BATCH_SIZE = 100  # Sesam's json sink default
 DEFAULT_RETRIES = 3  # Sesam retries a failed batch 3 times by default
-TIMEOUT = (60.0, 1800.0)  # Sesam's defaults: 60 s to connect, 1800 s for a response
-CONTENT_TYPE = "application/json; charset=UTF-8"
 STATE_VERSION = 1
 
 
@@ -344,56 +357,6 @@ def read_entities(path: Path) -> Iterator[dict[str, Any]]:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
 
-def batches(entities: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Batches of ``size``, then always one empty batch, as Sesam's json sink sends them
-    (150 entities at 100 go as 100, 50, 0)."""
-    batch: list[dict[str, Any]] = []
-    for entity in entities:
-        batch.append(entity)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-    yield []
-
-
-def batch_sizes(total: int, size: int) -> list[int]:
-    """The sizes ``batches`` yields for ``total`` entities (for progress and tests)."""
-    return [size] * (total // size) + ([total % size] if total % size else []) + [0]
-
-
-class Sequence:
-    """The query parameters of one sync's requests, in the order Sesam sends them.
-
-    Every request has ``sequence_id``, ``is_full`` and a new ``request_id``; all but the
-    first have ``previous_request_id``. A full sync marks its first request ``is_first``
-    and its last (the final empty batch) ``is_last``.
-    """
-
-    def __init__(self, *, full: bool, new_id: Callable[[], str] | None = None) -> None:
-        self.full = full
-        self.new_id = new_id or (lambda: uuid.uuid4().hex)
-        self.sequence_id = self.new_id()
-        self.previous: str | None = None
-
-    def params(self, *, last: bool) -> dict[str, str]:
-        request_id = self.new_id()
-        params = {
-            "sequence_id": self.sequence_id,
-            "is_full": "true" if self.full else "false",
-            "request_id": request_id,
-        }
-        if self.previous is not None:
-            params["previous_request_id"] = self.previous
-        elif self.full:
-            params["is_first"] = "true"
-        if self.full and last:
-            params["is_last"] = "true"
-        self.previous = request_id
-        return params
-
-
 # --- HTTP ---------------------------------------------------------------------------------
 
 
@@ -494,42 +457,37 @@ def run_pull(
     key = shown_url(url)
     if not state_path.parent.is_dir():
         raise UsageError(f"--state {state_path}: the directory does not exist")
-    since = None if full else stored_since(load_state(state_path), key)
-    started_from = since
-    http = session or requests.Session()
+    paging = Paging(page_size, None if full else stored_since(load_state(state_path), key))
+    started_from = paging.since
+    client = SesamClient(url, session=session)
     progress = Progress("pull", progress_every)
+
+    def fetch(params: dict[str, str]) -> list[dict[str, Any]]:
+        where = f"GET {key} (since={paging.since!r}, limit={page_size})"
+        try:
+            response = client.get(params)
+        except requests.RequestException as error:
+            raise RunnerError(f"{where}: {describe_failure(error)}") from None
+        if not 200 <= response.status_code < 300:
+            raise RunnerError(
+                f"{where}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
+            )
+        try:
+            entities, _ = check_page(response.content, since=paging.since, limit=page_size)
+        except RunnerError as error:
+            raise RunnerError(f"{where}: {error}") from None
+        return entities
+
     writer = ArrayWriter(out)
-    pages = 0
     try:
-        while True:
-            params: dict[str, Any] = {"limit": page_size}
-            if since is not None:
-                params["since"] = since
-            where = f"GET {key} (since={since!r}, limit={page_size})"
-            try:
-                response = http.get(
-                    url, params=params, timeout=TIMEOUT, headers={"Accept": "application/json"}
-                )
-            except requests.RequestException as error:
-                raise RunnerError(f"{where}: {describe_failure(error)}") from None
-            if not 200 <= response.status_code < 300:
-                raise RunnerError(
-                    f"{where}: HTTP {response.status_code} "
-                    f"{response.reason}{error_detail(response)}"
-                )
-            try:
-                entities, since = check_page(response.content, since=since, limit=page_size)
-            except RunnerError as error:
-                raise RunnerError(f"{where}: {error}") from None
-            pages += 1
-            if not entities:
-                break
+        for entities in paging.pages(fetch):
             writer.write(entities)
-            progress.update(writer.count, f", {plural(pages, 'page')}")
+            progress.update(writer.count, f", {plural(paging.requests, 'page')}")
         writer.commit()
     except BaseException:
         writer.abort()
         raise
+    since, pages = paging.since, paging.requests
     if since != started_from or full:
         save_since(state_path, key, since)
     kind = "full run" if started_from is None else f"incremental run from since={started_from!r}"
@@ -543,8 +501,7 @@ def run_pull(
 
 
 def post_batch(
-    http: requests.Session,
-    url: str,
+    client: SesamClient,
     body: bytes,
     params: dict[str, str],
     *,
@@ -558,13 +515,7 @@ def post_batch(
         if attempt:
             time.sleep(retry_delay)
         try:
-            response = http.post(
-                url,
-                params=params,
-                data=body,
-                timeout=TIMEOUT,
-                headers={"Content-Type": CONTENT_TYPE},
-            )
+            response = client.post(None, params, raw=body)
         except requests.RequestException as error:
             failure = describe_failure(error)
             continue
@@ -595,19 +546,19 @@ def run_push(
     """Push a JSON array file like Sesam's json sink; the file is checked whole first."""
     total = sum(1 for _ in read_entities(path))  # a bad file fails before any request
     key = shown_url(url)
-    http = session or requests.Session()
+    client = SesamClient(url, session=session)
     sequence = Sequence(full=full, new_id=new_id)
     progress = Progress("push", progress_every)
     sent = 0
     requests_made = 0
     for batch in batches(read_entities(path), batch_size):
         params = sequence.params(last=not batch)
-        body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        body = encode(batch)
         what = (
             f"POST {key} (batch {requests_made + 1}, {len(batch)} entities, "
             f"sequence_id={sequence.sequence_id}, is_full={params['is_full']})"
         )
-        post_batch(http, url, body, params, retries=retries, retry_delay=retry_delay, what=what)
+        post_batch(client, body, params, retries=retries, retry_delay=retry_delay, what=what)
         sent += len(batch)
         requests_made += 1
         progress.update(sent, f" of {total}")
@@ -615,6 +566,88 @@ def run_push(
     progress.summary(
         progress.line(sent, f" in {plural(requests_made, 'request')}")
         + f": {kind} sequence_id={sequence.sequence_id} done"
+    )
+    return EXIT_OK
+
+
+# --- transform: a pipe's http transform -------------------------------------------------
+
+
+def read_entity_stream(file: str) -> Iterator[dict[str, Any]]:
+    """The entities of a JSON array file, or of standard input for ``-``, one at a time."""
+    if file != "-":
+        yield from read_entities(Path(file))
+        return
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+    try:
+        for index, value in enumerate(iter_json_array(stream, name="standard input")):
+            yield check_entity(value, index)
+    except UnicodeDecodeError:
+        raise UsageError("standard input is not UTF-8 text") from None
+
+
+def check_transformed(body: bytes) -> list[dict[str, Any]]:
+    """A transform's answer as Sesam takes it: a JSON array of objects with string _ids."""
+    try:
+        answer = parse_json(body)
+    except ValueError as error:
+        raise RunnerError(f"the answer is not valid JSON: {error}") from None
+    if not isinstance(answer, list):
+        raise RunnerError(f"the answer is a JSON {type(answer).__name__}, not an array")
+    for index, entity in enumerate(answer):
+        if not isinstance(entity, dict) or not isinstance(entity.get("_id"), str):
+            raise RunnerError(f"entity {index} of the answer is not an object with a string _id")
+    return answer
+
+
+def run_transform(
+    url: str,
+    file: str,
+    *,
+    batch_size: int,
+    out: str,
+    progress_every: float,
+    session: requests.Session | None = None,
+) -> int:
+    """POST batches like Sesam's http transform; any non-2xx fails the run (as it fails a
+    pipe's), and the output is committed only when every batch was transformed."""
+    key = shown_url(url)
+    http = session or requests.Session()
+    progress = Progress("transform", progress_every)
+    writer = ArrayWriter(out)
+    sent = 0
+    requests_made = 0
+    try:
+        for batch in batches(read_entity_stream(file), batch_size):
+            if not batch:
+                break  # the transform gets no final empty batch, unlike a sink
+            what = f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"
+            body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            try:
+                response = http.post(
+                    url, data=body, timeout=TIMEOUT, headers={"Content-Type": CONTENT_TYPE}
+                )
+            except requests.RequestException as error:
+                raise RunnerError(f"{what}: {describe_failure(error)}") from None
+            if not 200 <= response.status_code < 300:
+                raise RunnerError(
+                    f"{what}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
+                )
+            try:
+                writer.write(check_transformed(response.content))
+            except RunnerError as error:
+                raise RunnerError(f"{what}: {error}") from None
+            sent += len(batch)
+            requests_made += 1
+            progress.update(sent, f", {writer.count} out")
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    written = "stdout" if out == "-" else out
+    progress.summary(
+        progress.line(sent, f" in {plural(requests_made, 'request')}")
+        + f": {plural(writer.count, 'entity', 'entities')} out, wrote {written}"
     )
     return EXIT_OK
 
@@ -652,7 +685,7 @@ def parser() -> argparse.ArgumentParser:
         "source, push entities to it like a json sink.",
         epilog="Exit status: 0 success, 1 failure or protocol breach, 2 usage error.",
     )
-    commands = main.add_subparsers(dest="command", required=True, metavar="{pull,push}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="{pull,push,transform}")
     pull = commands.add_parser(
         "pull",
         help="pull a feed like a json source (supports_since, is_chronological)",
@@ -716,7 +749,31 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait between retries (default 1)",
     )
-    for command in (pull, push):
+    transform = commands.add_parser(
+        "transform",
+        help="run entities through an http transform",
+        description="POST the entities of FILE (a JSON array; - for standard input) to URL "
+        "in batches like a Sesam http transform and write the answers, in order. "
+        "Over a feed: pull FEED --full --out - | transform URL -",
+    )
+    transform.add_argument(
+        "url", metavar="URL", help="e.g. http://localhost:5000/transform/people-record"
+    )
+    transform.add_argument("file", metavar="FILE|-", help="a JSON array of entities")
+    transform.add_argument(
+        "--batch-size",
+        type=_whole_number(1),
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"entities per request (default {DEFAULT_BATCH_SIZE}, the transform's default)",
+    )
+    transform.add_argument(
+        "--out",
+        default="-",
+        metavar="FILE|-",
+        help="write the transformed entities here as a JSON array (default -, stdout)",
+    )
+    for command in (pull, push, transform):
         command.add_argument(
             "--progress-every",
             type=_seconds,
@@ -738,6 +795,14 @@ def main(argv: list[str] | None = None) -> int:
                 state_path=args.state,
                 out=args.out,
                 full=args.full,
+                progress_every=args.progress_every,
+            )
+        if args.command == "transform":
+            return run_transform(
+                url,
+                args.file,
+                batch_size=args.batch_size,
+                out=args.out,
                 progress_every=args.progress_every,
             )
         return run_push(

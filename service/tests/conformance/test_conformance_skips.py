@@ -6,6 +6,7 @@ checks the way a fork would (``conformance_skips``).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 SUITE = Path(__file__).with_name("test_sesam_conformance.py")
+ROOT = Path(__file__).resolve().parents[3]  # the suite speaks Sesam through service.tools
+PYTHONPATH = os.environ.get("PYTHONPATH", "")
 CONFTEST = """
 import pytest
 
@@ -48,6 +51,7 @@ def run_suite(tmp_path: Path, skips: dict[str, str], select: str) -> str:
             SUITE.name,
         ],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), PYTHONPATH]))},
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,28 +1,23 @@
 """Sesam protocol conformance: every fork keeps this module unchanged and runs it.
 
 It checks a running connector against the rules Sesam's pipes depend on (the JSON pull
-protocol of a ``json`` source, the JSON push protocol of a ``json`` sink), through three
-fixtures the fork defines in ``service/tests/conftest.py``:
+protocol of a ``json`` source, the JSON push protocol of a ``json`` sink). A fork points it
+at its connector and upstream in one place: the ``conformance_target`` fixture in
+``service/tests/conftest.py``, which answers a ``ConformanceTarget`` (``kit.py`` beside
+this file: the connector's ``url``, the ``collection``, an ``upstream`` driver that
+implements ``ConformanceUpstream``, and ``skips``, ``{"test_name": "why this fork skips
+it"}``; a skip without a reason is an error). ``conftest.py`` beside this file makes the
+fixtures the checks use from it: ``conformance_connector``, ``conformance_upstream``,
+``conformance_skips``. The target's ``transform`` names an HTTP transform
+(``POST /transform/<name>``) that takes the collection's feed entities, one entity out for
+each in (a fork without one skips the transform checks, saying so).
 
-``conformance_connector``
-    the running connector: ``url`` (base URL), ``collection`` (the path a pipe names,
-    served by the feed and the sink) and optionally ``auth`` (for ``requests``).
-``conformance_upstream``
-    the upstream behind that collection, which the suite seeds, breaks and inspects:
-
-    - ``page_size``: records per upstream page the connector asks for;
-    - ``seed(count, tie)``: fill the empty collection with ``count`` live records, ``tie``
-      of them (in the middle of the feed) sharing one modification time;
-    - ``delete(entity_id)``: delete one record upstream, as a user of that system would;
-    - ``break_before_first_page()``: every upstream request fails until ``heal()``;
-    - ``break_after_first_page()``: the first list page is served, then requests fail;
-    - ``heal()``;
-    - ``entity(number)``: an entity (with ``_id``) that the sink can write;
-    - ``written()``: the live records upstream now, by entity ``_id``, without the
-      fields the upstream sets itself (its modification time);
-    - ``writes()``: how many writes (creates, updates, deletes) the upstream has taken.
-``conformance_skips`` (optional)
-    ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
+The loss checks end with Sesam's dataset (what a pipe holds after its paged runs) equal to
+the upstream's live records: a record changed between two pages of a run, one written in
+the instant the feed has read, a tie across page boundaries, a delete between runs. They
+drive the upstream through the optional hooks ``change``, ``change_after_pages`` and
+``coarse_clock``; a driver without one says why (``NotSupported``), and the check is
+skipped with that reason.
 
 A fork adds its own checks in another module; run them all with
 ``python -m service.tools.dev test service/tests/conformance``.
@@ -31,12 +26,19 @@ A fork adds its own checks in another module; run them all with
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+
+from service.tests.conformance.kit import NotSupported
+from service.tools.sesam_client import Paging
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import SesamClient
 
 TIMEOUT = 120
 SELF_CHECK = "test_every_skip_names_a_check_of_this_suite_and_says_why"
@@ -65,11 +67,11 @@ class Client:
 
     def __init__(self, connector: Any) -> None:
         self.url = f"{connector.url.rstrip('/')}/{connector.collection}"
-        self.http = requests.Session()
-        self.http.auth = getattr(connector, "auth", None)
+        self.sesam = SesamClient(self.url, auth=getattr(connector, "auth", None), timeout=TIMEOUT)
+        self.http = self.sesam.http
 
     def get(self, **params: Any) -> requests.Response:
-        return self.http.get(self.url, params=params, timeout=TIMEOUT)
+        return self.sesam.get(params)
 
     def pull(self, **params: Any) -> list[dict[str, Any]]:
         response = self.get(**params)
@@ -82,7 +84,7 @@ class Client:
     def raw(self) -> tuple[int, bytes]:
         """Status and body as Sesam would read them, cut off or not."""
         body = b""
-        with self.http.get(self.url, stream=True, timeout=TIMEOUT) as response:
+        with self.sesam.get(stream=True) as response:
             try:
                 for chunk in response.iter_content(chunk_size=None):
                     body += chunk
@@ -91,14 +93,7 @@ class Client:
             return response.status_code, body
 
     def post(self, body: Any, raw: bytes | None = None, **params: Any) -> requests.Response:
-        data = raw if raw is not None else json.dumps(body).encode("utf-8")
-        return self.http.post(
-            self.url,
-            params=params,
-            data=data,
-            timeout=TIMEOUT,
-            headers={"Content-Type": "application/json; charset=UTF-8"},
-        )
+        return self.sesam.post(body, params, raw=raw)
 
 
 @pytest.fixture
@@ -110,19 +105,15 @@ def sesam(conformance_connector: Any) -> Iterator[Client]:
 
 def paged(sesam: Client, page_size: int) -> tuple[list[dict[str, Any]], int]:
     """Sesam's paging: limit=page_size and since=<last _updated> until an empty page."""
-    got: list[dict[str, Any]] = []
-    since = None
-    for made in range(1, 100_000):
-        params: dict[str, Any] = {"limit": page_size}
-        if since is not None:
-            params["since"] = since
-        page = sesam.pull(**params)
-        assert len(page) <= page_size
-        if not page:
-            return got, made
-        got.extend(page)
-        since = page[-1]["_updated"]
-    raise AssertionError("paging did not end")
+
+    def page(params: dict[str, str]) -> list[dict[str, Any]]:
+        got = sesam.pull(**params)
+        assert len(got) <= page_size
+        return got
+
+    paging = Paging(page_size, max_requests=100_000)
+    got = [entity for entities in paging.pages(page) for entity in entities]
+    return got, paging.requests
 
 
 def ids(entities: list[dict[str, Any]]) -> list[str]:
@@ -177,13 +168,18 @@ def test_limit_is_honoured(sesam, conformance_upstream):
     assert ids(sesam.pull(since=since, limit=3)) == ids(full[3:6])
 
 
-def test_a_deleted_record_arrives_as_a_tombstone(sesam, conformance_upstream):
+def test_a_deleted_record_arrives_as_a_tombstone(
+    sesam, conformance_upstream, conformance_connector
+):
     conformance_upstream.seed(10, 4)
     full = sesam.pull()
     since = full[-1]["_updated"]  # what a pipe keeps after its run
     victim = full[4]["_id"]
     conformance_upstream.delete(victim)
-    changes = sesam.pull(since=since)
+    # A settle window holds the tombstone back for a while: wait for it, with a deadline.
+    changes = eventually(
+        lambda: sesam.pull(since=since), bool, settle_deadline(conformance_connector)
+    )
     assert [(e["_id"], e.get("_deleted")) for e in changes] == [(victim, True)]
     assert changes[0]["_updated"] > since
     live = [e["_id"] for e in sesam.pull() if e.get("_deleted") is not True]
@@ -216,38 +212,196 @@ def test_an_upstream_failure_after_the_first_byte_gives_a_body_that_does_not_par
             json.loads(body)  # a valid array here would be a truncated feed Sesam believes
 
 
+# --- loss: Sesam's dataset ends equal to the upstream --------------------------------------
+
+
+class Dataset:
+    """What a Sesam pipe holds after its runs of a paged ``json`` source: entities by
+    ``_id``, the last one wins, ``_deleted`` removes. A run without ``since`` is a full
+    run: what it did not deliver is gone. Later runs go on from the last ``_updated``."""
+
+    def __init__(self, sesam: Client, page_size: int) -> None:
+        self.sesam = sesam
+        self.page_size = page_size
+        self.since: str | None = None
+        self.entities: dict[str, dict[str, Any]] = {}
+
+    def run(self) -> list[dict[str, Any]]:
+        """One run, paged as Sesam pages; what it delivered, in order."""
+        paging = Paging(self.page_size, self.since, max_requests=100_000)
+        got = [e for page in paging.pages(lambda params: self.sesam.pull(**params)) for e in page]
+        if self.since is None:
+            self.entities = {}
+        for entity in got:
+            if entity.get("_deleted") is True:
+                self.entities.pop(entity["_id"], None)
+            else:
+                self.entities[entity["_id"]] = entity
+        self.since = paging.since
+        return got
+
+
+def differences(dataset: Dataset, upstream: Any) -> list[str]:
+    """How Sesam's dataset differs from the upstream's live records (none: equal)."""
+    live = upstream.written()
+    held = dataset.entities
+    problems = [f"{i!r}: live upstream, not in Sesam (lost)" for i in sorted(set(live) - set(held))]
+    problems += [f"{i!r}: in Sesam, not live upstream" for i in sorted(set(held) - set(live))]
+    for record_id in sorted(set(live) & set(held)):
+        entity = held[record_id]
+        stale = sorted(k for k, v in live[record_id].items() if k not in entity or entity[k] != v)
+        if stale:
+            problems.append(f"{record_id!r}: Sesam holds an older version (fields {stale})")
+    return problems
+
+
+def settle_deadline(target: Any) -> float:
+    """Seconds to wait for what a settle window holds back, comfortably above it."""
+    return 2 * float(getattr(target, "settle_seconds", 0) or 0) + 10
+
+
+def eventually(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:
+    """``fetch()`` until ``done`` says its answer is the one, or the deadline passes (then
+    the last answer, for the check's assertion to show)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = fetch()
+        if done(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.25)
+
+
+def converges(dataset: Dataset, upstream: Any, target: Any) -> None:
+    """Sesam's runs, again and again, until its dataset equals the upstream's live
+    records; a record still missing or stale after the deadline was lost."""
+    problems = eventually(
+        lambda: (dataset.run(), differences(dataset, upstream))[1],
+        lambda found: not found,
+        settle_deadline(target),
+    )
+    assert problems == [], (
+        f"after Sesam's runs its dataset differs from the upstream ({len(problems)}): "
+        + "; ".join(problems[:10])
+    )
+
+
+def hook(upstream: Any, name: str) -> Callable[..., Any]:
+    """An optional hook of the driver; the check is skipped, with the reason, without it."""
+    method = getattr(upstream, name, None)
+    if method is None:
+        pytest.skip(f"the upstream driver has no {name}(), which this check needs")
+
+    def call(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except NotSupported as reason:
+            pytest.skip(f"the upstream driver cannot {name}(): {reason}")
+
+    return call
+
+
+def test_a_record_changed_between_two_pages_of_a_run_is_not_lost(
+    sesam, conformance_upstream, conformance_connector
+):
+    """A change moves a record to the end of the order; a walk by page number or offset
+    then skips the record that moved up across the page boundary it has passed."""
+    size = conformance_upstream.page_size
+    conformance_upstream.seed(3 * size, 0)
+    order = ids(sesam.pull())
+    moved = order[size // 2]  # on the first upstream page
+    before = conformance_upstream.written()[moved]
+    hook(conformance_upstream, "change_after_pages")(moved, 1)
+    converges(Dataset(sesam, 4 * size), conformance_upstream, conformance_connector)
+    assert conformance_upstream.written()[moved] != before, "the upstream changed nothing"
+
+
+def test_a_tie_of_many_records_across_page_boundaries_is_delivered_whole(
+    sesam, conformance_upstream, conformance_connector
+):
+    """Two pages' worth of records share one time, and one of them changes while the run
+    is inside the tie; then Sesam pages through the tie with pages smaller than it."""
+    size = conformance_upstream.page_size
+    conformance_upstream.seed(3 * size, 2 * size)
+    order = ids(sesam.pull())
+    moved = order[size - 1]  # the first upstream page's last, inside the tie
+    before = conformance_upstream.written()[moved]
+    hook(conformance_upstream, "change_after_pages")(moved, 1)
+    converges(Dataset(sesam, 4 * size), conformance_upstream, conformance_connector)
+    assert conformance_upstream.written()[moved] != before, "the upstream changed nothing"
+    converges(Dataset(sesam, max(1, size // 3)), conformance_upstream, conformance_connector)
+
+
+def test_a_record_written_in_the_instant_already_read_is_delivered(
+    sesam, conformance_upstream, conformance_connector
+):
+    """The race of a coarse clock: the feed reads a record, then one with a smaller id is
+    written with the same time. Sesam's ``since`` is already past it, unless the feed
+    held back the instant that was not over (``FEED_SETTLE_SECONDS``)."""
+    conformance_upstream.seed(10, 0)
+    dataset = Dataset(sesam, 1000)
+    dataset.run()
+    first, second = list(dataset.entities)[:2]
+    settle = float(getattr(conformance_connector, "settle_seconds", 0) or 0)
+    coarse_clock = hook(conformance_upstream, "coarse_clock")
+    change = hook(conformance_upstream, "change")
+    try:
+        for _attempt in range(3):
+            coarse_clock()  # every write from here on has one time
+            change(first)
+            change(second)
+            read = [e["_id"] for e in dataset.run() if e["_id"] in (first, second)]
+            late = read[0] if read else first  # of the two, the one first in feed order
+            change(late)  # written in the instant the feed has read, behind the other
+            if settle <= 0 or not read:
+                break
+            # The feed read the instant before the window could hold it back: this
+            # machine was slower than the window. Again, with a new instant.
+            conformance_upstream.heal()
+        converges(dataset, conformance_upstream, conformance_connector)
+    finally:
+        conformance_upstream.heal()
+
+
+def test_a_record_deleted_between_runs_is_deleted_in_sesam(
+    sesam, conformance_upstream, conformance_connector
+):
+    conformance_upstream.seed(20, 8)
+    dataset = Dataset(sesam, 7)
+    dataset.run()
+    assert differences(dataset, conformance_upstream) == []
+    order = list(dataset.entities)
+    for victim in (order[0], order[10], order[-1]):  # the first, one in the tie, the last
+        conformance_upstream.delete(victim)
+    converges(dataset, conformance_upstream, conformance_connector)
+    assert len(dataset.entities) == 17
+
+
 # --- the sink: Sesam's JSON push protocol ------------------------------------------------
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
 
 
 class FullSync:
     """A whole full sync as Sesam sends it, the final empty batch included."""
 
     def __init__(self, sesam: Client, batches: list[list[dict[str, Any]]]) -> None:
-        self.sequence_id = str(uuid.uuid4())
+        sequence = Sequence(full=True, new_id=new_id)
+        self.sequence_id = sequence.sequence_id
         self.answers: list[requests.Response] = []
-        previous = None
         batches = [*batches, []]
         for number, batch in enumerate(batches):
-            request_id = str(uuid.uuid4())
-            params = {"sequence_id": self.sequence_id, "is_full": "true", "request_id": request_id}
-            if number == 0:
-                params["is_first"] = "true"
-            else:
-                params["previous_request_id"] = previous
-            if number == len(batches) - 1:
-                params["is_last"] = "true"
+            params = sequence.params(last=number == len(batches) - 1)
             self.answers.append(sesam.post(batch, **params))
-            previous = request_id
-        self.last_request_id = previous
+        self.last_request_id = sequence.previous
 
     def statuses(self) -> list[int]:
         return [answer.status_code for answer in self.answers]
 
 
 def incremental(sesam: Client, batch: Any, raw: bytes | None = None) -> requests.Response:
-    return sesam.post(
-        batch, raw, sequence_id=str(uuid.uuid4()), is_full="false", request_id=str(uuid.uuid4())
-    )
+    return sesam.post(batch, raw, **Sequence(full=False, new_id=new_id).params(last=False))
 
 
 def test_the_sink_writes_every_entity_of_a_batch(sesam, conformance_upstream):
@@ -297,7 +451,7 @@ def test_the_sink_refuses_a_body_that_is_not_json_and_writes_nothing(sesam, conf
 def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_upstream):
     batch = [conformance_upstream.entity(n) for n in range(5)]
     batch.append({"_id": batch[2]["_id"], "_deleted": True})
-    params = {"sequence_id": str(uuid.uuid4()), "is_full": "false", "request_id": str(uuid.uuid4())}
+    params = Sequence(full=False, new_id=new_id).params(last=False)
     first = sesam.post(batch, **params)
     assert 200 <= first.status_code < 300, first.text[:500]
     once = conformance_upstream.written()
@@ -308,27 +462,15 @@ def test_the_sink_is_idempotent_when_a_batch_is_sent_twice(sesam, conformance_up
 
 
 def test_a_full_sync_retried_request_is_accepted_and_changes_nothing(sesam, conformance_upstream):
-    sequence, first_id = str(uuid.uuid4()), str(uuid.uuid4())
+    sync = Sequence(full=True, new_id=new_id)
     batch = [conformance_upstream.entity(n) for n in range(3)]
-    params = {
-        "sequence_id": sequence,
-        "is_full": "true",
-        "request_id": first_id,
-        "is_first": "true",
-    }
+    params = sync.params(last=False)
     assert sesam.post(batch, **params).ok
     once = conformance_upstream.written()
     retry = sesam.post(batch, **params)
     assert 200 <= retry.status_code < 300, retry.text[:500]
     assert conformance_upstream.written() == once
-    last = sesam.post(
-        [],
-        sequence_id=sequence,
-        is_full="true",
-        request_id=str(uuid.uuid4()),
-        previous_request_id=first_id,
-        is_last="true",
-    )
+    last = sesam.post([], **sync.params(last=True))
     assert 200 <= last.status_code < 300, last.text[:500]
 
 
@@ -341,16 +483,10 @@ def test_a_full_sync_in_batches_ending_with_an_empty_one_is_accepted(sesam, conf
 
 def started(sesam: Client, conformance_upstream: Any) -> tuple[str, str]:
     """A full sync with its first batch accepted: (sequence_id, request_id)."""
-    sequence, request_id = str(uuid.uuid4()), str(uuid.uuid4())
-    response = sesam.post(
-        [conformance_upstream.entity(0)],
-        sequence_id=sequence,
-        is_full="true",
-        request_id=request_id,
-        is_first="true",
-    )
+    params = Sequence(full=True, new_id=new_id).params(last=False)
+    response = sesam.post([conformance_upstream.entity(0)], **params)
     assert 200 <= response.status_code < 300, response.text[:500]
-    return sequence, request_id
+    return params["sequence_id"], params["request_id"]
 
 
 def conflict(sesam: Client, conformance_upstream: Any, **params: str) -> None:
@@ -421,6 +557,75 @@ def test_is_full_changing_within_a_sequence_is_a_409(sesam, conformance_upstream
         request_id=str(uuid.uuid4()),
         previous_request_id=request_id,
     )
+
+
+# --- the HTTP transform: a pipe's {"type": "http"} transform -----------------------------
+
+
+def transformed(sesam: Client, conformance_connector: Any, body: Any) -> requests.Response:
+    name = getattr(conformance_connector, "transform", None)
+    if not name:
+        pytest.fail(
+            "conformance_connector.transform names no transform: name one, or skip the "
+            "transform checks in conformance_skips saying why",
+            pytrace=False,
+        )
+    base = conformance_connector.url.rstrip("/")
+    return sesam.http.post(
+        f"{base}/transform/{name}",
+        data=json.dumps(body).encode("utf-8"),
+        timeout=TIMEOUT,
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+
+
+def test_the_transform_answers_a_batch_in_order_keeping_reserved_fields(
+    sesam, conformance_upstream, conformance_connector
+):
+    conformance_upstream.seed(100, 20)
+    batch = sesam.pull()  # Sesam's default batch_size: 100
+    for number, entity in enumerate(batch):
+        entity["_ts"] = 1_700_000_000_000_000 + number  # what Sesam's pipes add
+        entity["_hash"] = f"hash-{number}"
+    response = transformed(sesam, conformance_connector, batch)
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers.get("Content-Type", "").startswith("application/json")
+    out = response.json()
+    assert isinstance(out, list) and ids(out) == ids(batch), "the batch's order is Sesam's"
+    for sent, got in zip(batch, out, strict=True):
+        reserved = {k: v for k, v in sent.items() if k.startswith("_")}
+        assert {k: got.get(k) for k in reserved} == reserved, sent["_id"]
+
+
+def test_the_transform_answers_an_empty_batch_with_an_empty_array(sesam, conformance_connector):
+    response = transformed(sesam, conformance_connector, [])
+    assert (response.status_code, response.json()) == (200, [])
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_BATCHES))
+def test_the_transform_refuses_a_bad_batch_with_a_json_4xx(
+    sesam, conformance_upstream, conformance_connector, bad
+):
+    good = [conformance_upstream.entity(n) for n in range(3)]
+    before = conformance_upstream.writes()
+    response = transformed(sesam, conformance_connector, BAD_BATCHES[bad](good))
+    assert 400 <= response.status_code < 500, (bad, response.status_code)
+    assert "error" in response.json()
+    assert conformance_upstream.writes() == before
+
+
+def test_an_upstream_failure_in_the_transform_is_a_non_2xx(
+    sesam, conformance_upstream, conformance_connector
+):
+    conformance_upstream.seed(10, 4)
+    batch = sesam.pull()
+    conformance_upstream.break_before_first_page()
+    try:
+        response = transformed(sesam, conformance_connector, batch)
+    finally:
+        conformance_upstream.heal()
+    assert not 200 <= response.status_code < 300, "Sesam would take this answer as the truth"
+    assert isinstance(response.json(), dict), "the error body should be a JSON object"
 
 
 # --- the suite itself ---------------------------------------------------------------------

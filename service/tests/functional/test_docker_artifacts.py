@@ -18,12 +18,11 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -34,7 +33,11 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from service.connector import ConnectorSettings
 from service.framework.settings import variables
+from service.tools import servers
 from service.tools.dev import GUNICORN_ARGS
+from service.tools.servers import ServerError
+from service.tools.servers import free_port
+from service.tools.servers import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
@@ -350,6 +353,10 @@ def test_the_build_context_keeps_out_secrets_and_local_state_but_not_what_tests_
         assert dockerignored(path), path
     needed = [
         "README.md",
+        "docs/configuration.md",
+        "docs/docker.md",
+        "docs/sesam.md",
+        "docs/benchmarks.md",
         "Dockerfile",
         "docker-compose.yml",
         ".env.example",
@@ -375,6 +382,30 @@ def test_compose_builds_stages_the_dockerfile_has():
     for service in services.values():
         if "build" in service:
             assert service["build"].get("target", "") in stages()
+
+
+def test_compose_names_no_image_for_the_test_stage_so_push_skips_it():
+    # docker-compose push skips a service that has no image name; with one, it would
+    # publish the test stage (pytest, ruff, the whole repository) under that name.
+    for name, service in compose()["services"].items():
+        if "build" in service and service["build"].get("target", "") != "runtime":
+            assert "image" not in service, name
+
+
+def test_the_image_sesam_pulls_is_the_lean_runtime_stage():
+    named = stages()
+    assert named[""] is named["runtime"], "the default target must be the runtime stage"
+    copied = " ".join(named["runtime"].all("COPY"))
+    for tool in ("service/tools", "service/tests", "requirements-dev", ". ."):
+        assert tool not in copied, tool
+    workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
+    builds = [
+        line
+        for step in workflow["jobs"]["push"]["steps"]
+        for line in step.get("run", "").splitlines()
+        if "docker build" in line
+    ]
+    assert builds and not any("--target" in line for line in builds), builds
 
 
 def test_the_connector_is_published_on_loopback_at_its_port():
@@ -411,9 +442,11 @@ def test_compose_configures_only_known_variables_and_keeps_secrets_out_of_the_fi
 
 def test_the_upstream_url_names_the_upstream_service_and_its_port():
     services = compose()["services"]
-    url = services[connector_name()]["environment"]["UPSTREAM_URL"]
+    if "upstream" not in services:
+        pytest.skip("compose runs no upstream service beside the connector")
+    url = urlsplit(services[connector_name()]["environment"]["UPSTREAM_URL"])
     command = services["upstream"]["command"]
-    assert url == f"http://upstream:{command[command.index('--port') + 1]}"
+    assert (url.hostname, str(url.port)) == ("upstream", command[command.index("--port") + 1])
 
 
 def test_the_readmes_docker_commands_name_the_compose_service():
@@ -436,25 +469,20 @@ def test_ci_runs_the_suite_the_compose_flow_and_pushes_only_version_tags():
         "python3 -m service.tools.dev test",
         "docker build",
         "docker compose up -d",
-        "curl -fsS localhost:5000/people",
+        ". ./.env.example",
+        'curl -fsS "localhost:5000/$DEV_COLLECTION"',
         f"docker compose exec -T {connector_name()} pytest",
         "docker compose down",
     ):
         assert expected in script, expected
     push = workflow["jobs"]["push"]
     assert push["if"] == "startsWith(github.ref, 'refs/tags/v')"
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    page = (ROOT / "docs" / "docker.md").read_text(encoding="utf-8")
     used = set(re.findall(r"secrets\.([A-Z_]+)", json.dumps(push)))
-    assert used and all(name in readme for name in used), used
+    assert used and all(name in page for name in used), used
 
 
 # --- the contract's command, as the image starts it ---------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def lay_out_image(stage: Stage, root: Path) -> Path:
@@ -502,23 +530,15 @@ def python_command(command: list[str]) -> list[str]:
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> requests.Response:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}: {log.read_text(errors='replace')}")
-        try:
-            response = requests.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} did not answer 200 in 30 s: {log.read_text(errors='replace')}")
+    try:
+        wait_until_up(url, process, log, seconds=30, ok=lambda status: status == 200)
+    except ServerError as error:
+        pytest.fail(f"{url}: {error}")
+    return requests.get(url, timeout=2)
 
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return servers.start(command, log=log, env=env, cwd=cwd)
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:
@@ -584,9 +604,10 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
             assert health.json() == {"status": "ok"}
             check = python_command(healthcheck_command(final))
             assert subprocess.run(check, env=env, timeout=30).returncode == 0
-            people = requests.get(f"http://127.0.0.1:{port}/people", timeout=60)
-            assert people.status_code == 200, people.text  # .env.example's tokens agree
-            assert people.json() and all("_id" in entity for entity in people.json())
+            shown = env_file(ROOT / ".env.example")["DEV_COLLECTION"]
+            feed = requests.get(f"http://127.0.0.1:{port}/{shown}", timeout=60)
+            assert feed.status_code == 200, feed.text  # .env.example's tokens agree
+            assert feed.json() and all("_id" in entity for entity in feed.json())
         finally:
             assert stop(connector) == 0, (tmp_path / "connector.log").read_text()
         log = (tmp_path / "connector.log").read_text(errors="replace")
@@ -599,3 +620,29 @@ def test_pytest_runs_started_by_tests_do_not_inherit_the_images_pytest_options()
     # The test image's PYTEST_ADDOPTS names service/tests/pytest.ini relative to /app; a
     # pytest a test starts in a directory of its own would fail to find it (conftest.py).
     assert "PYTEST_ADDOPTS" not in os.environ
+
+
+def test_the_runtime_image_holds_only_the_runtime(tmp_path):
+    """What Sesam pulls: the connector module, gunicorn's settings and the framework; no
+    tools (dev runner, rename, demo upstream, benchmarks) and no tests."""
+    root = tmp_path / "image"
+    app = lay_out_image(stages()[""], root)
+    files = sorted(
+        str(path.relative_to(app))
+        for path in app.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+    module = CONTRACT[-1].split(":")[0].split(".")[-1]
+    framework = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "service" / "framework").rglob("*.py")
+        if "__pycache__" not in path.parts
+    )
+    expected = [
+        "service/__init__.py",
+        "service/gunicorn.conf.py",
+        "service/requirements.txt",
+        f"service/{module}.py",
+        *framework,
+    ]
+    assert files == sorted(expected)

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from service.tests.conftest import ROOT
-from service.tests.conftest import UPSTREAM_TOKEN
-from service.tests.conftest import free_port
-from service.tests.conftest import stop
-from service.tests.conftest import wait_until_up
+from service.tests.framework_kit import ROOT
+from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tools.dev import default_collection
+from service.tools.servers import free_port
+from service.tools.servers import stop
+from service.tools.servers import wait_until_up
 
 ENGINE_TOOL = ROOT.parent / "shared" / "tools" / "docker-engine"
 COMPOSE_PORTS = (5000, 8000)  # docker-compose.yml: the connector's and the upstream's
@@ -113,10 +114,11 @@ def compose_up() -> Iterator[dict[str, str]]:
 
 
 def test_compose_up_serves_the_feed_on_the_published_port(compose_up):
-    response = requests.get("http://127.0.0.1:5000/people", timeout=60)
+    # the collection .env.example names (DEV_COLLECTION), as CI's smoke test reads it
+    response = requests.get(f"http://127.0.0.1:5000/{default_collection()}", timeout=60)
     assert response.status_code == 200, response.text
-    people = response.json()
-    assert people and all("_id" in e and "_updated" in e for e in people)
+    entities = response.json()
+    assert entities and all("_id" in e and "_updated" in e for e in entities)
     assert requests.get("http://127.0.0.1:5000/health", timeout=10).json() == {"status": "ok"}
 
 

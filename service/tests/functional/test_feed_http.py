@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from service.framework.upstream import segment
+from service.tools.sesam_client import Paging
 
 TIE = "2026-01-01T00:00:00.000000Z"
 HOSTILE_IDS = [
@@ -38,19 +39,15 @@ def pull(connector, resource, **params):
 
 def sesam_paging(connector, resource, page_size, since=None):
     """What Sesam's json source does with supports_since, is_chronological, page_size."""
-    got = []
-    requests_made = 0
-    while True:
-        params = {"limit": page_size}
-        if since is not None:
-            params["since"] = since
-        page = pull(connector, resource, **params)
-        requests_made += 1
-        assert len(page) <= page_size
-        if not page:
-            return got, requests_made
-        got.extend(page)
-        since = page[-1]["_updated"]
+
+    def page(params):
+        got = pull(connector, resource, **params)
+        assert len(got) <= page_size
+        return got
+
+    paging = Paging(page_size, since)
+    got = [entity for entities in paging.pages(page) for entity in entities]
+    return got, paging.requests
 
 
 def seed_tie_run(upstream, resource="bulk", size=1500):

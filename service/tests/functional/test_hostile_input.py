@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.tests.conftest import GUNICORN_COMMAND
-from service.tests.conftest import ROOT
-from service.tests.conftest import connector_environment
-from service.tests.conftest import free_port
+from service.tests.framework_kit import REFERENCE_APP
+from service.tests.framework_kit import ROOT
+from service.tests.framework_kit import connector_environment
+from service.tools.servers import free_port
 
 
 def raw(url: str, data: bytes, *, then: bytes = b"") -> tuple[int, dict[str, str], bytes]:
@@ -223,7 +223,7 @@ def test_an_upstream_url_with_credentials_is_refused_at_start_with_one_line(tmp_
     )
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     result = subprocess.run(
-        [gunicorn, *GUNICORN_COMMAND[1:]],
+        [gunicorn, "-c", "service/gunicorn.conf.py", REFERENCE_APP],
         cwd=ROOT,
         env=env,
         capture_output=True,

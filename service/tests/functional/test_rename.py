@@ -8,6 +8,7 @@ slow benchmark smoke test are left out of that inner run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,10 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from service.tools import rename
+
 ROOT = Path(__file__).resolve().parents[3]
-NAME = "acme-crm"
-MODULE = "acme_crm"
-STALE = re.compile(r"\bservice[./]connector\b")
+# The name the repository has now: "connector" in the reference, "acme-crm" right after the
+# README's first fork step. The copy is renamed to another name, always.
+OLD = rename.current_names(ROOT)
+NAME = "acme-crm" if OLD.name != "acme-crm" else "acme-crm-renamed"
+MODULE = NAME.replace("-", "_")
+STALE = re.compile(rf"\bservice[./]{re.escape(OLD.module)}\b")
+FORCE = [] if OLD.module == rename.ORIGINAL else ["--force"]  # renaming a renamed fork
 
 
 def repository_files() -> list[str]:
@@ -51,7 +58,7 @@ def renamed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     result = subprocess.run(
-        [sys.executable, "-m", "service.tools.rename", NAME],
+        [sys.executable, "-m", "service.tools.rename", *FORCE, NAME],
         cwd=copy,
         capture_output=True,
         text=True,
@@ -64,11 +71,11 @@ def renamed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_the_module_and_its_test_move(renamed):
     copy, out = renamed
     assert (copy / f"service/{MODULE}.py").is_file()
-    assert not (copy / "service/connector.py").exists()
-    assert not list(copy.glob("service/tests/**/test_connector.py"))
-    if (ROOT / "service/tests/test_connector.py").exists():
+    assert not (copy / f"service/{OLD.module}.py").exists()
+    assert not list(copy.glob(f"service/tests/**/test_{OLD.module}.py"))
+    if (ROOT / f"service/tests/test_{OLD.module}.py").exists():
         assert (copy / f"service/tests/test_{MODULE}.py").is_file()
-    assert f"renamed connector to {NAME}" in out
+    assert f"renamed {OLD.name} to {NAME}" in out
 
 
 def test_no_place_in_the_copy_names_the_old_module(renamed):
@@ -100,12 +107,21 @@ def test_the_commands_a_user_runs_name_the_new_connector(renamed):
     readme = (copy / "README.md").read_text(encoding="utf-8")
     assert readme.startswith(f"# {NAME}: a Sesam connector")
     assert f"'service.{MODULE}:create_app()'" in readme
-    assert "docker-compose exec connector " not in readme
+    assert f"docker-compose exec {OLD.name} " not in readme
     if "docker-compose exec" in (ROOT / "README.md").read_text(encoding="utf-8"):
         assert f"docker-compose exec {NAME} pytest" in readme
     dockerfile = copy / "Dockerfile"
     if dockerfile.exists():
         assert f"service.{MODULE}:create_app()" in dockerfile.read_text(encoding="utf-8")
+
+
+def test_the_image_sesam_pulls_is_renamed_and_stays_pushable(renamed):
+    copy, _ = renamed
+    systems = [p.read_text(encoding="utf-8") for p in copy.glob("sesam/systems/*.conf.json")]
+    images = {json.loads(text)["docker"]["image"].rsplit(":", 1)[0] for text in systems}
+    assert images == {f"sesamcommunity/{NAME}"}
+    workflow = (copy / ".github/workflows/ci.yml").read_text(encoding="utf-8")
+    assert f"IMAGE: sesamcommunity/{NAME}\n" in workflow
 
 
 def test_renaming_again_with_the_same_name_changes_nothing(renamed):

@@ -11,7 +11,9 @@ import uuid
 import pytest
 import requests
 
-from service.tests.conftest import UPSTREAM_TOKEN
+from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import batches
 
 HOSTILE_IDS = [
     "a/b",
@@ -49,42 +51,40 @@ def ok(response):
 
 
 class Sync:
-    """A full sync as Sesam's json sink drives it: is_first, then previous_request_id."""
+    """A full sync as Sesam's json sink drives it: is_first, then previous_request_id.
+
+    The sequence moves on only when a request is answered 200, so a test can send a
+    request that should fail, then go on. ``previous`` may be set, to test the sink."""
 
     def __init__(self, connector, resource):
         self.connector = connector
         self.resource = resource
-        self.sequence_id = str(uuid.uuid4())
-        self.previous = None
+        self.sequence = Sequence(full=True, new_id=lambda: str(uuid.uuid4()), always_flags=True)
+        self.sequence_id = self.sequence.sequence_id
         self.last_params = None
 
+    @property
+    def previous(self):
+        return self.sequence.previous
+
+    @previous.setter
+    def previous(self, request_id):
+        self.sequence.previous = request_id
+
     def params(self, is_last=False, request_id=None):
-        params = {
-            "is_full": "true",
-            "sequence_id": self.sequence_id,
-            "request_id": request_id or str(uuid.uuid4()),
-            "is_first": str(self.previous is None).lower(),
-            "is_last": str(is_last).lower(),
-        }
-        if self.previous is not None:
-            params["previous_request_id"] = self.previous
-        return params
+        return self.sequence.upcoming(last=is_last, request_id=request_id)
 
     def send(self, entities, is_last=False):
         params = self.params(is_last)
         response = post(self.connector, self.resource, entities, params=params)
         self.last_params = params
         if response.status_code == 200:
-            self.previous = params["request_id"]
+            self.sequence.accepted(params)
         return response
 
     def run(self, entities, batch_size=100):
         """Every batch, then the empty last one; answers the responses."""
-        responses = [
-            self.send(entities[i : i + batch_size]) for i in range(0, len(entities), batch_size)
-        ]
-        responses.append(self.send([], is_last=True))
-        return responses
+        return [self.send(batch, is_last=not batch) for batch in batches(entities, batch_size)]
 
 
 def people(ids, **fields):

@@ -19,11 +19,11 @@ import psutil
 import pytest
 import requests
 
-from service.tests.conftest import ROOT
-from service.tests.conftest import UPSTREAM_TOKEN
-from service.tests.conftest import free_port
-from service.tests.conftest import stop
-from service.tests.conftest import wait_until_up
+from service.tests.framework_kit import ROOT
+from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tools.servers import free_port
+from service.tools.servers import stop
+from service.tools.servers import wait_until_up
 
 BIG = "big"  # a computed collection of the demo upstream: 1M records, no memory
 BIG_SIZE = 1_000_000
@@ -318,10 +318,10 @@ def test_the_feed_streams_a_million_entities_in_under_100_mb(big_upstream, conne
 
 
 def test_the_settings_make_room_for_a_batch_of_the_largest_size():
-    from service.connector import ConnectorSettings
     from service.framework.settings import ConfigError
     from service.framework.settings import load_settings
+    from service.tools.reference import ReferenceSettings
 
     base = {"UPSTREAM_URL": "http://records", "UPSTREAM_TOKEN": "t"}
     with pytest.raises(ConfigError, match="SINK_BYTES_IN_FLIGHT must be at least"):
-        load_settings(ConnectorSettings, {**base, "SINK_BYTES_IN_FLIGHT": "1000"})
+        load_settings(ReferenceSettings, {**base, "SINK_BYTES_IN_FLIGHT": "1000"})

@@ -60,10 +60,28 @@ def test_a_malformed_secret_is_not_echoed():
     assert "(secret)" in str(raised.value)
 
 
-def test_every_variable_is_in_the_readme_table():
-    readme = (ROOT / "README.md").read_text()
-    for variable in variables(ConnectorSettings):
-        assert f"| `{variable.name}` |" in readme, variable.name
+def configuration_table() -> dict[str, list[str]]:
+    """docs/configuration.md's table: name -> [default, required, secret, meaning]."""
+    rows = {}
+    for line in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_configuration_table_is_the_declarations():
+    """Every declared setting has its row with its default, required and secret columns, and
+    the table names no setting that is not declared."""
+    table = configuration_table()
+    declared = variables(ConnectorSettings)
+    assert sorted(table) == sorted(v.name for v in declared)
+    for variable in declared:
+        default, required, secret, meaning = table[variable.name]
+        assert default == (f"`{variable.default}`" if variable.default else ""), variable.name
+        assert required == ("yes" if variable.default is None else "no"), variable.name
+        assert secret == ("yes" if variable.secret else "no"), variable.name
+        assert meaning, variable.name
 
 
 def test_gunicorn_stops_with_one_line_when_a_variable_is_missing():

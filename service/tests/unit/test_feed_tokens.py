@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC
+from datetime import datetime
 
 import pytest
 
 from service.framework.errors import UpstreamContractError
 from service.framework.feed import entity_chunks
-from service.framework.feed import make_token
+from service.framework.feed import make_token as encode
 from service.framework.feed import parse_limit
-from service.framework.feed import parse_since
+from service.framework.feed import parse_since as decode
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import Positions
 from service.tools.reference import Records
 
+POSITIONS = Positions((TIMESTAMP, TEXT))
 TS = "2026-03-01T12:00:00.000000Z"
 LATER = "2026-03-01T12:00:00.000001Z"
 HOSTILE_IDS = [
@@ -45,7 +51,12 @@ def chunks_to_entities(pages, **kwargs):
         "["
         + "".join(
             entity_chunks(
-                pages, position=Records.position, to_entity=Records.to_entity, stats=stats, **kwargs
+                pages,
+                position=Records.position,
+                to_entity=Records.to_entity,
+                stats=stats,
+                positions=POSITIONS,
+                **kwargs,
             )
         )
         + "]"
@@ -53,6 +64,14 @@ def chunks_to_entities(pages, **kwargs):
     entities = json.loads(text)
     assert stats["entities"] == len(entities)
     return entities
+
+
+def make_token(updated_at, record_id):
+    return encode(POSITIONS, (updated_at, record_id))
+
+
+def parse_since(since):
+    return decode(since, POSITIONS)
 
 
 def record(record_id, updated_at=TS, deleted=False, **fields):
@@ -68,16 +87,36 @@ def test_tokens_sort_as_strings_in_updated_at_then_id_order():
     assert len({make_token(*key) for key in keys}) == len(keys)
 
 
-def test_token_rejects_an_updated_at_that_would_not_sort():
-    with pytest.raises(UpstreamContractError, match="updated_at"):
-        make_token("2026-03-01T12:00:00Z", "p-1")
+def test_a_timestamp_of_another_precision_or_offset_is_normalised_to_utc_microseconds():
+    assert make_token("2026-03-01T12:00:00Z", "p-1") == make_token(TS, "p-1")
+    assert make_token("2026-03-01T13:00:00.000000001+01:00", "p-1") == make_token(TS, "p-1")
+
+
+@pytest.mark.parametrize(
+    "updated_at",
+    [
+        "2026-13-45T99:99:99.000000Z",
+        "0000-01-01T00:00:00.000000Z",
+        "２０２６-03-01T12:00:00.000000Z",
+        "2026-03-01T12:00:00",
+        "yesterday",
+    ],
+)
+def test_token_rejects_an_updated_at_that_is_not_a_time_with_a_zone(updated_at):
+    with pytest.raises(UpstreamContractError, match="position"):
+        make_token(updated_at, "p-1")
+
+
+def test_tokens_of_earlier_versions_are_the_same_text():
+    """A pipe's stored since must not break or rewind after an upgrade."""
+    assert make_token(TS, "p-1") == TS + "_" + b"p-1".hex()
 
 
 @pytest.mark.parametrize("since", [make_token(TS, "p-1"), make_token(TS, "日本/😀"), TS])
 def test_since_accepts_tokens_and_bare_timestamps(since):
-    updated_since, token = parse_since(since)
-    assert updated_since == TS
-    assert token == since
+    values = parse_since(since)
+    assert values[0] == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert make_token(*values) == since if len(values) == 2 else values == (values[0],)
 
 
 @pytest.mark.parametrize(

@@ -291,3 +291,63 @@ def test_a_long_name_gets_its_lines_rewrapped_by_the_forks_ruff_settings(tmp_pat
     dev = (root / "service" / "dev.py").read_text()
     assert "service.salesforce_marketing_cloud:create_app()" in dev
     assert max(len(line) for line in dev.splitlines()) <= 60, dev
+
+
+def test_the_forks_own_ruff_in_dot_venv_comes_first(tmp_path):
+    ruff = tmp_path / ".venv" / "bin" / "ruff"
+    ruff.parent.mkdir(parents=True)
+    ruff.write_text("#!/bin/sh\nexit 0\n")
+    ruff.chmod(0o755)
+    assert rename.find_ruff(tmp_path) == str(ruff)
+
+
+def test_the_docs_pages_are_renamed_like_the_readme(tmp_path):
+    root = make_fork(tmp_path)
+    (root / "docs" / "operations").mkdir(parents=True)
+    (root / "docs" / "operations" / "running.md").write_text(
+        "gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'\n"
+        "docker-compose exec connector pytest\n"
+        "Edit `service/connector.py`; the connector answers on :5000.\n"
+    )
+    assert run(root, "acme-crm") == 0
+    page = (root / "docs" / "operations" / "running.md").read_text()
+    assert "'service.acme_crm:create_app()'" in page
+    assert "docker-compose exec acme-crm pytest" in page
+    assert "`service/acme_crm.py`; the connector answers" in page  # prose left alone
+
+
+@pytest.mark.parametrize("name", ["framework", "tools", "sesam-client", "servers", "adapter"])
+def test_the_layouts_packages_and_modules_are_reserved(name):
+    with pytest.raises(rename.Refused, match="part of the plumbing"):
+        rename.check_name(name)
+
+
+def test_the_default_docker_hub_image_is_renamed_everywhere_and_stays_pushable(tmp_path):
+    fork = make_fork(tmp_path)
+    (fork / "sesam/systems/connector.conf.json").write_text(
+        '{"_id": "connector", "type": "system:microservice",\n'
+        ' "docker": {"image": "sesamcommunity/connector:1.0.0", "port": 5000}}\n'
+    )
+    (fork / ".github/workflows/ci.yml").write_text("env:\n  IMAGE: sesamcommunity/connector\n")
+    (fork / "sesam/pipes/connector-people-endpoint.conf.json").write_text(
+        '{"_id": "connector-people-endpoint", "type": "pipe",\n'
+        ' "source": {"type": "dataset", "dataset": "connector-people"}}\n'
+    )
+    (fork / "README.md").write_text(
+        README + "\n```sh\ndocker build -t sesamcommunity/connector:1.0.0 .\n"
+        "docker push sesamcommunity/connector:1.0.0\n```\n"
+        "A tag publishes `sesamcommunity/connector:1.0.0`; replace `sesamcommunity/connector`.\n"
+    )
+    assert run(fork, "acme-crm") == 0
+    system = (fork / "sesam/systems/acme-crm.conf.json").read_text()
+    assert '"image": "sesamcommunity/acme-crm:1.0.0"' in system
+    assert "IMAGE: sesamcommunity/acme-crm\n" in (fork / ".github/workflows/ci.yml").read_text()
+    readme = (fork / "README.md").read_text()
+    assert "docker build -t sesamcommunity/acme-crm:1.0.0 ." in readme
+    assert "docker push sesamcommunity/acme-crm:1.0.0" in readme
+    assert "publishes `sesamcommunity/acme-crm:1.0.0`" in readme
+    assert "replace `sesamcommunity/acme-crm`" in readme
+    assert "sesamcommunity/connector" not in readme + system
+    # A dataset named after the feed pipe follows the pipe's new id.
+    endpoint = (fork / "sesam/pipes/acme-crm-people-endpoint.conf.json").read_text()
+    assert '"dataset": "acme-crm-people"' in endpoint

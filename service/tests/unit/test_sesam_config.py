@@ -23,17 +23,34 @@ from service.tools.demo_upstream import seed_collections
 ROOT = Path(__file__).resolve().parents[3]
 SESAM = ROOT / "sesam"
 SECRET = re.compile(r"\$SECRET\(([a-z0-9][a-z0-9_-]*)\)")
+ENV = re.compile(r"\$ENV\(([a-z0-9][a-z0-9_-]*)\)")
 DEFAULTS = {variable.name: variable.default for variable in variables(ConnectorSettings)}
+# What sesam-py reads in the folder: config (pipes/, systems/, node-metadata.conf.json),
+# the profile's variables (test-env.json), test specs and expected output (expected/),
+# test input (testdata/).
+KNOWN = ("pipes", "systems", "expected", "testdata", "test-env.json", "node-metadata.conf.json")
 
 
 def load_config() -> list[dict[str, Any]]:
-    files = sorted(SESAM.glob("**/*.json"))
-    assert files, "no Sesam config in sesam/"
+    """The pipe and system configs: pipes/*.conf.json and systems/*.conf.json only, as
+    sesam-py uploads them."""
+    files = sorted([*SESAM.glob("pipes/*.conf.json"), *SESAM.glob("systems/*.conf.json")])
+    assert files, "no Sesam config in sesam/pipes and sesam/systems"
     config = []
     for path in files:
         loaded = json.loads(path.read_text(encoding="utf-8"))
         config.extend(loaded if isinstance(loaded, list) else [loaded])
     return config
+
+
+def profile() -> dict[str, Any]:
+    return json.loads((SESAM / "test-env.json").read_text(encoding="utf-8"))
+
+
+def with_variables(value: str) -> str:
+    """A config value as the node resolves it: $ENV from the profile, secrets made up."""
+    value = ENV.sub(lambda match: str(profile()[match.group(1)]), value)
+    return SECRET.sub("a-secret-value", value)
 
 
 def the_system() -> dict[str, Any]:
@@ -54,7 +71,7 @@ def sink_pipes() -> list[dict[str, Any]]:
     return [p for p in pipes() if p.get("sink", {}).get("type") == "json"]
 
 
-def test_every_file_is_json_with_a_unique_id_and_a_type():
+def test_every_config_is_json_with_a_unique_id_and_a_type():
     config = load_config()
     ids = [c["_id"] for c in config]
     assert len(ids) == len(set(ids)), ids
@@ -100,7 +117,7 @@ def test_the_environment_parses_as_the_connector_would_read_it():
     environment = the_system()["docker"]["environment"]
     # Sesam hands non-string values over as JSON text; secrets arrive as their value.
     as_text = {
-        name: SECRET.sub("a-secret-value", value) if isinstance(value, str) else json.dumps(value)
+        name: with_variables(value) if isinstance(value, str) else json.dumps(value)
         for name, value in environment.items()
     }
     settings = load_settings(ConnectorSettings, as_text)
@@ -110,41 +127,182 @@ def test_the_environment_parses_as_the_connector_would_read_it():
 def test_the_memory_fits_the_workers():
     docker = the_system()["docker"]
     workers = int(docker["environment"].get("WORKERS", DEFAULTS["WORKERS"]))
-    # About 35 MB per gunicorn worker plus the master (README, "Memory").
+    # About 35 MB per gunicorn worker plus the master (docs/configuration.md, WORKERS).
     assert docker["memory"] >= 35 * (workers + 1), docker
 
 
-def test_the_readme_names_the_secret_to_set():
+def test_the_sesam_page_names_the_secret_to_set():
     names = SECRET.findall(json.dumps(the_system()))
     assert names
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Registering on a Sesam node", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "sesam.md").read_text(encoding="utf-8")
     for name in names:
-        assert name in section, f"the README's Sesam section does not name secret {name}"
+        assert name in page, f"docs/sesam.md does not name secret {name}"
 
 
-def test_the_system_runs_the_image_that_compose_builds_and_ci_pushes():
+def test_the_system_runs_the_image_ci_pushes_under_a_name_docker_hub_takes():
     repository = the_system()["docker"]["image"].rsplit(":", 1)[0]
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    (connector,) = [s for name, s in compose["services"].items() if name != "upstream"]
-    assert connector["image"].rsplit(":", 1)[0] == repository
     workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     assert workflow["env"]["IMAGE"] == repository
+    parts = repository.split("/")
+    if len(parts) == 2 and "." not in parts[0] and ":" not in parts[0]:
+        # Docker Hub: the namespace is 4 to 30 lowercase letters and digits, no dashes.
+        assert re.fullmatch(r"[a-z0-9]{4,30}", parts[0]), parts[0]
+    assert re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", parts[-1]), parts[-1]
+
+
+def test_docker_compose_push_cannot_publish_the_test_stage_as_the_image_sesam_pulls():
+    repository = the_system()["docker"]["image"].rsplit(":", 1)[0]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    for name, service in compose["services"].items():
+        target = (service.get("build") or {}).get("target", "")
+        if target != "runtime" and "build" in service:
+            # Compose skips a service without an image name when it pushes.
+            assert "image" not in service, f"docker-compose push would publish {name}'s {target}"
+        if str(service.get("image", "")).rsplit(":", 1)[0] == repository:
+            assert target == "runtime", name
+
+
+def the_adapter() -> Records:
+    environment = the_system()["docker"]["environment"]
+    settings = {name: with_variables(value) for name, value in environment.items()}
+    return Records(load_settings(ConnectorSettings, settings))
+
+
+def transform_pipes() -> list[dict[str, Any]]:
+    return [p for p in pipes() if (p.get("transform") or {}).get("type") == "http"]
+
+
+def is_output_or_endpoint(pipe: dict[str, Any]) -> bool:
+    """sesam-py's test: a pipe whose sink is not a dataset (its sink is the pipe's output)."""
+    return (pipe.get("sink") or {}).get("type", "dataset") != "dataset"
 
 
 @pytest.mark.parametrize("pipe", pipes(), ids=lambda p: p["_id"])
-def test_every_pipe_uses_the_system_and_a_collection_the_connector_serves(pipe):
+def test_every_pipe_uses_the_system_and_a_collection_or_transform_the_connector_serves(pipe):
     endpoints = [
         part
         for part in (pipe.get("source"), pipe.get("sink"))
         if part and part.get("type") == "json"
     ]
-    assert endpoints, f"{pipe['_id']} neither reads nor writes through the connector"
+    transform = pipe.get("transform") or {}
+    if not endpoints and transform.get("type") != "http":
+        # Only the endpoint pipe that publishes a dataset for sesam test talks to no one.
+        assert pipe["sink"]["type"] == "http_endpoint", pipe["_id"]
+        return
     for endpoint in endpoints:
         assert endpoint["system"] == the_system()["_id"]
         assert Records.collection.fullmatch(endpoint["url"]), endpoint["url"]
-        # The demo Records API has it, so the config works against docker-compose too.
-        assert endpoint["url"] in seed_collections()
+        if compose_runs_the_demo_upstream():
+            # The demo has it, so the config works against docker-compose too.
+            assert endpoint["url"] in seed_collections()
+    if transform:
+        assert transform["system"] == the_system()["_id"]
+        prefix, _, name = transform["url"].partition("transform/")
+        assert prefix == "" and name, transform["url"]
+        assert the_adapter().transform(name) is not None, f"the connector has no {name!r}"
+        if compose_runs_the_demo_upstream():
+            assert name.rpartition("-")[0] in seed_collections()
+
+
+def test_the_transform_pipe_reads_only_so_previews_may_call_it():
+    assert transform_pipes(), "no pipe runs the connector's HTTP transform"
+    for pipe in transform_pipes():
+        # The reference transform only reads: Sesam may call it in previews.
+        assert pipe["transform"]["side_effects"] is False
+        assert pipe["transform"].get("batch_size", 100) <= 100
+
+
+def test_the_feed_pipe_fails_on_an_empty_source_instead_of_deleting_its_dataset():
+    for pipe in feed_pipes():
+        assert pipe["source"]["if_source_empty"] == "fail", pipe["_id"]
+
+
+@pytest.mark.parametrize("pipe", pipes(), ids=lambda p: p["_id"])
+def test_every_pipe_that_talks_to_the_connector_has_a_schedule(pipe):
+    if pipe.get("sink", {}).get("type") == "http_endpoint":
+        assert "pump" not in pipe  # an endpoint pipe has no pump: it is read on request
+        return
+    pump = pipe.get("pump") or {}
+    assert pump.get("cron_expression") or pump.get("schedule_interval"), pipe["_id"]
+
+
+def test_the_system_does_not_retry_what_a_retry_cannot_fix():
+    strategy = the_system()["retry_strategy"]
+
+    def statuses(key: str) -> set[int]:
+        found: set[int] = set()
+        for part in key.split(","):
+            low, _, high = part.partition("-")
+            found.update(range(int(low), int(high or low) + 1))
+        return found
+
+    no_retry = set()
+    for key, rule in strategy.items():
+        if key != "default" and rule.get("batch_retries") == 0:
+            assert rule["max_retries_per_entity"] == 0, key
+            no_retry |= statuses(key)
+    # Every 4xx but 429 (the connector rides out the upstream's 429s itself; its own
+    # answers are 400, 401, 404, 409, 413) fails at once; 5xx keep Sesam's retries.
+    assert no_retry == set(range(400, 500)) - {429}
+    assert "default" not in strategy
+
+
+def test_the_system_waits_longer_than_the_connector_can_stay_silent():
+    system = the_system()
+    environment = system["docker"]["environment"]
+
+    def setting(name: str) -> float:
+        return float(environment.get(name, DEFAULTS[name]))
+
+    tries = setting("UPSTREAM_RETRIES") + 1
+    per_try = setting("UPSTREAM_CONNECT_TIMEOUT") + setting("UPSTREAM_READ_TIMEOUT")
+    longest_silence = tries * per_try + setting("UPSTREAM_FEED_RETRY_BUDGET")
+    assert system["read_timeout"] > longest_silence
+    assert system["connect_timeout"] >= 30  # the container may still be starting
+
+
+def test_the_folder_holds_only_what_sesam_py_reads():
+    assert sorted(p.name for p in SESAM.iterdir() if p.name not in KNOWN) == []
+    # No node-metadata.conf.json: sesam upload replaces the node's whole metadata with
+    # it, so a connector's folder must not decide node-wide defaults (docs/sesam-node.md).
+    assert not (SESAM / "node-metadata.conf.json").exists()
+
+
+def test_the_profile_holds_every_variable_the_config_reads_and_no_secret():
+    variables_read = set(ENV.findall(json.dumps(load_config())))
+    assert variables_read, "the config reads no per-environment variable"
+    assert set(profile()) == variables_read
+    for name, value in profile().items():
+        assert isinstance(value, str), name
+        assert "$SECRET(" not in value and not re.search(r"token|password|secret", name), name
+    assert "$ENV(" in the_system()["docker"]["environment"]["UPSTREAM_URL"]
+
+
+def test_every_output_and_endpoint_pipe_has_a_test_spec_and_each_spec_its_file():
+    # sesam verify fails on an output or endpoint pipe without a spec, and on a spec that
+    # names any other pipe (sesam-py, load_test_specs and verify).
+    checked = {p["_id"]: p for p in pipes() if is_output_or_endpoint(p)}
+    spec_files = sorted((SESAM / "expected").glob("*.test.json"))
+    named = {}
+    for path in spec_files:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        assert isinstance(spec, dict), path.name
+        name = path.name[: -len(".test.json")]
+        named[spec.get("pipe", name)] = spec
+        expected = SESAM / "expected" / spec.get("file", f"{name}.json")
+        if spec.get("ignore") is True:
+            assert spec.get("description"), f"{path.name}: say why it is ignored"
+            assert not expected.exists(), f"{path.name} is ignored but {expected.name} exists"
+        else:
+            assert isinstance(json.loads(expected.read_text(encoding="utf-8")), list)
+    assert sorted(named) == sorted(checked)
+    assert any(spec.get("ignore") is not True for spec in named.values())
+
+
+def compose_runs_the_demo_upstream() -> bool:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    command = compose["services"].get("upstream", {}).get("command", [])
+    return "service.tools.demo_upstream" in command
 
 
 def test_the_feed_pipe_pages_by_since():

@@ -9,13 +9,13 @@ import json
 
 import pytest
 
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import batch_sizes
+from service.tools.sesam_client import batches
 from service.tools.sesam_runner import ArrayWriter
 from service.tools.sesam_runner import Progress
 from service.tools.sesam_runner import RunnerError
-from service.tools.sesam_runner import Sequence
 from service.tools.sesam_runner import UsageError
-from service.tools.sesam_runner import batch_sizes
-from service.tools.sesam_runner import batches
 from service.tools.sesam_runner import check_page
 from service.tools.sesam_runner import iter_json_array
 from service.tools.sesam_runner import load_state

@@ -66,8 +66,8 @@ def test_an_empty_array_is_a_valid_batch():
 
 
 def test_charset_and_encodings_json_allows_are_read():
-    assert batch('[{"_id": "ø"}]'.encode("utf-16"))[0] == [Write("ø", {})]
-    assert batch(b'\xef\xbb\xbf[{"_id": "a"}]')[0] == [Write("a", {})]
+    assert batch('[{"_id": "ø"}]'.encode("utf-16"))[0] == [Write("ø", {}, "ø")]
+    assert batch(b'\xef\xbb\xbf[{"_id": "a"}]')[0] == [Write("a", {}, "a")]
 
 
 def test_the_last_version_of_an_id_wins_and_duplicates_are_counted():
@@ -75,7 +75,7 @@ def test_the_last_version_of_an_id_wins_and_duplicates_are_counted():
         '[{"_id": "a", "v": 1}, {"_id": "b", "v": 1}, {"_id": "a", "v": 2},'
         ' {"_id": "b", "_deleted": true}, {"_id": "c", "_deleted": false, "v": 3}]'
     )
-    assert writes == [Write("a", {"v": 2}), Write("b", None), Write("c", {"v": 3})]
+    assert writes == [Write("a", {"v": 2}, "a"), Write("b", None, "b"), Write("c", {"v": 3}, "c")]
     assert duplicates == 2
 
 
@@ -94,7 +94,20 @@ def test_a_mapping_that_refuses_an_entity_names_it():
 
 def test_typed_strings_are_plain_in_the_written_record():
     writes, _ = batch('[{"_id": "a", "_updated": 3, "when": "~t2020-01-01", "n": "~f2.5"}]')
-    assert writes == [Write("a", {"when": "2020-01-01", "n": 2.5})]
+    assert writes == [Write("a", {"when": "2020-01-01", "n": 2.5}, "a")]
+
+
+def test_every_id_deleted_or_not_goes_through_the_adapters_key_and_a_refusal_is_a_400():
+    def ticket(entity_id):
+        if not entity_id.isdigit():
+            raise ValueError("_id must be a ticket number")
+        return int(entity_id)
+
+    body = b'[{"_id": "17", "v": 1}, {"_id": "9", "_deleted": true}]'
+    writes, _ = prepare_batch(parse_body(body), Records.to_record, ticket)
+    assert writes == [Write("17", {"v": 1}, 17), Write("9", None, 9)]
+    with pytest.raises(BatchError, match=r"entity 1 \('x'\): _id must be a ticket number"):
+        prepare_batch(parse_body(b'[{"_id": "1"}, {"_id": "x", "_deleted": true}]'), dict, ticket)
 
 
 # --- writes ------------------------------------------------------------------------------

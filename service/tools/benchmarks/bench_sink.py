@@ -9,16 +9,24 @@ started with ``--latency-ms 5`` (every upstream request takes 5 ms, like a near 
   of a batch, in turn, one ``requests.put`` or ``requests.delete`` (no session, so a new
   connection each time).
 - ``connector``: this connector (pooled connections, ``SINK_CONCURRENCY`` writes at once),
-  pushed to as an incremental sync and as a full sync with deletion detection on.
+  pushed to as an incremental sync and as a full sync with deletion detection on; the
+  framework's reference adapter (``service.tools.reference``), not a fork's module.
 - ``limit``: no sink at all: this process writes every entity straight to the upstream
   with the connector's own client and mapping, 8 writes at once. What the connector can
   at best reach on this machine; ``connector / limit`` shows what the sink itself costs.
 
-The driver pushes the same entities as Sesam's ``json`` sink does: batches of 100,
-one after the other, over one keep-alive session, full syncs ending with an empty batch.
+The driver pushes the same entities as Sesam's ``json`` sink does
+(``service.tools.sesam_client``): batches of 100, one after the other, over one keep-alive
+session, every sync ending with an empty batch.
 Before each run the collection is emptied; after it, the upstream is checked to hold
-every entity. The competitors run in rotation, ``--repeat`` times each; medians are
-reported, because the machine is shared and noisy.
+every entity. The competitors run in rotation, ``--repeat`` times each, at each
+``--latency-ms`` (default 0 and 5: a sink's own cost shows at 0, the waiting at 5);
+medians are reported, because the machine is shared and noisy. *CPU (s) / 1k* is the CPU
+time of a server's processes per 1,000 entities.
+
+First, in this process, the cost of parsing one batch of 100 entities as Sesam sends it,
+with the standard library (as the sink did before issue 11) and with the sink's own
+``parse_body`` (orjson): time per batch, and the memory the parsed batch holds.
 
 From the repository root:
 
@@ -36,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +56,8 @@ import requests
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import demo_upstream_command
 from service.tools.benchmarks.servers import free_port
+from service.tools.sesam_client import Sequence
+from service.tools.sesam_client import SesamClient
 
 TOKEN = "bench-token"
 RESOURCE = "bench"
@@ -108,7 +119,7 @@ def start_servers(
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         apps = {
             "naive": "service.tools.benchmarks.bench_sink:create_naive_app()",
-            "connector": "service.connector:create_app()",
+            "connector": "service.tools.reference:create_app()",
         }
         for name, app in apps.items():
             port = free_port()
@@ -173,34 +184,17 @@ def reset_collection(upstream: str) -> None:
 
 
 def push(url: str, entities: list[dict[str, Any]], full: bool) -> float:
-    """Every batch as Sesam sends it; answers the seconds taken."""
-    batches = [entities[i : i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)]
-    sequence = str(uuid.uuid4())
-    previous: str | None = None
-    with requests.Session() as session:
-        session.headers["Content-Type"] = "application/json; charset=UTF-8"
+    """Every batch as Sesam sends it, the final empty one included; answers the seconds."""
+    sequence = Sequence(full=full, new_id=lambda: str(uuid.uuid4()), always_flags=True)
+    client = SesamClient(f"{url}/{RESOURCE}", timeout=600)
+    try:
         started = time.perf_counter()
-        for number, batch in enumerate([*batches, []] if full else batches):
-            params = {
-                "is_full": str(full).lower(),
-                "sequence_id": sequence,
-                "request_id": str(uuid.uuid4()),
-            }
-            if full:
-                params["is_first"] = str(number == 0).lower()
-                params["is_last"] = str(number == len(batches)).lower()
-                if previous is not None:
-                    params["previous_request_id"] = previous
-            response = session.post(
-                f"{url}/{RESOURCE}",
-                params=params,
-                data=json.dumps(batch).encode("utf-8"),
-                timeout=600,
-            )
-            if response.status_code != 200:
-                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
-            previous = params["request_id"]
+        answers = client.push(entities, sequence, batch_size=BATCH_SIZE)
+        if answers[-1].status_code != 200:
+            raise RuntimeError(f"{url}: {answers[-1].status_code} {answers[-1].text[:300]}")
         return time.perf_counter() - started
+    finally:
+        client.close()
 
 
 def verify(upstream: str, entities: list[dict[str, Any]]) -> None:
@@ -278,13 +272,149 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+# --- parsing one batch ------------------------------------------------------------------
+
+
+def parse_costs(repeat: int = 200) -> dict[str, dict[str, float]]:
+    """One batch of BATCH_SIZE entities as Sesam sends it, parsed ``repeat`` times by the
+    standard library and by the sink's ``parse_body``: the median milliseconds, and the
+    bytes the parsed batch holds (tracemalloc, so Python's own allocations only)."""
+    from service.framework.sink import _reject_constant
+    from service.framework.sink import parse_body
+
+    body = json.dumps(make_entities(BATCH_SIZE)).encode("utf-8")
+    parsers = {
+        "stdlib json": lambda data: json.loads(data, parse_constant=_reject_constant),
+        "parse_body (orjson)": parse_body,
+    }
+    costs: dict[str, dict[str, float]] = {}
+    for name, parse in parsers.items():
+        assert parse(body) == json.loads(body)
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            parse(body)
+            times.append(time.perf_counter() - started)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        parsed = parse(body)
+        held, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del parsed
+        costs[name] = {
+            "body_bytes": len(body),
+            "ms": statistics.median(times) * 1000,
+            "held_bytes": held - before,
+            "peak_bytes": peak - before,
+        }
+    return costs
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+def run_latency(
+    latency_ms: float, args: argparse.Namespace, settings: dict[str, str], entities: list[Any]
+) -> dict[str, Any]:
+    """Every competitor ``args.repeat`` times, in rotation, against fresh servers."""
+    runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
+    with tempfile.TemporaryDirectory(prefix="bench-sink-") as directory:
+        servers = start_servers(Path(directory), latency_ms, settings)
+        try:
+            for _ in range(args.repeat):
+                for name in COMPETITORS:
+                    runs[name].append(run_once(name, servers, entities))
+        finally:
+            for server in servers.values():
+                server.stop()
+    rates = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
+    sink_cpu = {name: _median([r.sink_cpu_ms for r in values]) for name, values in runs.items()}
+    upstream_cpu = {
+        name: statistics.median(r.upstream_cpu_ms for r in values) for name, values in runs.items()
+    }
+    ratio = rates["connector"] / rates["naive"]
+    return {
+        "upstream_latency_ms": latency_ms,
+        "entities_per_second": {k: round(v, 1) for k, v in rates.items()},
+        "all_runs": {k: [round(r.rate, 1) for r in vs] for k, vs in runs.items()},
+        # CPU milliseconds per entity are CPU seconds per 1,000 entities
+        "sink_cpu_seconds_per_1k": {
+            k: None if v is None else round(v, 2) for k, v in sink_cpu.items()
+        },
+        "upstream_cpu_seconds_per_1k": {k: round(v, 2) for k, v in upstream_cpu.items()},
+        "ratio_connector_to_naive": round(ratio, 2),
+        "ratio_full_sync_to_naive": round(rates["connector-full"] / rates["naive"], 2),
+        "ratio_connector_to_limit": round(rates["connector"] / rates["limit"], 2),
+        "target_met": ratio >= TARGET_RATIO,
+    }
+
+
+LABELS = {
+    "limit": "limit (client straight to upstream)",
+    "naive": "naive (sequential, no session)",
+    "connector": "connector, incremental",
+    "connector-full": "connector, full sync + deletion",
+}
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['entities']} entities in batches of {BATCH_SIZE}, median of "
+        f"{result['repeat']} runs ({result['machine']})",
+    ]
+    if result["connector_settings"]:
+        settings = result["connector_settings"]
+        lines.append("connector settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+    lines += [
+        "",
+        "| parser, one batch of 100 entities | body (KB) | time (ms) | parsed batch holds (KB) "
+        "| peak while parsing (KB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, cost in result["parse"].items():
+        lines.append(
+            f"| {name} | {cost['body_bytes'] / 1024:.1f} | {cost['ms']:.3f} "
+            f"| {cost['held_bytes'] / 1024:.0f} | {cost['peak_bytes'] / 1024:.0f} |"
+        )
+    lines += [
+        "",
+        "| upstream latency (ms) | sink | entities/s | vs naive | sink CPU (s) / 1k "
+        "| upstream CPU (s) / 1k |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for at in result["latencies"]:
+        rates = at["entities_per_second"]
+        for name in COMPETITORS:
+            lines.append(
+                f"| {at['upstream_latency_ms']:g} | {LABELS[name]} | {rates[name]:.0f} "
+                f"| {rates[name] / rates['naive']:.1f}× "
+                f"| {_ms(at['sink_cpu_seconds_per_1k'][name])} "
+                f"| {at['upstream_cpu_seconds_per_1k'][name]:.2f} |"
+            )
+    lines.append("")
+    for at in result["latencies"]:
+        verdict = "met" if at["target_met"] else "NOT met"
+        lines.append(
+            f"at {at['upstream_latency_ms']:g} ms: target connector >= {TARGET_RATIO:g}x naive: "
+            f"{verdict} ({at['ratio_connector_to_naive']:.1f}x); "
+            f"connector / limit: {at['ratio_connector_to_limit']:.2f}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m service.tools.benchmarks.bench_sink", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--entities", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--latency-ms", type=float, default=LATENCY_MS)
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        nargs="+",
+        default=[0.0, LATENCY_MS],
+        help="upstream latencies to run at, in turn (default: 0 5)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -296,75 +426,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = dict(item.split("=", 1) for item in args.set)
     entities = make_entities(args.entities)
-    runs: dict[str, list[Run]] = {name: [] for name in COMPETITORS}
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="bench-sink-") as directory:
-        servers = start_servers(Path(directory), args.latency_ms, settings)
-        try:
-            for _ in range(args.repeat):
-                for name in COMPETITORS:
-                    runs[name].append(run_once(name, servers, entities))
-        finally:
-            for server in servers.values():
-                server.stop()
-    medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
-    sink_cpu = {name: _median([r.sink_cpu_ms for r in values]) for name, values in runs.items()}
-    upstream_cpu = {
-        name: statistics.median(r.upstream_cpu_ms for r in values) for name, values in runs.items()
-    }
-    ratio = medians["connector"] / medians["naive"]
+    parse = parse_costs()
+    latencies = [run_latency(ms, args, settings, entities) for ms in args.latency_ms]
     result = {
         "entities": args.entities,
         "batch_size": BATCH_SIZE,
         "repeat": args.repeat,
-        "upstream_latency_ms": args.latency_ms,
         "connector_settings": settings,
-        "entities_per_second": {k: round(v, 1) for k, v in medians.items()},
-        "all_runs": {k: [round(r.rate, 1) for r in vs] for k, vs in runs.items()},
-        "sink_cpu_ms_per_entity": {
-            k: None if v is None else round(v, 2) for k, v in sink_cpu.items()
-        },
-        "upstream_cpu_ms_per_entity": {k: round(v, 2) for k, v in upstream_cpu.items()},
-        "ratio_connector_to_naive": round(ratio, 2),
-        "ratio_full_sync_to_naive": round(medians["connector-full"] / medians["naive"], 2),
-        "ratio_connector_to_limit": round(medians["connector"] / medians["limit"], 2),
         "target_ratio": TARGET_RATIO,
-        "target_met": ratio >= TARGET_RATIO,
+        "parse": parse,
+        "latencies": latencies,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, load average {load_before:.1f} "
         f"before and {os.getloadavg()[0]:.1f} after",
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"{args.entities} entities in batches of {BATCH_SIZE}, upstream latency "
-        f"{args.latency_ms:g} ms per request, median of {args.repeat} runs "
-        f"({result['machine']})"
-    )
-    if settings:
-        print("connector settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
-    print(
-        f"{'sink':<34} {'entities/s':>10} {'vs naive':>9} {'sink CPU':>9} "
-        f"{'upstream CPU':>13}  (ms per entity)"
-    )
-    labels = {
-        "limit": "limit (client straight to upstream)",
-        "naive": "naive (sequential, no session)",
-        "connector": "connector, incremental",
-        "connector-full": "connector, full sync + deletion",
-    }
-    for name in COMPETITORS:
-        print(
-            f"{labels[name]:<34} {medians[name]:>10.1f} "
-            f"{medians[name] / medians['naive']:>8.1f}x {_ms(sink_cpu[name]):>9} "
-            f"{upstream_cpu[name]:>13.2f}"
-        )
-    verdict = "met" if result["target_met"] else "NOT met"
-    print(
-        f"target: connector >= {TARGET_RATIO:g}x naive: {verdict} ({ratio:.1f}x); "
-        f"connector / limit: {result['ratio_connector_to_limit']:.2f}"
-    )
+    print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
 
 

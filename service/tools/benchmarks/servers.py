@@ -1,25 +1,19 @@
-"""Child processes serving HTTP on loopback, for the benchmarks: start, measure, stop."""
+"""What the benchmarks add to ``service.tools.servers``: CPU time and the demo upstream as
+they run it (under gunicorn, with keep-alive)."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import psutil
-import requests
 
-ROOT = Path(__file__).resolve().parents[3]
+from service.tools.servers import Server as _Server
+from service.tools.servers import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["Server", "demo_upstream_command", "free_port"]
 
 
 def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
@@ -41,39 +35,8 @@ def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
     ]
 
 
-class Server:
-    """A child process serving HTTP on loopback, stopped with SIGTERM."""
-
-    def __init__(
-        self, name: str, command: list[str], env: dict[str, str], port: int, health: str, log: Path
-    ) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        try:
-            self.wait_until_up(f"{self.url}/{health}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def wait_until_up(self, url: str, seconds: float = 30) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(url, timeout=2).status_code < 500:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not come up at {url} in {seconds:.0f}s")
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
+class Server(_Server):
+    """A server whose CPU time and memory the benchmarks measure."""
 
     def processes(self) -> list[psutil.Process]:
         """The process and all its children (gunicorn's master and workers)."""
@@ -97,11 +60,12 @@ class Server:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
 
-    def stop(self) -> None:
+    def stop(self, seconds: float = 30) -> int:
+        """SIGTERM; if gunicorn is still there after ``seconds``, kill it and its workers."""
         if self.alive:
             self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=30)
+            return self.process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             self.kill()
-            self.process.wait()
+            return self.process.wait()

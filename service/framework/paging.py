@@ -1,0 +1,316 @@
+"""Paging through an upstream's list without losing records: ready blocks for ``pages()``.
+
+A fork picks the block that matches how its upstream pages, instead of writing the loop:
+
+| the upstream's list answers                          | block               |
+| ---------------------------------------------------- | ------------------- |
+| a cursor in the body (``"next_cursor": "..."``)       | ``CursorPaging``    |
+| the next page's URL, in the body or a ``Link`` header | ``NextUrlPaging``   |
+| ``offset`` and ``limit``                              | ``OffsetPaging``    |
+| page numbers (``page``, ``per_page``, ``total_pages``) | ``PageNumberPaging`` |
+
+Each block is configured once (in the adapter's ``__init__``) and its ``pages(client, url,
+params, since=since)`` is what the adapter's ``pages()`` returns: the records a page at a
+time, in the upstream's order, each record once.
+
+Why a loop is not enough: while a run pages through the list, records change. A changed
+record moves to the end of the (time, id) order, and every record after its old place
+moves up by one: a page-number or offset loop then skips the record that moved across the
+page boundary it just passed, and it is never delivered. The blocks prevent that two ways:
+
+- Keyset re-anchoring, when the upstream can filter on the position's first part (its
+  modification time, inclusive: ``updated_since``, ``modified_since``, ``updated_at[gte]``).
+  Pass ``since_params``. After each page the block asks again from the start of the list
+  with the filter set to the last delivered record's time, and skips every record whose
+  position is not after the last delivered one. A change then only moves a record later,
+  where the block still finds it. When a whole page shares one time (a bulk import), the
+  filter cannot move on; the block steps to the next page of the same query (below).
+- Shift checks, for the steps within one query of ``OffsetPaging`` and
+  ``PageNumberPaging`` (all of the list, when the upstream has no filter). Before a page
+  is delivered, the block reads the one record just before it again (a page of one); if
+  that record is no longer the previous page's last, the list shifted under the walk, and
+  the block reads the query again from its start, skipping what it delivered. No loss,
+  at the price of a one-record request per step and a re-read per shift; if the list
+  keeps shifting (``max_restarts`` times in a row without progress), the run fails
+  (``UpstreamError``), and Sesam tries again later.
+- ``CursorPaging`` and ``NextUrlPaging`` trust the upstream's cursor for the steps within
+  one query: an upstream whose cursor is a position (a keyset cursor, like the Records
+  API's) loses nothing; one whose cursor or next link is an offset in disguise can lose a
+  record within a tie wider than a page, or everywhere without ``since_params``.
+
+What every block needs of the upstream: a list in a stable order that is the order of
+``position`` (the feed checks it); for re-anchoring, a filter that is inclusive (for an
+exclusive one, ``modified_after``, step the time back by one tick of the upstream's clock
+in ``since_params``).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urljoin
+from urllib.parse import urlsplit
+
+from service.framework.upstream import UpstreamClient
+from service.framework.upstream import UpstreamError
+
+Record = dict[str, Any]
+Position = tuple[Any, ...]
+Page = tuple[list[Record], bool]  # a page's records, and whether it is the query's last
+
+__all__ = ["CursorPaging", "NextUrlPaging", "OffsetPaging", "PageNumberPaging", "Paging"]
+
+
+class ListShifted(Exception):
+    """The upstream's list moved under an offset or page-number walk: read it again."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class Paging(abc.ABC):
+    """What every block shares: positions, re-anchoring, where the records are.
+
+    ``position``: the adapter's ``position(record)``, a tuple that orders the records
+    as the upstream does; its first part is the anchor (with ``codec``, see below). ``since_params``: the filter that
+    asks for records from an anchor on, inclusive (``lambda t: {"updated_since": t}``);
+    None when the upstream has none. ``records``: the dotted path of the list in the
+    answer (``"data"``, ``"result.items"``), None when the answer is the list.
+    """
+
+    position: Callable[[Record], Position]
+    since_params: Callable[[Any], dict[str, Any]] | None = None
+    records: str | None = "data"
+    max_restarts: int = 20
+    #: The adapter's ``positions`` codec (``encode``/``decode``), when ``position``
+    #: returns raw values (ISO text of any precision, ids) rather than typed ones: each
+    #: record's position is then normalised through it before it is compared or used as
+    #: an anchor, so it compares like the ``since`` the framework decoded.
+    codec: Any = None
+
+    def key(self, record: Record) -> Position:
+        """The record's position as typed, comparable values."""
+        values = self.position(record)
+        if self.codec is not None:
+            values = self.codec.decode(self.codec.encode(values))
+        return values
+
+    def pages(
+        self,
+        client: UpstreamClient,
+        url: str,
+        params: dict[str, Any] | None = None,
+        *,
+        since: Position | Any = None,
+    ) -> Iterator[list[Record]]:
+        """Every record after ``since`` (a position, or None for all), a page at a time.
+
+        ``since`` is what the framework hands ``Adapter.pages``; a bare anchor (not a
+        tuple) is taken as the one-part position ``(anchor,)``, which every record at that
+        time comes after. ``params``: the request's own query parameters (page size,
+        fields, filters).
+        """
+        if since is not None and not isinstance(since, tuple):
+            since = (since,)
+        base = dict(params or {})
+        last = since
+        anchor = since[0] if since is not None else None
+        shifts = 0
+        while True:
+            query = dict(base)
+            if self.since_params is not None and anchor is not None:
+                query.update(self.since_params(anchor))
+            walk = self.walk(client, url, query)
+            moved_on = False
+            try:
+                for records, final in walk:
+                    fresh = [r for r in records if last is None or self.key(r) > last]
+                    if not fresh:
+                        continue  # all delivered already (a tie): the query's next page
+                    shifts = 0
+                    last = self.key(fresh[-1])
+                    yield fresh
+                    if final:
+                        break  # what changed since moved past ``last``: the next run's
+                    if self.since_params is not None and last[0] != anchor:
+                        anchor = last[0]  # ask again from the new anchor
+                        moved_on = True
+                        break
+            except ListShifted:
+                shifts += 1
+                if shifts > self.max_restarts:
+                    raise UpstreamError(
+                        f"the upstream's list kept shifting while it was read "
+                        f"({self.max_restarts} restarts in a row): GET {url}",
+                        url=url,
+                    ) from None
+                continue
+            finally:
+                walk.close()
+            if not moved_on:
+                return
+
+    @abc.abstractmethod
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+        """The pages of one query, in order, as the upstream's paging steps through it,
+        each with whether the upstream says it is the last. May raise ``ListShifted``
+        (then the query is asked again from its start)."""
+
+    def extract(self, body: Any, url: str) -> list[Record]:
+        """The answer's list of records; an answer without one is the upstream's error."""
+        found = dig(body, self.records)
+        if not isinstance(found, list):
+            where = f"at {self.records!r} " if self.records else ""
+            raise UpstreamError(f"upstream list answer has no list {where}: GET {url}", url=url)
+        return found
+
+
+@dataclasses.dataclass(kw_only=True)
+class CursorPaging(Paging):
+    """A cursor in the answer (``cursor_key``, a dotted path) that the next request sends
+    as ``cursor_param``; no cursor (null, empty, missing) on the last page. The page size
+    is the adapter's, in ``params``. The Records API: ``CursorPaging(position=...,
+    since_params=lambda t: {"updated_since": t})`` with ``params={"limit": 1000}``."""
+
+    cursor_key: str = "next_cursor"
+    cursor_param: str = "cursor"
+
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+        query = dict(params)
+        while True:
+            body = client.get_json(url, query)
+            cursor = dig(body, self.cursor_key)
+            yield self.extract(body, url), cursor is None or cursor == ""
+            if cursor is None or cursor == "":
+                return
+            query = {**params, self.cursor_param: cursor}
+
+
+@dataclasses.dataclass(kw_only=True)
+class NextUrlPaging(Paging):
+    """The next page's URL: at ``next_key`` in the answer (a dotted path, ``"links.next"``),
+    or, when ``next_key`` is None, in an RFC 8288 ``Link: <...>; rel="next"`` header. The
+    URL carries the query, so ``params`` go on the first request only. A relative URL is
+    resolved against the request's; one that leads to another origin is refused (the
+    credentials would go with it)."""
+
+    next_key: str | None = None
+
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+        target: str = url
+        query: dict[str, Any] | None = params
+        while True:
+            body, response = client.get_json_response(target, query)
+            if self.next_key is not None:
+                link = dig(body, self.next_key)
+            else:
+                link = response.links.get("next", {}).get("url")
+            final = not isinstance(link, str) or not link
+            yield self.extract(body, target), final
+            if final:
+                return
+            following = urljoin(target, link)
+            if not _same_origin(following, url):
+                raise UpstreamError(
+                    f"the upstream's next page is on another origin, not followed: GET {url}",
+                    url=url,
+                )
+            target, query = following, None
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Windows(Paging):
+    """Pages as windows of the list by index; each step is checked for a shift."""
+
+    size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("the page size must be at least 1")
+
+    @abc.abstractmethod
+    def window(self, index: int, size: int) -> dict[str, Any]:
+        """The query parameters of ``size`` records from ``index`` (0-based) on."""
+
+    @abc.abstractmethod
+    def is_last(self, body: Any, index: int) -> bool:
+        """Whether the upstream says that the window from ``index`` is the last."""
+
+    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+        index = 0
+        previous: Position | None = None  # the last record of the window before
+        while True:
+            body = client.get_json(url, {**params, **self.window(index, self.size)})
+            records = self.extract(body, url)
+            if previous is not None:
+                probe = self.extract(
+                    client.get_json(url, {**params, **self.window(index - 1, 1)}), url
+                )
+                if not probe or self.key(probe[0]) != previous:
+                    raise ListShifted
+            final = len(records) < self.size or self.is_last(body, index)
+            yield records, final
+            if final:
+                return
+            previous = self.key(records[-1])
+            index += self.size
+
+
+@dataclasses.dataclass(kw_only=True)
+class OffsetPaging(_Windows):
+    """``offset`` and ``limit`` (names in ``offset_param``, ``limit_param``), ``size``
+    records a page. Ends at a short page, or when the answer's ``total_key`` (a dotted
+    path to the count, if the upstream gives one) says so."""
+
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    total_key: str | None = None
+
+    def window(self, index: int, size: int) -> dict[str, Any]:
+        return {self.offset_param: index, self.limit_param: size}
+
+    def is_last(self, body: Any, index: int) -> bool:
+        total = dig(body, self.total_key)
+        return isinstance(total, int) and index + self.size >= total
+
+
+@dataclasses.dataclass(kw_only=True)
+class PageNumberPaging(_Windows):
+    """Page numbers (``page_param``, from ``first_page``) of ``size`` records
+    (``size_param``). Ends at a short page, or when the answer's ``total_pages_key`` says
+    so. The shift check asks for one record with a page size of 1."""
+
+    page_param: str = "page"
+    size_param: str = "per_page"
+    total_pages_key: str | None = "total_pages"
+    first_page: int = 1
+
+    def window(self, index: int, size: int) -> dict[str, Any]:
+        return {self.page_param: self.first_page + index // size, self.size_param: size}
+
+    def is_last(self, body: Any, index: int) -> bool:
+        total = dig(body, self.total_pages_key)
+        return isinstance(total, int) and index // self.size + 1 >= total
+
+
+def dig(body: Any, path: str | None) -> Any:
+    """The value at a dotted path (``"links.next"``) in a JSON answer; None if absent."""
+    if path is None:
+        return body
+    for key in path.split("."):
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
+
+
+def _same_origin(url: str, base: str) -> bool:
+    one, other = urlsplit(url), urlsplit(base)
+    return (
+        one.scheme == other.scheme
+        and one.hostname == other.hostname
+        and one.port == other.port
+        and one.username is None
+        and one.password is None
+    )

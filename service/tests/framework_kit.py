@@ -1,0 +1,225 @@
+"""The framework's test kit: the fixtures its own tests use, the same in every fork.
+
+They start real servers on loopback: the demo Records API (``python -m
+service.tools.demo_upstream``) and the reference adapter (``service/tools/reference.py``)
+under gunicorn with the contract's command, once per test session; ``upstream`` resets the
+demo's data and faults before each test that uses it. ``service/tests/conftest.py`` imports
+them; a fork leaves this module alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service.tools.servers import free_port
+from service.tools.servers import start
+from service.tools.servers import stop
+from service.tools.servers import wait_until_up
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM_TOKEN = "test-token-s3cr3t"
+# The framework's tests run the reference adapter, which stays the same in every fork.
+REFERENCE_APP = "service.tools.reference:create_app()"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test image's PYTEST_ADDOPTS (Dockerfile, stage test) points a bare ``pytest``
+    at this suite; once read, drop it, so that the pytest runs some tests start in
+    directories of their own do not inherit options meant for this one."""
+    os.environ.pop("PYTEST_ADDOPTS", None)
+
+
+class Upstream:
+    """The demo Records API on loopback, with its admin switches."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        self.http = requests.Session()
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, f"{self.url}/_admin/{path}", json=body, timeout=60)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def reset(self, seed: bool = True) -> None:
+        self._admin("POST", "reset", {"seed": seed})
+
+    def insert(self, resource: str, records: list[dict[str, Any]]) -> None:
+        self._admin("POST", f"records/{resource}", records)
+
+    def create(self, resource: str) -> None:
+        self._admin("POST", f"collections/{resource}")
+
+    def records(self, resource: str) -> list[dict[str, Any]]:
+        return self._admin("GET", f"records/{resource}")
+
+    def live(self, resource: str) -> dict[str, dict[str, Any]]:
+        return {r["id"]: r for r in self.records(resource) if not r.get("deleted")}
+
+    def faults(self, **faults: Any) -> None:
+        self._admin("PUT", "faults", faults)
+
+    def clear_faults(self) -> None:
+        self._admin("DELETE", "faults")
+
+    def clock(self, **switches: Any) -> dict[str, Any]:
+        """``tick=1`` (coarse), ``freeze=True`` (or a time), ``advance=2`` (seconds)."""
+        return self._admin("PUT", "clock", switches)
+
+    def thaw_clock(self) -> None:
+        self._admin("DELETE", "clock")
+
+    def stats(self) -> dict[str, int]:
+        return self._admin("GET", "stats")
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A Records API call as a client would make it."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return self.http.request(
+            method, f"{self.url}/{path}", headers=headers, timeout=60, **kwargs
+        )
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
+    process = start(
+        [
+            sys.executable,
+            "-m",
+            "service.tools.demo_upstream",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--token",
+            UPSTREAM_TOKEN,
+        ],
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/_admin/stats", process, log, seconds=20)
+        yield Upstream(url, UPSTREAM_TOKEN)
+    finally:
+        stop(process, seconds=15)
+
+
+@pytest.fixture
+def upstream(upstream_server: Upstream) -> Iterator[Upstream]:
+    upstream_server.reset(seed=True)
+    yield upstream_server
+    upstream_server.clear_faults()
+
+
+def connector_environment(
+    upstream_url: str, port: int, state_dir: Path, **extra: str
+) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
+    }
+    env.update(
+        {
+            "UPSTREAM_URL": upstream_url,
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "PORT": str(port),
+            "WORKERS": "2",
+            "THREADS": "4",
+            "UPSTREAM_FEED_RETRY_BUDGET": "10",
+            "UPSTREAM_READ_TIMEOUT": "5",
+            "STATE_DIR": str(state_dir),
+            "LOG_LEVEL": "INFO",
+            "UPSTREAM_PAGE_SIZE": "100",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class Connector:
+    """A connector under gunicorn, started with the contract's command."""
+
+    def __init__(self, url: str, log: Path) -> None:
+        self.url = url
+        self.log = log
+        self.http = requests.Session()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.get(f"{self.url}/{path}", timeout=120, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.post(f"{self.url}/{path}", timeout=120, **kwargs)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_connector(
+    upstream_url: str, directory: Path, *, app: str = REFERENCE_APP, **extra: str
+) -> tuple[subprocess.Popen[bytes], Connector]:
+    """A connector under gunicorn with the contract's command (``app``: the factory)."""
+    port = free_port()
+    log = directory / "connector.log"
+    env = connector_environment(upstream_url, port, directory / "state", **extra)
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    process = start([gunicorn, "-c", "service/gunicorn.conf.py", app], log=log, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/health", process, log, seconds=20)
+    except BaseException:
+        stop(process, seconds=15)
+        raise
+    return process, Connector(url, log)
+
+
+@pytest.fixture(scope="session")
+def connector_server(
+    upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Connector]:
+    yield from running_connector(upstream_server.url, tmp_path_factory.mktemp("connector"))
+
+
+def running_connector(
+    upstream_url: str, directory: Path, *, app: str = REFERENCE_APP, **extra: str
+) -> Iterator[Connector]:
+    """A connector for a fixture to yield: started, and stopped when the fixture ends."""
+    process, connector = start_connector(upstream_url, directory, app=app, **extra)
+    try:
+        yield connector
+    finally:
+        stop(process, seconds=15)
+
+
+@pytest.fixture
+def connector(connector_server: Connector, upstream: Upstream) -> Connector:
+    """The reference connector, running, with the upstream reset to its demo data."""
+    return connector_server
+
+
+@pytest.fixture
+def connector_factory(upstream_server: Upstream, tmp_path: Path) -> Iterator[Any]:
+    """Start another connector with extra settings; stopped after the test."""
+    processes = []
+
+    def start(**extra: str) -> Connector:
+        directory = tmp_path / f"connector-{len(processes)}"
+        directory.mkdir()
+        process, connector = start_connector(upstream_server.url, directory, **extra)
+        processes.append(process)
+        return connector
+
+    yield start
+    for process in processes:
+        stop(process, seconds=15)

@@ -1,0 +1,400 @@
+"""The paging blocks against a fake upstream whose records change between pages.
+
+A changed record moves to the end of the (time, id) order, as on a real upstream; a
+deleted one leaves the live list. Whatever changes, no block may lose a record: every
+record alive at the start and never deleted is delivered, in ascending position order.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
+from urllib.parse import urlsplit
+
+import pytest
+
+from service.framework.paging import CursorPaging
+from service.framework.paging import NextUrlPaging
+from service.framework.paging import OffsetPaging
+from service.framework.paging import PageNumberPaging
+from service.framework.upstream import UpstreamError
+
+BASE = "http://up.example/things"
+
+
+class FakeResponse:
+    def __init__(self, url: str, links: dict[str, dict[str, str]]) -> None:
+        self.url = url
+        self.links = links
+
+
+class FakeUpstream:
+    """An in-memory list API in four paging styles, with ``updated_since`` (inclusive).
+
+    ``changes`` maps a request number (1-based) to a callback run before that request is
+    served: that is how records change "between pages".
+    """
+
+    def __init__(self, style: str, times: list[int], *, cursor: str = "keyset") -> None:
+        self.style = style
+        self.cursor = cursor
+        self.clock = max(times)
+        self.rows = {
+            f"r{n:03d}": {"id": f"r{n:03d}", "t": t, "deleted": False} for n, t in enumerate(times)
+        }
+        self.changes: dict[int, Any] = {}
+        self.requests: list[dict[str, Any]] = []
+
+    # what the tests do to it
+    def change(self, record_id: str) -> None:
+        self.clock += 1
+        self.rows[record_id] = {**self.rows[record_id], "t": self.clock, "name": "changed"}
+
+    def delete(self, record_id: str) -> None:
+        self.clock += 1
+        self.rows[record_id] = {**self.rows[record_id], "t": self.clock, "deleted": True}
+
+    def live(self) -> set[str]:
+        return {key for key, row in self.rows.items() if not row["deleted"]}
+
+    # the client's interface
+    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        return self.get_json_response(url, params)[0]
+
+    def get_json_response(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        parts = urlsplit(url)
+        query = {**dict(parse_qsl(parts.query)), **{k: str(v) for k, v in (params or {}).items()}}
+        self.requests.append(query)
+        change = self.changes.get(len(self.requests))
+        if change is not None:
+            change()
+        since = query.get("updated_since")
+        listing = sorted(
+            (
+                row
+                for row in self.rows.values()
+                if (since is None and not row["deleted"]) or (since and row["t"] >= int(since))
+            ),
+            key=lambda row: (row["t"], row["id"]),
+        )
+        listing = [dict(row) for row in listing]
+        serve = {"cursor": self._cursor, "offset": self._offset, "pages": self._pages}
+        return serve.get(self.style, self._next)(listing, query)
+
+    def _cursor(self, listing, query):
+        size = int(query["limit"])
+        if "cursor" not in query:
+            start = 0
+        elif self.cursor == "keyset":
+            t, _, key = query["cursor"].partition(":")
+            start = sum(1 for row in listing if (row["t"], row["id"]) <= (int(t), key))
+        else:
+            start = int(query["cursor"])
+        page = listing[start : start + size]
+        more = start + size < len(listing)
+        if not more:
+            cursor = None
+        elif self.cursor == "keyset":
+            cursor = f"{page[-1]['t']}:{page[-1]['id']}"
+        else:
+            cursor = str(start + size)
+        return {"data": page, "next_cursor": cursor}, FakeResponse(BASE, {})
+
+    def _offset(self, listing, query):
+        start, size = int(query["offset"]), int(query["limit"])
+        return {"data": listing[start : start + size], "total": len(listing)}, FakeResponse(
+            BASE, {}
+        )
+
+    def _pages(self, listing, query):
+        page, size = int(query["page"]), int(query["per_page"])
+        total_pages = -(-len(listing) // size)
+        body = {"data": listing[(page - 1) * size : page * size], "total_pages": total_pages}
+        return body, FakeResponse(BASE, {})
+
+    def _next(self, listing, query):
+        """Next links that carry a keyset cursor (``after=<t>:<id>``), as most do."""
+        size = int(query["per_page"])
+        start = 0
+        if "after" in query:
+            t, _, key = query["after"].partition(":")
+            start = sum(1 for row in listing if (row["t"], row["id"]) <= (int(t), key))
+        page = listing[start : start + size]
+        following = None
+        if start + size < len(listing):
+            after = f"{page[-1]['t']}:{page[-1]['id']}"
+            following = "/things?" + urlencode({**query, "after": after})
+        body: dict[str, Any] = {"data": page}
+        if self.style == "next-body":
+            body["links"] = {"next": following}
+            return body, FakeResponse(BASE, {})
+        return body, FakeResponse(BASE, {"next": {"url": following}} if following else {})
+
+
+def position(record):
+    return record["t"], record["id"]
+
+
+def since_params(anchor):
+    return {"updated_since": anchor}
+
+
+STYLES = ["cursor", "offset", "pages", "next-body", "next-link"]
+
+
+def block(style: str, *, size: int = 3, keyset: bool = True, **extra):
+    options: dict[str, Any] = {"position": position, **extra}
+    if keyset:
+        options["since_params"] = since_params
+    if style == "cursor":
+        return CursorPaging(**options), {"limit": size}
+    if style == "offset":
+        return OffsetPaging(size=size, total_key="total", **options), {}
+    if style == "pages":
+        return PageNumberPaging(size=size, **options), {}
+    next_key = "links.next" if style == "next-body" else None
+    return NextUrlPaging(next_key=next_key, **options), {"per_page": size}
+
+
+def make(style: str, times: list[int], **kwargs) -> FakeUpstream:
+    return FakeUpstream(style, times, **kwargs)
+
+
+def run(paging, upstream, params, since=None):
+    pages = list(paging.pages(upstream, BASE, params, since=since))
+    delivered = [record for page in pages for record in page]
+    positions = [position(record) for record in delivered]
+    assert positions == sorted(set(positions)), "out of order or twice"
+    return pages, delivered
+
+
+# --- nothing changes: every block reads the whole list, in order -----------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("keyset", [True, False])
+def test_every_record_once_in_order_when_nothing_changes(style, keyset):
+    upstream = make(style, list(range(1, 11)))
+    paging, params = block(style, keyset=keyset)
+    pages, delivered = run(paging, upstream, params)
+    assert [record["id"] for record in delivered] == sorted(upstream.rows)
+    assert all(len(page) <= 3 for page in pages)
+    # No request that brought nothing new, but for the shift checks of a filterless walk.
+    probes = len(pages) - 1 if style in ("offset", "pages") and not keyset else 0
+    assert len(upstream.requests) == len(pages) + probes
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_since_skips_what_was_delivered_and_asks_with_the_anchor(style):
+    upstream = make(style, list(range(1, 11)))
+    paging, params = block(style)
+    _, delivered = run(paging, upstream, params, since=(4, "r003"))
+    assert [record["id"] for record in delivered] == [f"r{n:03d}" for n in range(4, 10)]
+    assert upstream.requests[0]["updated_since"] == "4"
+
+
+def test_a_bare_anchor_includes_every_record_at_that_time():
+    upstream = make("cursor", [1, 2, 2, 3])
+    paging, params = block("cursor")
+    _, delivered = run(paging, upstream, params, since=2)
+    assert [record["id"] for record in delivered] == ["r001", "r002", "r003"]
+
+
+# --- a record changes mid-run: it moves to the end, and nothing is lost -----------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_record_changed_after_the_first_page_is_not_lost_with_re_anchoring(style):
+    upstream = make(style, list(range(1, 11)))
+    upstream.changes[2] = lambda: upstream.change("r000")  # already delivered: all shift left
+    paging, params = block(style)
+    _, delivered = run(paging, upstream, params)
+    ids = [record["id"] for record in delivered]
+    assert set(ids) == set(upstream.rows)
+    assert ids[-1] == "r000"  # delivered again, at its new place
+
+
+def test_re_anchoring_makes_even_an_offset_cursor_safe_outside_ties():
+    """A cursor that is an offset in disguise loses the record that moved up a page; with
+    ``since_params`` the block asks a fresh query after every page, so it cannot."""
+    for keyset, lost in [(False, True), (True, False)]:
+        upstream = make("cursor", list(range(1, 11)), cursor="offset")
+        upstream.changes[2] = lambda u=upstream: u.change("r000")
+        paging, params = block("cursor", keyset=keyset)
+        _, delivered = run(paging, upstream, params)
+        assert ("r003" not in {record["id"] for record in delivered}) is lost
+
+
+@pytest.mark.parametrize("style", ["offset", "pages"])
+def test_with_re_anchoring_a_change_costs_no_re_read(style):
+    quiet = make(style, list(range(1, 11)))
+    paging, params = block(style)
+    run(paging, quiet, params)
+    busy = make(style, list(range(1, 11)))
+    busy.changes[2] = lambda: busy.change("r000")
+    run(paging, busy, params)
+    assert len(busy.requests) <= len(quiet.requests) + 1  # at most one page more: r000
+    # Each page was a fresh first page of a query: no probe, no step, no re-read.
+    assert all(request.get("page", "1") == "1" for request in busy.requests)
+    assert all(request.get("offset", "0") == "0" for request in busy.requests)
+
+
+@pytest.mark.parametrize("style", ["offset", "pages"])
+def test_without_a_since_filter_the_walk_rereads_when_the_list_shifts(style):
+    upstream = make(style, list(range(1, 11)))
+    upstream.changes[2] = lambda: upstream.change("r000")
+    paging, params = block(style, keyset=False)
+    _, delivered = run(paging, upstream, params)
+    assert {record["id"] for record in delivered} == set(upstream.rows)
+
+
+@pytest.mark.parametrize("style", ["offset", "pages"])
+def test_a_delete_between_pages_without_a_since_filter_loses_no_other_record(style):
+    upstream = make(style, list(range(1, 11)))
+    upstream.changes[2] = lambda: upstream.delete("r001")
+    paging, params = block(style, keyset=False)
+    _, delivered = run(paging, upstream, params)
+    assert {record["id"] for record in delivered} >= upstream.live()
+
+
+def test_the_fake_catches_a_naive_page_number_loop():
+    """The control: the loop the blocks replace loses the record that moved up a page."""
+    upstream = make("pages", list(range(1, 11)))
+    upstream.changes[2] = lambda: upstream.change("r000")
+    delivered, page = [], 1
+    while True:
+        body = upstream.get_json(BASE, {"page": page, "per_page": 3})
+        delivered += [record["id"] for record in body["data"]]
+        if page >= body["total_pages"]:
+            break
+        page += 1
+    assert "r003" not in delivered  # lost: it moved from page 2 to page 1, already read
+
+
+# --- ties: many records share one time --------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_tie_wider_than_a_page_is_stepped_through_not_looped_on(style):
+    upstream = make(style, [1] + [5] * 8 + [9])  # eight records at t=5, pages of 3
+    paging, params = block(style)
+    _, delivered = run(paging, upstream, params)
+    assert [record["id"] for record in delivered] == sorted(upstream.rows)
+    assert len(upstream.requests) < 20
+
+
+@pytest.mark.parametrize("style", ["cursor", "offset", "pages"])
+def test_a_change_inside_a_tie_walk_loses_nothing(style):
+    upstream = make(style, [5] * 9 + [9])
+    # The third request steps within the tie at t=5; the change shifts the tie left.
+    upstream.changes[3] = lambda: upstream.change("r001")
+    paging, params = block(style)
+    _, delivered = run(paging, upstream, params)
+    assert {record["id"] for record in delivered} == set(upstream.rows)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("keyset", [True, False])
+@pytest.mark.parametrize("seed", range(12))
+def test_random_changes_and_deletes_lose_nothing(style, keyset, seed):
+    """The fake's cursors and next links are keyset ones: an offset in disguise is
+    documented as unsafe within a tie (and everywhere without a since filter)."""
+    chance = random.Random(seed)
+    times = sorted(chance.choice([1, 2, 2, 3, 5, 5, 5, 8]) for _ in range(25))
+    upstream = make(style, times)
+    alive_at_start = upstream.live()
+    touched: set[str] = set()
+    for request in range(2, 40):
+        if chance.random() < 0.3:
+            victim = chance.choice(sorted(upstream.live()))
+            touched.add(victim)
+            if chance.random() < 0.8:
+                upstream.changes[request] = lambda v=victim: upstream.change(v)
+            else:
+                upstream.changes[request] = lambda v=victim: upstream.delete(v)
+    paging, params = block(style, size=4, keyset=keyset)
+    _, delivered = run(paging, upstream, params)
+    ids = {record["id"] for record in delivered}
+    assert alive_at_start - touched <= ids
+    last = position(delivered[-1])
+    for record_id in upstream.live() - ids:  # not delivered: only if the next run will see it
+        assert keyset and position(upstream.rows[record_id]) > last
+
+
+def test_a_list_that_keeps_shifting_fails_the_run_instead_of_looping():
+    upstream = make("pages", list(range(1, 30)))
+    for request in range(2, 200):
+        # A record appears before the ones read: the list shifts, and nothing is new.
+        upstream.changes[request] = lambda n=request: upstream.rows.update(
+            {f"a{n:03d}": {"id": f"a{n:03d}", "t": 0, "deleted": False}}
+        )
+    paging, params = block("pages", keyset=False, max_restarts=3)
+    with pytest.raises(UpstreamError, match="kept shifting"):
+        run(paging, upstream, params)
+
+
+# --- answers the blocks refuse ------------------------------------------------------------------
+
+
+def test_an_answer_without_the_list_is_an_upstream_error():
+    paging, params = block("cursor")
+
+    class Broken:
+        def get_json(self, url, params=None):
+            return {"items": []}
+
+    with pytest.raises(UpstreamError, match="no list at 'data'"):
+        list(paging.pages(Broken(), BASE, params))
+
+
+def test_a_next_link_to_another_origin_is_not_followed():
+    class Elsewhere:
+        def get_json_response(self, url, params=None):
+            links = {"next": {"url": "http://other.example/things?page=2"}}
+            return {"data": [{"t": 1, "id": "a"}]}, FakeResponse(url, links)
+
+    paging = NextUrlPaging(position=position)
+    with pytest.raises(UpstreamError, match="another origin"):
+        list(paging.pages(Elsewhere(), BASE, {}))
+
+
+def test_a_top_level_list_is_read_with_records_none():
+    class Bare:
+        def get_json(self, url, params=None):
+            return [{"t": 1, "id": "a"}] if params["page"] == 1 else []
+
+    paging = PageNumberPaging(position=position, records=None, size=5, total_pages_key=None)
+    assert list(paging.pages(Bare(), BASE)) == [[{"t": 1, "id": "a"}]]
+
+
+class IntegerCodec:
+    """Stands in for an adapter's ``positions``: raw text in, typed values out."""
+
+    def encode(self, values):
+        return "_".join(f"{int(value):08d}" for value in values)
+
+    def decode(self, token):
+        return tuple(int(part) for part in token.split("_"))
+
+
+def test_raw_positions_are_compared_as_typed_values_through_the_codec():
+    """``"17" < "9"`` as text: without the codec, record 17 would be taken as delivered."""
+    records = [{"t": "9", "n": "1"}, {"t": "17", "n": "2"}]
+    asked = []
+
+    class Upstream:
+        def get_json(self, url, params=None):
+            asked.append(dict(params))
+            since = params.get("updated_since", 0)
+            return {"data": [r for r in records if int(r["t"]) >= since], "next_cursor": None}
+
+    paging = CursorPaging(
+        position=lambda record: (record["t"], record["n"]),
+        since_params=lambda anchor: {"updated_since": anchor},
+        codec=IntegerCodec(),
+    )
+    pages = list(paging.pages(Upstream(), BASE, {}, since=(9,)))
+    assert pages == [records]
+    assert asked == [{"updated_since": 9}]

@@ -1,0 +1,200 @@
+"""Typed positions: string order of the tokens is the order of the typed values, and a
+since decodes back to those values."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from service.framework.feed import entity_chunks
+from service.framework.feed import settled_until
+from service.framework.positions import EPOCH_MILLIS
+from service.framework.positions import EPOCH_SECONDS
+from service.framework.positions import INTEGER
+from service.framework.positions import NUMBER
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import Positions
+from service.framework.positions import utc_text
+
+TEXTS = ["a", "ab", "abc", "b", "a b", "é", "日本", "😀", "\uffff", "~", "0", "A"]
+INTEGERS = [-(10**300), -1000, -17, -10, -9, -2, -1, 0, 1, 2, 9, 10, 17, 1000, 10**300]
+NUMBERS = [Decimal(n) for n in ("-1e50", "-100", "-1.55", "-1.5", "-1", "-0.001", "0")] + [
+    Decimal(n) for n in ("1e-9", "0.001", "1", "1.5", "1.55", "9", "17", "1e50")
+]
+
+
+def assert_order_kept(positions: Positions, values: list[tuple]) -> None:
+    shuffled = list(values)
+    random.Random(11).shuffle(shuffled)
+    assert sorted(shuffled, key=positions.encode) == sorted(values)
+    for value in values:
+        assert positions.decode(positions.encode(value)) == value
+    assert len({positions.encode(v) for v in values}) == len(values)
+
+
+def test_integer_ids_sort_as_numbers_not_as_text():
+    """Ticket 9 comes before ticket 17: no zero padding needed."""
+    positions = Positions((INTEGER,))
+    assert positions.encode((9,)) < positions.encode((17,))
+    assert_order_kept(positions, [(n,) for n in INTEGERS])
+
+
+def test_an_integer_then_text_keeps_tuple_order():
+    assert_order_kept(Positions((INTEGER, TEXT)), [(n, t) for n in INTEGERS for t in TEXTS])
+
+
+def test_text_before_another_part_keeps_tuple_order_when_one_text_prefixes_another():
+    positions = Positions((TEXT, NUMBER, TEXT))
+    values = [(a, n, b) for a in ("a", "ab", "b") for n in NUMBERS for b in ("x", "xy")]
+    assert_order_kept(positions, values)
+
+
+def test_numbers_of_either_sign_and_any_size_keep_their_order():
+    assert_order_kept(Positions((NUMBER,)), [(n,) for n in NUMBERS])
+    assert_order_kept(Positions((NUMBER, INTEGER)), [(n, i) for n in NUMBERS for i in (-1, 0, 3)])
+
+
+def test_floats_are_numbers():
+    positions = Positions((NUMBER,))
+    assert positions.encode((1.5,)) == positions.encode((Decimal("1.5"),))
+    with pytest.raises(ValueError):
+        positions.encode((float("nan"),))
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05.000000Z"),
+        ("2026-01-02T03:04:05.1Z", "2026-01-02T03:04:05.100000Z"),
+        ("2026-01-02T04:04:05.123456789+01:00", "2026-01-02T03:04:05.123456Z"),
+        ("2026-01-01T23:04:05-04:00", "2026-01-02T03:04:05.000000Z"),
+    ],
+)
+def test_timestamps_of_any_precision_and_offset_are_normalised_to_utc(text, utc):
+    assert Positions((TIMESTAMP, TEXT)).encode((text, "x")) == utc + "_78"
+
+
+def test_second_precision_times_and_integer_ids_keep_their_order():
+    positions = Positions((TIMESTAMP, INTEGER))
+    times = ["2026-01-02T03:04:05Z", "2026-01-02T03:04:06Z", "2026-01-02T04:04:05+02:00"]
+    values = [(t, n) for t in times for n in (1, 9, 17, 100)]
+    tokens = sorted(values, key=positions.encode)
+    expected = sorted(values, key=lambda v: (datetime.fromisoformat(v[0]), v[1]))
+    assert tokens == expected
+
+
+def test_epoch_seconds_and_milliseconds_read_as_times_and_decode_to_numbers():
+    seconds = Positions((EPOCH_SECONDS, INTEGER))
+    token = seconds.encode((1767322000, 5))
+    assert token.startswith("2026-01-02T02:46:40.000000Z_")
+    assert seconds.decode(token) == (1767322000, 5)
+    millis = Positions((EPOCH_MILLIS,))
+    assert millis.decode(millis.encode((1767322000123,))) == (1767322000123,)
+    assert millis.encode((1767322000123,)) < millis.encode((1767322000124,))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-13-45T99:99:99.000000Z",
+        "0000-01-01T00:00:00.000000Z",
+        "２０２６-01-02T03:04:05.000000Z",
+        "2026-01-02T03:04:05",
+        "",
+        None,
+    ],
+)
+def test_a_time_that_is_not_one_or_has_no_zone_is_refused(value):
+    with pytest.raises(ValueError):
+        Positions((TIMESTAMP,)).encode((value,))
+
+
+@pytest.mark.parametrize("value", ["", None, 3, True])
+def test_text_must_be_a_non_empty_string(value):
+    with pytest.raises(ValueError):
+        Positions((TEXT,)).encode((value,))
+
+
+def test_a_bool_is_not_an_integer():
+    with pytest.raises(ValueError):
+        Positions((INTEGER,)).encode((True,))
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-03-01T12:00:00Z",
+        "2026-13-01T12:00:00.000000Z",
+        "2026-03-01T12:00:00.000000Z_",
+        "2026-03-01T12:00:00.000000Z_abc",
+        "2026-03-01T12:00:00.000000Z_zz",
+        "2026-03-01T12:00:00.000000Z_ff",
+        "2026-03-01T12:00:00.000000Z_61_62",
+        "２０２６-03-01T12:00:00.000000Z",
+    ],
+)
+def test_a_since_that_is_not_a_token_or_its_first_parts_is_refused(since):
+    with pytest.raises(ValueError):
+        Positions((TIMESTAMP, TEXT)).decode(since)
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-13-45T99:99:99.000000Z",  # no such month, day or time
+        "2026-02-30T00:00:00.000000Z",
+        "0000-01-01T00:00:00.000000Z",  # no year 0
+        "0000-01-01T00:00:00.000000Z_7031",
+        "٢٠٢٦-01-01T00:00:00.000000Z",  # Arabic-Indic digits: \d would take them
+        "2026-01-01T00:00:00.00000０Z",  # a fullwidth digit
+        "2026-01-01T00:00:00.000000Z_٧٠٣١",
+    ],
+)
+@pytest.mark.parametrize("parts", [(TIMESTAMP, TEXT), (TIMESTAMP,), (TIMESTAMP, INTEGER)])
+def test_impossible_dates_and_non_ascii_digits_are_refused_by_every_timestamp_codec(since, parts):
+    with pytest.raises(ValueError):
+        Positions(parts).decode(since)
+
+
+@pytest.mark.parametrize("since", ["p5000", "p50010", "p500015", "n4999", "n49998~x", "x", "p500١"])
+def test_a_malformed_integer_since_is_refused(since):
+    with pytest.raises(ValueError):
+        Positions((INTEGER,)).decode(since)
+
+
+def test_a_bare_time_is_a_since_before_every_record_of_that_time():
+    positions = Positions((TIMESTAMP, INTEGER))
+    since = "2026-01-02T03:04:05.000000Z"
+    assert positions.decode(since) == (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),)
+    assert since < positions.encode((since, -5)) < positions.encode((since, 0))
+
+
+def records_at(times):
+    return [{"id": f"r{n}", "updated_at": t} for n, t in enumerate(times)]
+
+
+def test_the_settle_window_holds_back_what_is_too_recent_and_keeps_the_rest_in_order():
+    positions = Positions((TIMESTAMP, TEXT))
+    now = datetime.now(UTC).timestamp()
+    old = utc_text(datetime.fromtimestamp(now - 60, UTC))
+    recent = utc_text(datetime.fromtimestamp(now - 1, UTC))
+    stats = {"entities": 0}
+    chunks = entity_chunks(
+        [records_at([old, old]), records_at([recent])],
+        since=None,
+        limit=None,
+        position=lambda r: (r["updated_at"], r["id"]),
+        to_entity=lambda r: {"_id": r["id"]},
+        stats=stats,
+        positions=positions,
+        until=settled_until(positions, 30),
+    )
+    assert "".join(chunks).count('"_id"') == 2
+    assert stats["held_back"] == 1
+    assert settled_until(positions, 0) is None
+    assert settled_until(Positions((INTEGER,)), 30) is None  # no time to settle on

@@ -1,0 +1,205 @@
+"""The HTTP transform's protocol, in process, with transforms that need no upstream.
+
+The framework's rules, whatever a fork's transforms do: the route never clashes with the
+sink's, order is kept, reserved fields pass through unless set, bad input is a 400 before
+any transform runs, a refused entity a 400 naming it, a broken transform a 500 naming it,
+and the transforms run at most SINK_CONCURRENCY at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from service.framework.app import build_app
+from service.framework.upstream import UpstreamError
+from service.tools.reference import Records
+from service.tools.reference import ReferenceSettings
+
+CALLS: list[str] = []
+
+
+class Fakes(Records):
+    """The reference adapter, with transforms that answer without asking the upstream."""
+
+    in_flight = 0
+    most_in_flight = 0
+    lock = threading.Lock()
+
+    def transform(self, name):
+        return {
+            "upper": self.upper,
+            "split": self.split,
+            "drop": lambda entity: [],
+            "rename": lambda entity: {**entity, "_id": "new-" + entity["_id"]},
+            "forget": lambda entity: {"name": entity.get("name")},
+            "refuse": self.refuse,
+            "number": lambda entity: 42,
+            "no-id": lambda entity: [{"name": "x"}],
+            "nan": lambda entity: {**entity, "x": float("nan")},
+            "slow": self.slow,
+            "down": self.down,
+        }.get(name) or super().transform(name)
+
+    @staticmethod
+    def upper(entity):
+        CALLS.append(entity["_id"])
+        return {**entity, "name": entity["name"].upper()}
+
+    @staticmethod
+    def split(entity):
+        return [{"_id": f"{entity['_id']}-a"}, {"_id": f"{entity['_id']}-b"}]
+
+    @staticmethod
+    def refuse(entity):
+        if entity["_id"] == "bad":
+            raise ValueError("has no name")
+        return entity
+
+    @classmethod
+    def slow(cls, entity):
+        with cls.lock:
+            cls.in_flight += 1
+            cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
+        time.sleep(0.02)
+        with cls.lock:
+            cls.in_flight -= 1
+        return entity
+
+    @staticmethod
+    def down(entity):
+        raise UpstreamError(f"upstream answered 503 to GET /x/{entity['_id']}", status=503)
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = build_app(
+        Fakes,
+        ReferenceSettings,
+        {
+            "UPSTREAM_URL": "http://127.0.0.1:9",
+            "UPSTREAM_TOKEN": "t",
+            "STATE_DIR": str(tmp_path),
+            "SINK_CONCURRENCY": "4",
+            "SINK_MAX_BODY_BYTES": "4000",
+        },
+    )
+    app.config["TESTING"] = True
+    CALLS.clear()
+    return app.test_client()
+
+
+def transform(client, name, body, raw=None):
+    data = raw if raw is not None else json.dumps(body)
+    return client.post(f"/transform/{name}", data=data, content_type="application/json")
+
+
+def test_the_transform_route_never_takes_the_sinks_and_the_other_way_round(client):
+    urls = client.application.url_map.bind("localhost")
+    assert urls.match("/transform/people-record", method="POST") == (
+        "transform",
+        {"name": "people-record"},
+    )
+    assert urls.match("/people", method="POST") == ("sink", {"collection": "people"})
+    # A collection named "transform" is still the sink's and the feed's.
+    assert urls.match("/transform", method="POST") == ("sink", {"collection": "transform"})
+    assert urls.match("/transform", method="GET")[0] != "transform"
+
+
+def test_a_get_on_a_transform_is_a_json_405(client):
+    response = client.get("/transform/upper")
+    assert response.status_code == 405
+    assert response.is_json and "POST" in response.headers["Allow"]
+
+
+def test_order_and_reserved_fields_are_kept(client):
+    batch = [
+        {"_id": f"e-{n}", "_updated": n, "_ts": 1700 + n, "_deleted": False, "name": f"n{n}"}
+        for n in range(30)
+    ]
+    response = transform(client, "upper", batch)
+    assert response.status_code == 200, response.json
+    assert response.json == [{**entity, "name": entity["name"].upper()} for entity in batch]
+
+
+def test_reserved_fields_pass_through_unless_the_transform_sets_them(client):
+    batch = [{"_id": "a", "_updated": "u1", "_hash": "h", "name": "Ada"}]
+    assert transform(client, "forget", batch).json == [
+        {"_id": "a", "_updated": "u1", "_hash": "h", "name": "Ada"}
+    ]
+    assert transform(client, "rename", batch).json[0]["_id"] == "new-a"
+
+
+def test_a_list_is_taken_as_it_is_split_or_filtered(client):
+    batch = [{"_id": "a"}, {"_id": "b"}]
+    assert [e["_id"] for e in transform(client, "split", batch).json] == [
+        "a-a",
+        "a-b",
+        "b-a",
+        "b-b",
+    ]
+    assert transform(client, "drop", batch).json == []
+
+
+def test_an_empty_batch_is_an_empty_answer(client):
+    response = transform(client, "upper", [])
+    assert (response.status_code, response.json) == (200, [])
+
+
+def test_an_unknown_transform_is_a_json_404(client):
+    response = transform(client, "nosuch", [{"_id": "a", "name": "x"}])
+    assert response.status_code == 404
+    assert "nosuch" in response.json["detail"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"", 400),
+        (b'[{"_id": "a", "name": "x"}', 400),
+        (b'{"_id": "a", "name": "x"}', 400),
+        (b'[{"_id": "a", "name": "x"}, {"name": "no id"}]', 400),
+        (b'[{"_id": "a", "name": "x"}, {"_id": 7}]', 400),
+        (b'[{"_id": "a", "name": "x"}, [1]]', 400),
+        (b'[{"_id": "a", "name": NaN}]', 400),
+        (b"[" + b'{"_id": "a", "name": "x"},' * 200 + b'{"_id": "z", "name": "x"}]', 413),
+    ],
+)
+def test_bad_input_is_refused_before_any_entity_is_transformed(client, raw, status):
+    response = transform(client, "upper", None, raw=raw)
+    assert response.status_code == status, response.json
+    assert response.is_json and response.json["error"]
+    assert CALLS == []
+
+
+def test_an_entity_the_transform_refuses_is_a_400_naming_it(client):
+    response = transform(client, "refuse", [{"_id": "good"}, {"_id": "bad"}])
+    assert response.status_code == 400
+    assert response.json["detail"] == "entity 1 ('bad'): has no name"
+
+
+@pytest.mark.parametrize("name", ["number", "no-id", "nan"])
+def test_a_transform_that_breaks_its_contract_is_a_500_naming_it(client, name):
+    response = transform(client, name, [{"_id": "a"}])
+    assert response.status_code == 500
+    assert repr(name) in response.json["detail"]
+
+
+def test_an_upstream_failure_is_a_502_naming_the_entities_never_a_200_with_holes(client):
+    response = transform(client, "down", [{"_id": "x1"}, {"_id": "x2"}])
+    assert response.status_code == 502
+    failed = response.json["failed"]
+    assert failed and {f["_id"] for f in failed} <= {"x1", "x2"}
+    assert failed[0]["upstream_status"] == 503
+
+
+def test_transforms_run_at_most_sink_concurrency_at_once(client):
+    Fakes.most_in_flight = 0
+    batch = [{"_id": f"e-{n}"} for n in range(20)]
+    response = transform(client, "slow", batch)
+    assert response.status_code == 200
+    assert [e["_id"] for e in response.json] == [e["_id"] for e in batch]
+    assert 1 < Fakes.most_in_flight <= 4

@@ -1,0 +1,349 @@
+"""The upstream auth objects: what they send, and that no secret shows anywhere.
+
+The upstream is a fake transport mounted on the client's session (no sockets); OAuth2's
+token endpoint is a tiny real server on loopback, since the auth object calls it itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import logging
+import threading
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from service.framework.upstream import UpstreamClient
+from service.framework.upstream import UpstreamError
+from service.framework.upstream_auth import ApiKey
+from service.framework.upstream_auth import Basic
+from service.framework.upstream_auth import BearerToken
+from service.framework.upstream_auth import OAuth2ClientCredentials
+
+SECRET = "s3cr3t-value-that-must-not-show"
+BASE = "http://records.example"
+
+
+class FakeTransport(BaseAdapter):
+    """Answers each request with ``answer(request) -> (status, headers, body)``."""
+
+    def __init__(self, answer: Callable[[requests.PreparedRequest], tuple]) -> None:
+        super().__init__()
+        self.answer = answer
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):
+        self.sent.append(request.copy())  # as sent: hooks may change it later
+        status, headers, body = self.answer(request)
+        response = requests.Response()
+        response.status_code = status
+        response.headers.update(headers)
+        response._content = json.dumps(body).encode()
+        response.url = request.url
+        response.request = request
+        response.connection = self
+        return response
+
+    def close(self):
+        pass
+
+
+def client_with(auth, answer=lambda request: (200, {}, {"data": []})):
+    client = UpstreamClient(BASE, auth=auth)
+    transport = FakeTransport(answer)
+    client.session.mount("http://", transport)
+    return client, transport
+
+
+# --- the client's choice of scheme -------------------------------------------------------------
+
+
+def test_a_bare_token_still_means_bearer():
+    client = UpstreamClient(BASE, "the-token")
+    transport = FakeTransport(lambda request: (200, {}, {}))
+    client.session.mount("http://", transport)
+    client.get_json(client.url("people"))
+    assert transport.sent[0].headers["Authorization"] == "Bearer the-token"
+    assert isinstance(client.session.auth, BearerToken)
+
+
+@pytest.mark.parametrize("arguments", [{}, {"token": "t", "auth": BearerToken("t")}])
+def test_the_client_takes_a_token_or_an_auth_object_not_both_nor_neither(arguments):
+    with pytest.raises(TypeError, match="one of them"):
+        UpstreamClient(BASE, **arguments)
+
+
+def test_from_settings_passes_an_auth_object_on():
+    from service.framework.settings import load_settings
+    from service.tools.reference import ReferenceSettings
+
+    settings = load_settings(ReferenceSettings, {"UPSTREAM_URL": BASE, "UPSTREAM_TOKEN": "t"})
+    client = UpstreamClient.from_settings(settings, BASE, auth=ApiKey(SECRET, header="X-Api-Key"))
+    assert isinstance(client.session.auth, ApiKey)
+    assert isinstance(UpstreamClient.from_settings(settings, BASE, "t").session.auth, BearerToken)
+
+
+# --- API keys and basic auth -------------------------------------------------------------------
+
+
+def test_an_api_key_in_a_header_replaces_the_bearer_header():
+    client, transport = client_with(ApiKey(SECRET, header="X-Api-Key"))
+    client.get_json(client.url("people"))
+    assert transport.sent[0].headers["X-Api-Key"] == SECRET
+    assert "Authorization" not in transport.sent[0].headers
+
+
+def test_an_api_key_in_the_query_is_sent_but_not_shown_in_errors():
+    client, transport = client_with(
+        ApiKey(SECRET, query="api_key"), lambda request: (404, {}, {"error": "no such thing"})
+    )
+    with pytest.raises(UpstreamError) as raised:
+        client.get_json(client.url("people"), {"limit": 5})
+    assert f"api_key={SECRET}" in transport.sent[0].url
+    assert SECRET not in str(raised.value) and SECRET not in raised.value.url
+    assert "limit=5" in str(raised.value) and "api_key=<hidden>" in str(raised.value)
+
+
+def test_an_api_key_header_is_not_sent_on_to_another_origin():
+    def answer(request):
+        if request.url.startswith(BASE):
+            return 302, {"Location": "http://elsewhere.example/people"}, {}
+        return 200, {}, {"data": []}
+
+    client, transport = client_with(ApiKey(SECRET, header="X-Api-Key"), answer)
+    client.get_json(client.url("people"))
+    assert [request.url for request in transport.sent] == [
+        f"{BASE}/people",
+        "http://elsewhere.example/people",
+    ]
+    assert transport.sent[0].headers["X-Api-Key"] == SECRET
+    assert "X-Api-Key" not in transport.sent[1].headers
+
+
+def test_an_api_key_header_follows_a_redirect_on_the_same_origin():
+    def answer(request):
+        if request.url.endswith("/old"):
+            return 301, {"Location": "/people"}, {}
+        return 200, {}, {"data": []}
+
+    client, transport = client_with(ApiKey(SECRET, header="X-Api-Key"), answer)
+    client.get_json(client.url("old"))
+    assert transport.sent[1].headers["X-Api-Key"] == SECRET
+
+
+def test_api_key_wants_exactly_one_place():
+    with pytest.raises(TypeError):
+        ApiKey(SECRET)
+    with pytest.raises(TypeError):
+        ApiKey(SECRET, header="X-Api-Key", query="key")
+
+
+def test_basic_auth_sends_the_credentials():
+    client, transport = client_with(Basic("someone", SECRET))
+    client.get_json(client.url("people"))
+    expected = base64.b64encode(f"someone:{SECRET}".encode()).decode()
+    assert transport.sent[0].headers["Authorization"] == f"Basic {expected}"
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        BearerToken(SECRET),
+        ApiKey(SECRET, header="X-Api-Key"),
+        ApiKey(SECRET, query="key"),
+        Basic("someone", SECRET),
+        OAuth2ClientCredentials("http://auth.example/token", "the-client", SECRET),
+    ],
+)
+def test_no_repr_shows_a_secret(auth):
+    assert SECRET not in repr(auth)
+    assert SECRET not in repr(UpstreamClient(BASE, auth=auth).session.auth)
+
+
+# --- OAuth2 client credentials -----------------------------------------------------------------
+
+
+class TokenServer:
+    """A token endpoint on loopback: ``tok-1``, ``tok-2``, ... to the right client."""
+
+    def __init__(self) -> None:
+        self.fetches: list[dict[str, str]] = []
+        self.expires_in: int | None = 3600
+        self.status = 200
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 -- http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                form = dict(parse_qsl(self.rfile.read(length).decode()))
+                basic = self.headers.get("Authorization", "")
+                if basic.startswith("Basic "):
+                    user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
+                    form.update(basic_user=user, basic_password=password)
+                server.fetches.append(form)
+                given = (form.get("basic_user") or form.get("client_id"),) + (
+                    form.get("basic_password") or form.get("client_secret"),
+                )
+                if server.status != 200 or given != ("the-client", SECRET):
+                    answer, status = {"error": "invalid_client"}, server.status
+                    if status == 200:
+                        status = 401
+                else:
+                    answer = {"access_token": f"tok-{len(server.fetches)}", "token_type": "Bearer"}
+                    if server.expires_in is not None:
+                        answer["expires_in"] = server.expires_in
+                    status = 200
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def token_server():
+    server = TokenServer()
+    yield server
+    server.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def accepting(*tokens):
+    """An upstream that takes only ``tokens``, given as a live set the test may change."""
+
+    def answer(request):
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return (200, {}, {"data": []}) if given in tokens else (401, {}, {"error": "bad token"})
+
+    return answer
+
+
+def test_the_token_is_fetched_once_and_cached(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    client, transport = client_with(auth, accepting("tok-1"))
+    for _ in range(3):
+        client.get_json(client.url("people"))
+    assert len(token_server.fetches) == 1
+    assert token_server.fetches[0]["grant_type"] == "client_credentials"
+    assert {request.headers["Authorization"] for request in transport.sent} == {"Bearer tok-1"}
+
+
+def test_the_token_is_refreshed_before_it_expires(token_server):
+    clock = Clock()
+    token_server.expires_in = 300
+    auth = OAuth2ClientCredentials(
+        token_server.url, "the-client", SECRET, refresh_margin=60, clock=clock
+    )
+    assert auth.token() == "tok-1"
+    clock.now += 239
+    assert auth.token() == "tok-1"
+    clock.now += 1  # 60 s before it expires
+    assert auth.token() == "tok-2"
+
+
+def test_a_401_fetches_a_new_token_and_sends_the_request_once_more(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    client, transport = client_with(auth, accepting("tok-2"))  # tok-1 was revoked
+    assert client.get_json(client.url("people")) == {"data": []}
+    assert [request.headers["Authorization"] for request in transport.sent] == [
+        "Bearer tok-1",
+        "Bearer tok-2",
+    ]
+    assert len(token_server.fetches) == 2
+
+
+def test_a_second_401_is_the_answer_not_a_loop(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    client, transport = client_with(auth, accepting())
+    with pytest.raises(UpstreamError) as raised:
+        client.get_json(client.url("people"))
+    assert raised.value.status == 401
+    assert len(transport.sent) == 2 and len(token_server.fetches) == 2
+
+
+def test_a_late_401_does_not_throw_away_a_token_another_thread_fetched(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    assert auth.token() == "tok-1"
+    auth.forget("tok-1")
+    assert auth.token() == "tok-2"
+    auth.forget("tok-1")  # a second thread's 401, for the token already replaced
+    assert auth.token() == "tok-2"
+    assert len(token_server.fetches) == 2
+
+
+def test_the_secret_can_go_in_the_form(token_server):
+    auth = OAuth2ClientCredentials(
+        token_server.url, "the-client", SECRET, secret_in="body", scope="read", extra={"a": "b"}
+    )
+    assert auth.token() == "tok-1"
+    form = token_server.fetches[0]
+    assert form["client_id"] == "the-client" and form["client_secret"] == SECRET
+    assert form["scope"] == "read" and form["a"] == "b" and "basic_user" not in form
+
+
+def test_without_expires_in_the_token_is_kept_until_a_401(token_server):
+    clock = Clock()
+    token_server.expires_in = None
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
+    assert auth.token() == "tok-1"
+    clock.now += 86400
+    assert auth.token() == "tok-1"
+
+
+def test_a_refused_client_is_an_upstream_error_that_names_the_endpoint_only(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", "wrong-" + SECRET)
+    client, _ = client_with(auth)
+    with pytest.raises(UpstreamError) as raised:
+        client.get_json(client.url("people"))
+    message = str(raised.value)
+    assert "token endpoint answered 401" in message and "invalid_client" in message
+    assert token_server.url in message and SECRET not in message
+
+
+def test_an_unreachable_token_endpoint_is_an_upstream_error(token_server):
+    url = token_server.url
+    token_server.close()
+    auth = OAuth2ClientCredentials(url, "the-client", SECRET, timeout=(2, 2))
+    with pytest.raises(UpstreamError, match="unreachable") as raised:
+        auth.token()
+    assert raised.value.__cause__ is None and SECRET not in str(raised.value)
+
+
+def test_no_secret_or_token_reaches_a_log_line(token_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    client, _ = client_with(auth, accepting("tok-2"))
+    client.get_json(client.url("people"))
+    bad = OAuth2ClientCredentials(token_server.url, "the-client", "wrong-" + SECRET)
+    with pytest.raises(UpstreamError):
+        UpstreamClient(BASE, auth=bad).get_json(f"{BASE}/people")
+    assert "fetched an upstream access token" in caplog.text
+    for secret in (SECRET, "tok-1", "tok-2"):
+        assert secret not in caplog.text
