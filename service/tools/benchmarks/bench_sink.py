@@ -25,8 +25,9 @@ medians are reported, because the machine is shared and noisy. *CPU (s) / 1k* is
 time of a server's processes per 1,000 entities.
 
 First, in this process, the cost of parsing one batch of 100 entities as Sesam sends it,
-with the standard library (as the sink did before issue 11) and with the sink's own
-``parse_body`` (orjson): time per batch, and the memory the parsed batch holds.
+with the standard library and with ``parse_body`` (orjson): time per batch, and the
+memory the parsed batch holds. (The sink itself no longer parses a batch whole: it walks
+the body one entity at a time with the standard library's decoder, to bound its memory.)
 
 From the repository root:
 
