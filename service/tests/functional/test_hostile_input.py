@@ -93,6 +93,55 @@ def test_a_malformed_chunk_size_is_a_json_400_not_a_500(connector, upstream):
     assert "Traceback" not in connector.log_text()[before:]
 
 
+def test_the_transform_reads_its_body_as_the_sink_does(connector_factory, upstream):
+    """Over the limit however framed 413, a broken chunk 400, a lone surrogate in _id 400:
+    the same body rules as the sink's, and the upstream is asked nothing."""
+    connector = connector_factory(SINK_MAX_BODY_BYTES="2000")
+    post = POST_CHUNKED.replace(b"/people", b"/transform/people-record")
+    asked = upstream.stats().get("GET", 0)
+    entity = b'[{"_id": "p-1"}]'
+    status, _, body = raw(connector.url, post + chunked(entity, b" " * 4000))
+    assert status == 413, body
+    assert "SINK_MAX_BODY_BYTES (2000 bytes)" in json.loads(body)["detail"]
+    status, headers, body = raw(connector.url, post + b"zz\r\n[]\r\n0\r\n\r\n")
+    assert status == 400 and headers["content-type"] == "application/json", body
+    status, _, body = raw(connector.url, post + chunked(entity[:8], entity[8:]))
+    assert status == 200 and json.loads(body)[0]["_id"] == "p-1", body
+    lone = b'[{"_id": "p-1"}, {"_id": "\\ud800"}]'
+    response = requests.post(f"{connector.url}/transform/people-record", data=lone, timeout=30)
+    assert response.status_code == 400, response.text
+    assert "entity 1: _id" in response.json()["detail"]
+    assert upstream.stats().get("GET", 0) == asked + 1  # only the one good batch's lookup
+
+
+def test_the_sink_and_the_transform_share_one_budget_for_their_bodies(monkeypatch):
+    """Bodies in flight are bounded per worker, not per endpoint: with the budget full,
+    the sink and the transform both answer 503 with Retry-After, and neither reads."""
+    from service.framework import sink
+    from service.tools.reference import create_app
+
+    monkeypatch.setattr(sink, "ADMISSION_WAIT_SECONDS", 0.2)
+    app = create_app(
+        {
+            "UPSTREAM_URL": "http://127.0.0.1:9",
+            "UPSTREAM_TOKEN": "t",
+            "STATE_DIR": tempfile.mkdtemp(),
+            "SINK_MAX_BODY_BYTES": "1000",
+            "SINK_BYTES_IN_FLIGHT": "1000",
+        }
+    )
+    bodies = app.view_functions["sink"].__self__.bodies
+    assert app.view_functions["transform"].__self__.bodies is bodies
+    client = app.test_client()
+    with bodies.budget.hold(1000, 0):
+        for path in ("/people", "/transform/people-record"):
+            response = client.post(path, data=b"[]")
+            assert response.status_code == 503, (path, response.json)
+            assert response.headers["Retry-After"] == "5"
+            assert "SINK_BYTES_IN_FLIGHT=1000" in response.json["detail"]
+    assert client.post("/transform/people-record", data=b"[]").json == []
+
+
 # --- ids --------------------------------------------------------------------------------------
 
 
