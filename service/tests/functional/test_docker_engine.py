@@ -53,7 +53,11 @@ def engine_problem() -> str | None:
 
 
 _PROBLEM = engine_problem()
-pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
+pytestmark = [
+    pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or ""),
+    # building images and running the whole suite in a container outlast pytest.ini's 300 s
+    pytest.mark.timeout(3600),
+]
 
 
 def host_tool(*command: str) -> list[str]:
