@@ -41,6 +41,13 @@ class Adapter(abc.ABC):
     #: the framework makes ``_updated`` from it and hands ``since`` back decoded.
     position_parts: tuple[Part, ...] = (TIMESTAMP, TEXT)
 
+    #: False for an upstream that cannot list its records in position order (no sort, no
+    #: "changed since"): the feed then does full runs only (a ``since`` is a 400), does not
+    #: check the order, and Sesam finds deletions by its full-run rule. Register the pipe
+    #: with ``"supports_since": false``. An upstream that can sort but not filter keeps
+    #: True: its ``pages`` ignores ``since``, and the feed skips what Sesam has.
+    supports_since: bool = True
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.positions = Positions(self.position_parts)

@@ -107,9 +107,11 @@ def entity_chunks(
     stats: dict[str, int],
     positions: Positions,
     until: str | None = None,
+    ordered: bool = True,
 ) -> Iterator[str]:
     """One JSON text per upstream page: its entities, comma-separated, no brackets. With
-    ``until`` (``settled_until``), the feed ends before the first record past it.
+    ``until`` (``settled_until``), the feed ends before the first record past it; with
+    ``ordered`` false (a full-runs-only feed), the upstream's order is not checked.
 
     One pass per page, the least Python per record: its position, its token, the order
     checks, ``to_entity``; then one encoding of the page's entities (``jsontext.dumps``).
@@ -138,7 +140,8 @@ def entity_chunks(
                 stats["held_back"] = 1
                 remaining = 0  # too recent to be final: the next run delivers it
                 break
-            last = token
+            if ordered:
+                last = token
             entity = to_entity(record)
             entity["_updated"] = token
             append(entity)
@@ -241,6 +244,11 @@ def feed(adapter: Adapter, collection: str) -> Response:
     require_collection(adapter, collection)
     positions = adapter.positions
     since_values, since, limit = read_query(positions)
+    if since is not None and not adapter.supports_since:
+        raise BadRequest(
+            f"the {collection} feed does full runs only (its upstream cannot be read in "
+            "position order): set supports_since to false on the pipe's json source"
+        )
     stats = {"entities": 0}
     started = time.monotonic()
     upstream_pages = Prefetched(adapter.pages(collection, since_values))
@@ -253,6 +261,7 @@ def feed(adapter: Adapter, collection: str) -> Response:
         stats=stats,
         positions=positions,
         until=settled_until(positions, adapter.settings.feed_settle_seconds),
+        ordered=adapter.supports_since,
     )
     try:
         head = next(chunks)  # the first upstream page, before any byte is sent
