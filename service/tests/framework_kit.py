@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from service.tools.servers import demo_upstream_command
 from service.tools.servers import free_port
 from service.tools.servers import start
 from service.tools.servers import stop
@@ -89,30 +90,23 @@ class Upstream:
         )
 
 
-@pytest.fixture(scope="session")
-def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+def running_demo_upstream(directory: Path, *options: str, seconds: float = 60) -> Iterator[str]:
+    """The demo Records API on a free port, for a fixture to yield its URL; stopped after."""
     port = free_port()
-    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
-    process = start(
-        [
-            sys.executable,
-            "-m",
-            "service.tools.demo_upstream",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--token",
-            UPSTREAM_TOKEN,
-        ],
-        log=log,
-    )
+    log = directory / "upstream.log"
+    process = start(demo_upstream_command(port, UPSTREAM_TOKEN, *options), log=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/_admin/stats", process, log, seconds=20)
-        yield Upstream(url, UPSTREAM_TOKEN)
+        wait_until_up(f"{url}/_admin/stats", process, log, seconds=seconds)
+        yield url
     finally:
         stop(process, seconds=15)
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    for url in running_demo_upstream(tmp_path_factory.mktemp("upstream"), seconds=20):
+        yield Upstream(url, UPSTREAM_TOKEN)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -183,3 +184,20 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
+    """The demo Records API on loopback at ``port``, accepting ``token``, with more
+    ``options`` (``--no-seed``, ``--server gunicorn``, ``--synthetic ...``)."""
+    return [
+        sys.executable,
+        "-m",
+        "service.tools.demo_upstream",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--token",
+        token,
+        *options,
+    ]

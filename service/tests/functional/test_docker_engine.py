@@ -25,10 +25,9 @@ import requests
 
 from service.tests.framework_kit import ROOT
 from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tests.framework_kit import running_demo_upstream
 from service.tools.dev import default_collection
 from service.tools.servers import free_port
-from service.tools.servers import stop
-from service.tools.servers import wait_until_up
 
 ENGINE_TOOL = ROOT.parent / "shared" / "tools" / "docker-engine"
 COMPOSE_PORTS = (5000, 8000)  # docker-compose.yml: the connector's and the upstream's
@@ -153,35 +152,13 @@ def runtime_image() -> str:
 @pytest.fixture(scope="module")
 def synthetic_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo Records API on the host, with a computed collection of a million records."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("engine-upstream") / "upstream.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.tools.demo_upstream",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--token",
-                UPSTREAM_TOKEN,
-                "--server",
-                "gunicorn",
-                "--synthetic",
-                "big=1000000",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/_admin/stats", process, log, seconds=60)
-        yield url
-    finally:
-        stop(process)
+    yield from running_demo_upstream(
+        tmp_path_factory.mktemp("engine-upstream"),
+        "--server",
+        "gunicorn",
+        "--synthetic",
+        "big=1000000",
+    )
 
 
 @contextlib.contextmanager

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +17,7 @@ import psutil
 import pytest
 import requests
 
-from service.tests.framework_kit import ROOT
-from service.tests.framework_kit import UPSTREAM_TOKEN
-from service.tools.servers import free_port
-from service.tools.servers import stop
-from service.tools.servers import wait_until_up
+from service.tests.framework_kit import running_demo_upstream
 
 BIG = "big"  # a computed collection of the demo upstream: 1M records, no memory
 BIG_SIZE = 1_000_000
@@ -35,36 +29,14 @@ POOL = 32  # THREADS' default: the worker's thread pool
 @pytest.fixture(scope="module")
 def big_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo Records API with a computed collection of a million records."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("big-upstream") / "upstream.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.tools.demo_upstream",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--token",
-                UPSTREAM_TOKEN,
-                "--no-seed",
-                "--server",
-                "gunicorn",
-                "--synthetic",
-                f"{BIG}={BIG_SIZE}",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/_admin/stats", process, log, seconds=60)
-        yield url
-    finally:
-        stop(process)
+    yield from running_demo_upstream(
+        tmp_path_factory.mktemp("big-upstream"),
+        "--no-seed",
+        "--server",
+        "gunicorn",
+        "--synthetic",
+        f"{BIG}={BIG_SIZE}",
+    )
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:

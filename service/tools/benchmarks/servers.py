@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 
 import psutil
 
+from service.tools import servers
 from service.tools.servers import Server as _Server
 from service.tools.servers import free_port
 
@@ -17,22 +17,8 @@ __all__ = ["Server", "demo_upstream_command", "free_port"]
 
 
 def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
-    """The demo Records API under gunicorn (keep-alive, as a real API would)."""
-    return [
-        sys.executable,
-        "-m",
-        "service.tools.demo_upstream",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--token",
-        token,
-        "--no-seed",
-        "--server",
-        "gunicorn",
-        *options,
-    ]
+    """The demo Records API under gunicorn (keep-alive, as a real API would), unseeded."""
+    return servers.demo_upstream_command(port, token, "--no-seed", "--server", "gunicorn", *options)
 
 
 class Server(_Server):
