@@ -1,0 +1,62 @@
+"""What the upstream receives at the edges of Sesam's typed values, and what Sesam reads in
+a 400 for a batch that is not one: the connector under gunicorn, the demo Records API."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.tests.functional.test_sink_http import ok
+from service.tests.functional.test_sink_http import post
+from service.tests.functional.test_sink_http import writes
+
+# --- typed values at their edges -----------------------------------------------------------
+
+
+def test_decimals_at_the_edges_are_written_as_numbers_or_kept_as_text(connector, upstream):
+    entity = {
+        "_id": "edges",
+        "huge": "~f1e9999999999999999999999999",  # no Decimal holds it: the text stays
+        "tiny": "~f1e-400",  # a double would make it 0: the text stays
+        "whole_300_digits": "~f1e299",  # the largest whole number written as an integer
+        "whole_301_digits": "~f1e300",  # one digit more: the nearest double
+        "too_big_for_a_double": "~f1e400",
+        "nine_299": "~f9.99e299",
+    }
+    ok(post(connector, "people", [entity]))
+    record = upstream.live("people")["edges"]
+    assert record["huge"] == "~f1e9999999999999999999999999"
+    assert record["tiny"] == "~f1e-400"
+    assert record["whole_300_digits"] == 10**299
+    assert isinstance(record["whole_301_digits"], float) and record["whole_301_digits"] == 1e300
+    assert record["too_big_for_a_double"] == "~f1e400"
+    assert record["nine_299"] == 999 * 10**297
+
+
+# --- the JSON type names in a 400 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"_id": "p-1"}', "not a JSON object"),
+        (b'"people"', "not a JSON string"),
+        (b"42", "not a JSON number"),
+        (b"true", "not a JSON boolean"),
+        (b"null", "not a JSON null"),
+        (b"[[]]", "entity 0 is a JSON array, not an object"),
+        (b'["p-1"]', "entity 0 is a JSON string, not an object"),
+        (b"[1.5]", "entity 0 is a JSON number, not an object"),
+        (b"[false]", "entity 0 is a JSON boolean, not an object"),
+        (b"[null]", "entity 0 is a JSON null, not an object"),
+        (b'[{"_id": 7}]', "_id must be a string, not a JSON number"),
+        (b'[{"_id": true}]', "_id must be a string, not a JSON boolean"),
+        (b'[{"_id": null}]', "_id must be a string, not a JSON null"),
+        (b'[{"_id": ["p-1"]}]', "_id must be a string, not a JSON array"),
+        (b'[{"_id": {"id": "p-1"}}]', "_id must be a string, not a JSON object"),
+    ],
+)
+def test_a_400_names_the_json_type_it_got(connector, upstream, body, detail):
+    response = post(connector, "people", body, raw=True)
+    assert response.status_code == 400, response.text
+    assert detail in response.json()["detail"]
+    assert writes(upstream) == 0
