@@ -53,6 +53,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             UNIT + "test_feed_chunks.py",
             UNIT + "test_prefetch.py",
             UNIT + "test_prefetch_stops.py",
+            FUNCTIONAL + "test_feed_query_http.py",
             FUNCTIONAL + "test_feed_upstream_reads_http.py",
             FUNCTIONAL + "test_feed_http.py",
         ),

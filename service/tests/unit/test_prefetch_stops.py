@@ -57,3 +57,43 @@ def test_an_error_ends_the_pages_for_good():
         next(prefetched)
     with pytest.raises(StopIteration):
         next(prefetched)
+
+
+class ClosableSource:
+    """An adapter's pages as an object with close(), as a streaming HTTP body would be;
+    the test holds it, so only an explicit close() can close it."""
+
+    def __init__(self, size):
+        self.pages = iter([[i] for i in range(size)])
+        self.closed = threading.Event()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.pages)
+
+    def close(self):
+        self.closed.set()
+
+
+def test_the_source_is_closed_explicitly_when_the_pages_stop():
+    source = ClosableSource(1000)
+    prefetched = Prefetched(source)
+    next(prefetched)
+    prefetched.close()
+    assert source.closed.wait(30), "close() was not called on the source"
+
+
+def test_the_source_is_closed_explicitly_when_it_ends():
+    source = ClosableSource(2)
+    assert list(Prefetched(source)) == [[0], [1]]
+    assert source.closed.wait(30), "close() was not called on the source"
+
+
+def test_the_end_stays_the_end():
+    prefetched = Prefetched(iter([[1]]))
+    assert list(prefetched) == [[1]]
+    for _ in range(3):
+        with pytest.raises(StopIteration):
+            next(prefetched)
