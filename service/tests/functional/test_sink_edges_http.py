@@ -3,6 +3,8 @@ a 400 for a batch that is not one: the connector under gunicorn, the demo Record
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from service.tests.functional.test_sink_http import ok
@@ -60,3 +62,28 @@ def test_a_400_names_the_json_type_it_got(connector, upstream, body, detail):
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
     assert writes(upstream) == 0
+
+
+# --- what a refused or failed request tells ------------------------------------------------
+
+
+def test_a_failed_deletion_is_named_as_a_delete(connector, upstream):
+    upstream.faults(fail_write_ids={"ids": ["p-3"], "status": 500})
+    failed = post(connector, "people", [{"_id": "p-3", "_deleted": True}])
+    assert failed.status_code == 502, failed.text
+    [named] = failed.json()["failed"]
+    assert (named["_id"], named["operation"], named["upstream_status"]) == ("p-3", "delete", 500)
+    assert re.search(r"sink people status=502 .*failed: 'p-3' delete 500", connector.log_text())
+
+
+@pytest.mark.parametrize(
+    ("body", "params"), [(b"[1]", {"is_full": "false"}), (b"[]", {"is_full": "maybe"})]
+)
+def test_a_refused_request_is_logged_with_nothing_counted(connector, upstream, body, params):
+    before = len(connector.log_text())
+    assert post(connector, "people", body, params=params, raw=True).status_code == 400
+    assert re.search(
+        r"sink people status=400 entities=0 duplicates=0 upserts=0 deletes=0 is_full=false "
+        r"seconds=\S+ rejected: ",
+        connector.log_text()[before:],
+    )
