@@ -87,3 +87,15 @@ def test_a_refused_request_is_logged_with_nothing_counted(connector, upstream, b
         r"seconds=\S+ rejected: ",
         connector.log_text()[before:],
     )
+
+
+def test_an_incremental_answer_is_counts_only(connector, upstream):
+    batch = [{"_id": "p-1"}, {"_id": "p-1"}, {"_id": "p-2", "_deleted": True}]
+    assert ok(post(connector, "people", batch)) == {
+        "resource": "people",
+        "is_full": False,
+        "entities": 3,
+        "duplicates": 1,
+        "upserts": 1,
+        "deletes": 1,
+    }
