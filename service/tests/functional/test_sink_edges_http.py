@@ -99,3 +99,19 @@ def test_an_incremental_answer_is_counts_only(connector, upstream):
         "upserts": 1,
         "deletes": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'[{"_id": "big", "v": 1e400}]', "entity 0"),  # json reads it as Infinity
+        (b'[{"_id": "deep", "v": ' + b"[" * 900 + b"]" * 900 + b"}]", "nested"),
+    ],
+)
+def test_an_entity_the_upstream_cannot_take_is_a_400_before_any_write(
+    connector, upstream, body, fragment
+):
+    response = post(connector, "people", body, raw=True)
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["detail"]
+    assert writes(upstream) == 0
