@@ -91,7 +91,9 @@ def test_a_refused_request_is_logged_with_nothing_counted(connector, upstream, b
 
 def test_an_incremental_answer_is_counts_only(connector, upstream):
     batch = [{"_id": "p-1"}, {"_id": "p-1"}, {"_id": "p-2", "_deleted": True}]
-    assert ok(post(connector, "people", batch)) == {
+    # Sesam sends its sequence tokens on incremental requests too: still no full_sync
+    params = {"is_full": "false", "sequence_id": "s-1", "request_id": "r-1"}
+    assert ok(post(connector, "people", batch, params=params)) == {
         "resource": "people",
         "is_full": False,
         "entities": 3,

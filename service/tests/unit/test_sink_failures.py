@@ -3,6 +3,10 @@ was a timeout) and the failures named, at most MAX_FAILURES_SHOWN of them."""
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+
 import pytest
 
 from service.framework.sink import MAX_FAILURES_SHOWN
@@ -10,8 +14,10 @@ from service.framework.sink import Failure
 from service.framework.sink import FullSync
 from service.framework.sink import Outcome
 from service.framework.sink import Summary
+from service.framework.sink import _chunks
 from service.framework.sink import prepare_batch
 from service.framework.sink import write_failed
+from service.framework.upstream import UpstreamError
 from service.tools.reference import Records
 from service.tools.reference import create_app
 
@@ -75,6 +81,7 @@ def in_process_sink(tmp_path, **settings):
             "UPSTREAM_URL": "http://127.0.0.1:9",  # never called: the adapter is replaced
             "UPSTREAM_TOKEN": "t",
             "STATE_DIR": str(tmp_path / "state"),
+            "LOG_LEVEL": "INFO",
             **settings,
         }
     )
@@ -100,3 +107,74 @@ def test_an_unexpected_error_in_a_write_is_a_500_never_a_200(tmp_path, concurren
     assert response.status_code == 500
     assert response.json["error"] == "Internal Server Error"
     assert sink.store.current("people") is None  # the sync did not start
+
+
+def test_an_unexpected_error_is_logged_as_a_500(tmp_path, caplog):
+    app, sink = in_process_sink(tmp_path)
+
+    def upsert(collection, entity_id, record):
+        raise KeyError("a bug in the adapter")
+
+    sink.adapter.upsert = upsert
+    with caplog.at_level(logging.INFO, logger="service.framework.sink"):
+        assert app.test_client().post("/people", json=[{"_id": "a"}]).status_code == 500
+    assert re.search(
+        r"sink people status=500 entities=1 .* failed: unexpected error \(logged below\)",
+        caplog.text,
+    )
+
+
+def test_the_log_line_names_the_first_ten_failed_writes(tmp_path, caplog):
+    """Twelve writes fail at once (a barrier holds them until all twelve are in flight);
+    the log line names ten of them, and the answer all twelve."""
+    app, sink = in_process_sink(tmp_path, SINK_CONCURRENCY="12")
+    barrier = threading.Barrier(12, timeout=30)
+
+    def upsert(collection, entity_id, record):
+        barrier.wait()
+        raise UpstreamError(f"upstream answered 503 to PUT {entity_id}", status=503)
+
+    sink.adapter.upsert = upsert
+    batch = [{"_id": f"id-{i:02d}"} for i in range(12)]
+    with caplog.at_level(logging.INFO, logger="service.framework.sink"):
+        response = app.test_client().post("/people", json=batch)
+    assert response.status_code == 502
+    assert response.json["failed_count"] == 12
+    [line] = [r.getMessage() for r in caplog.records if "status=502" in r.getMessage()]
+    named = line.split(" failed: ", 1)[1]
+    assert len(re.findall(r"'id-\d\d' put 503", named)) == 10
+    assert re.fullmatch(r"'id-\d\d' put 503(, 'id-\d\d' put 503){9}", named)
+
+
+def test_ids_are_chunked_for_the_state_queries():
+    assert [len(c) for c in _chunks(iter(range(2500)), 1000)] == [1000, 1000, 500]
+    assert [len(c) for c in _chunks(iter(range(1000)), 1000)] == [1000]
+    assert list(_chunks(iter([]), 1000)) == []
+    assert [x for c in _chunks(iter(range(2500)), 1000) for x in c] == list(range(2500))
+
+
+def test_deletion_detection_over_more_live_ids_than_one_chunk(tmp_path):
+    app, sink = in_process_sink(tmp_path, FULL_SYNC_DELETE="true")
+    live = [f"id-{i:04d}" for i in range(2500)]
+    deleted = []
+    sink.adapter.upsert = lambda collection, entity_id, record: None
+    sink.adapter.delete = lambda collection, entity_id: deleted.append(entity_id)
+    sink.adapter.live_ids = lambda collection: iter(live)
+    client = app.test_client()
+    first = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
+    kept = live[::2]
+    assert (
+        client.post("/people", json=[{"_id": i} for i in kept], query_string=first).status_code
+        == 200
+    )
+    last = {**first, "request_id": "r2", "is_first": "false", "previous_request_id": "r1"}
+    answer = client.post("/people", json=[], query_string={**last, "is_last": "true"})
+    assert answer.json["full_sync"]["deleted_missing"] == 1250
+    assert sorted(deleted) == live[1::2]
+
+
+def test_a_state_dir_that_cannot_hold_the_state_stops_the_start(tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(RuntimeError, match="STATE_DIR=.*cannot hold the sequence state"):
+        in_process_sink(tmp_path, STATE_DIR=str(not_a_directory / "state"))
