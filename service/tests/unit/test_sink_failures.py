@@ -14,8 +14,10 @@ from service.framework.sink import Failure
 from service.framework.sink import FullSync
 from service.framework.sink import Outcome
 from service.framework.sink import Summary
+from service.framework.sink import Write
 from service.framework.sink import _chunks
 from service.framework.sink import prepare_batch
+from service.framework.sink import run_writes
 from service.framework.sink import write_failed
 from service.framework.upstream import UpstreamError
 from service.tools.reference import Records
@@ -178,3 +180,26 @@ def test_a_state_dir_that_cannot_hold_the_state_stops_the_start(tmp_path):
     not_a_directory.write_text("")
     with pytest.raises(RuntimeError, match="STATE_DIR=.*cannot hold the sequence state"):
         in_process_sink(tmp_path, STATE_DIR=str(not_a_directory / "state"))
+
+
+def test_two_writes_at_a_concurrency_of_two_run_at_once():
+    """SINK_CONCURRENCY=2 means two writes in flight: each waits for the other here, so
+    two writes run one after the other would break the barrier."""
+    barrier = threading.Barrier(2, timeout=30)
+    writes = [Write("a", {}), Write("b", None)]
+    outcome = run_writes(writes, lambda _: barrier.wait(), concurrency=2)
+    assert (outcome.upserts, outcome.deletes, outcome.failures) == (1, 1, [])
+
+
+def test_after_a_failure_the_writes_not_started_are_counted_and_none_succeed_after_it():
+    started = []
+
+    def perform(write):
+        started.append(write.entity_id)
+        if write.entity_id == "b":
+            raise UpstreamError("upstream answered 500", status=500)
+
+    writes = [Write(i, {}) for i in ("a", "b", "c", "d")]
+    outcome = run_writes(writes, perform, concurrency=1)
+    assert started == ["a", "b"]
+    assert (outcome.upserts, outcome.not_attempted, len(outcome.failures)) == (1, 2, 1)
