@@ -154,3 +154,21 @@ def test_writes_that_time_out_are_a_504_naming_them(connector_factory, upstream)
     upstream.clear_faults()
     retried = ok(post(slow, "people", people(["late-1"]), params=params))
     assert retried["full_sync"]["verdict"] == "continue"
+
+
+def test_an_empty_one_request_sync_after_a_full_one_deletes_nothing(deleting, upstream):
+    """The guard against an upstream wiped by an empty full sync counts only this sync's
+    entities, not the previous sync's."""
+    ok(Sync(deleting, "people").run(people(PEOPLE))[-1])
+    last = ok(Sync(deleting, "people").send([], is_last=True))  # is_first and is_last
+    assert last["full_sync"]["deletion"] == "skipped_empty"
+    assert sorted(upstream.live("people")) == sorted(PEOPLE)
+
+
+def test_a_last_request_that_carries_entities_counts_them_with_the_earlier_ones(deleting, upstream):
+    sync = Sync(deleting, "people")
+    ok(sync.send(people(PEOPLE[:5])))
+    last = ok(sync.send(people(PEOPLE[5:10]), is_last=True))
+    assert last["full_sync"]["deletion"] == "done"
+    assert last["full_sync"]["deleted_missing"] == 10
+    assert sorted(upstream.live("people")) == sorted(PEOPLE[:10])
