@@ -73,6 +73,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "service/framework/sequences.py",
         (
             UNIT + "test_sequences.py",
+            UNIT + "test_sequence_rules.py",
             UNIT + "test_sequence_races.py",
             FUNCTIONAL + "test_sink_races.py",
             FUNCTIONAL + "test_sink_deletion_http.py",
