@@ -51,3 +51,10 @@ def test_zero_is_a_number_in_any_form():
         assert plain_string(text) == 0 and type(plain_string(text)) is int
     for text in ("~f0e999999", "~f0e-999999"):  # not "too small for a double": zero
         assert plain_string(text) == 0
+
+
+@pytest.mark.parametrize("text", ["~t20151231", "~t2015-W01-1", "~t2015-365"])
+def test_dates_in_other_iso_forms_stay_as_they_are(text):
+    """Sesam's dates are YYYY-MM-DD; Python reads more forms than that (basic, week and
+    ordinal dates), which must not pass for Sesam's."""
+    assert plain_string(text) == text
