@@ -59,3 +59,31 @@ def test_the_read_ahead_thread_ends_with_each_answer(upstream, tmp_path):
         while threading.active_count() > before:
             assert time.monotonic() < deadline, f"a read-ahead thread outlived {params}"
             time.sleep(0.02)
+
+
+def test_the_read_ahead_thread_ends_when_the_first_page_breaks_the_contract(tmp_path):
+    """The first page holds a record the feed refuses (502): the read-ahead, already
+    fetching the next pages, must stop too."""
+    app = create_app(
+        {
+            "UPSTREAM_URL": "http://127.0.0.1:9",  # never called: the pages are replaced
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    adapter = app.view_functions["feed"].args[0]
+
+    def pages(collection, since):
+        yield [{"id": "bad", "updated_at": "yesterday"}]
+        for i in range(1000):
+            yield [{"id": f"r-{i:04d}", "updated_at": "2026-01-01T00:00:00.000000Z"}]
+
+    adapter.pages = pages
+    before = threading.active_count()
+    response = app.test_client().get("/bulk")
+    assert response.status_code == 502
+    assert "updated_at" in response.json["detail"]
+    deadline = time.monotonic() + 30
+    while threading.active_count() > before:
+        assert time.monotonic() < deadline, "the read-ahead thread outlived the 502"
+        time.sleep(0.02)
