@@ -3,6 +3,7 @@ absent, and a name that cannot be a collection never reaches the upstream."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -22,7 +23,7 @@ def test_a_name_that_cannot_be_a_collection_never_reaches_the_upstream(connector
     for name in ("People", "_admin", "p%C3%A9ople"):
         response = connector.get(name)
         assert response.status_code == 404, name
-        assert "collection" in response.json()["detail"]
+        assert response.json()["detail"].endswith("is not a collection name"), name
     assert upstream.stats()["GET"] == 0
 
 
@@ -87,3 +88,23 @@ def test_the_read_ahead_thread_ends_when_the_first_page_breaks_the_contract(tmp_
     while threading.active_count() > before:
         assert time.monotonic() < deadline, "the read-ahead thread outlived the 502"
         time.sleep(0.02)
+
+
+def test_an_adapter_that_yields_no_page_at_all_is_an_empty_array(tmp_path, caplog):
+    app = create_app(
+        {
+            "UPSTREAM_URL": "http://127.0.0.1:9",  # never called: the pages are replaced
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "STATE_DIR": str(tmp_path / "state"),
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    adapter = app.view_functions["feed"].args[0]
+    adapter.pages = lambda collection, since: iter(())
+    with caplog.at_level(logging.INFO, logger="service.framework.feed"):
+        response = app.test_client().get("/bulk")
+        assert response.status_code == 200
+        assert response.get_data() == b"[]"
+    assert re.search(
+        r"feed bulk since=None limit=None entities=0 seconds=\S+ ok$", caplog.text, re.M
+    )
