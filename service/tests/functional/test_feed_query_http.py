@@ -8,7 +8,7 @@ import re
 import threading
 import time
 
-from service.tests.conftest import UPSTREAM_TOKEN
+from service.tests.framework_kit import UPSTREAM_TOKEN
 from service.tools.reference import create_app
 
 
@@ -83,7 +83,8 @@ def test_the_read_ahead_thread_ends_when_the_first_page_breaks_the_contract(tmp_
     before = threading.active_count()
     response = app.test_client().get("/bulk")
     assert response.status_code == 502
-    assert "updated_at" in response.json["detail"]
+    # typed positions: the 502 names the record's position and its bad value
+    assert "position ('yesterday', 'bad')" in response.json["detail"]
     deadline = time.monotonic() + 30
     while threading.active_count() > before:
         assert time.monotonic() < deadline, "the read-ahead thread outlived the 502"

@@ -14,7 +14,7 @@ import time
 from urllib.parse import urlsplit
 
 PAGES = 50
-PAGE_SIZE = 100  # UPSTREAM_PAGE_SIZE in conftest.connector_environment
+PAGE_SIZE = 100  # UPSTREAM_PAGE_SIZE in framework_kit.connector_environment
 AHEAD = 2  # the page in the slot, and the one waiting to be put there
 WATCH_SECONDS = 1.5
 

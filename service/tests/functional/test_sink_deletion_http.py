@@ -1,7 +1,7 @@
 """Deletion detection and upstream failures of the sink, as Sesam and the upstream see them:
 what a full sync deletes, and which status Sesam gets when the upstream fails or is slow.
 
-The connector runs under gunicorn, the demo Records API on loopback (conftest.py).
+The connector runs under gunicorn, the demo Records API on loopback (framework_kit.py).
 """
 
 from __future__ import annotations

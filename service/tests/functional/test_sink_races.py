@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from service.tests.conftest import UPSTREAM_TOKEN
+from service.tests.framework_kit import UPSTREAM_TOKEN
 from service.tests.functional.test_sink_http import Sync
 from service.tests.functional.test_sink_http import ok
 from service.tests.functional.test_sink_http import people

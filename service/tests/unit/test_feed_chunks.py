@@ -3,11 +3,18 @@ before its answer begins, and never NaN or Infinity in the JSON it writes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from service.framework.feed import entity_chunks
 from service.framework.feed import make_token
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import Positions
 from service.tools.reference import Records
+
+POSITIONS = Positions((TIMESTAMP, TEXT))
 
 TS = "2026-03-01T12:00:00.000000Z"
 
@@ -24,6 +31,7 @@ def chunks(pages, since=None, limit=None):
         position=Records.position,
         to_entity=Records.to_entity,
         stats={"entities": 0},
+        positions=POSITIONS,
     )
 
 
@@ -35,7 +43,7 @@ def test_a_page_whose_records_were_all_delivered_already_is_one_empty_chunk():
             fetched.append(i)
             yield [record(f"r{i}{j}") for j in range(5)]
 
-    stream = chunks(pages(), since=make_token(TS, "r04"))
+    stream = chunks(pages(), since=make_token(POSITIONS, (TS, "r04")))
     assert next(stream) == ""  # page 0 skipped whole: the answer may begin now
     assert fetched == [0]
     assert next(stream).startswith('{"id":"r10"')
@@ -49,8 +57,11 @@ def test_the_chunks_join_into_the_array_with_commas_between_pages():
 
 @pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
 def test_nan_and_infinity_are_never_written(number):
-    with pytest.raises(ValueError):
-        list(chunks([[record("a", score=number)]]))
+    # Since orjson (jsontext.py), a NaN or an infinity an adapter puts into an entity is
+    # written as null, where the feed once refused it: either way Sesam never reads one.
+    text = "".join(chunks([[record("a", score=number)]]))
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads("[" + text + "]")[0]["score"] is None
 
 
 def test_text_is_written_as_utf_8_not_escaped():
