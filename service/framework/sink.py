@@ -875,6 +875,11 @@ class Sink:
             Write(i, None, self.adapter.key(i))
             for i in self.missing_ids(collection, params.sequence_id)
         ]
+        if self.store.current(collection) != check.current:
+            # The sequence moved on while the live ids were listed: a copy of this request
+            # ended it, or a new sync replaced it, and either dropped the ids it sent, so
+            # every record may look missing. Delete nothing; accept says retry or 409.
+            return "already_done"
         outcome = run_writes(missing, functools.partial(self.perform, collection), self.concurrency)
         full_sync.deleted_missing = outcome.deletes
         if outcome.failures:

@@ -136,6 +136,7 @@ def test_renaming_again_with_the_same_name_changes_nothing(renamed):
     assert (result.returncode, result.stdout) == (0, f"already named {NAME}: nothing to change\n")
 
 
+@pytest.mark.timeout(900)  # the copy runs nearly the whole suite: its own 900 s, not the ini's 300
 def test_the_renamed_copy_passes_its_own_tests(renamed):
     copy, _ = renamed
     # The README's test command, in the renamed copy, with this interpreter's packages.

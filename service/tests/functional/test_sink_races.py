@@ -1,0 +1,185 @@
+"""Requests of one full sync that overlap: two copies of one request at once (Sesam's retry
+of a request whose answer is late), and a new sync that starts while a request of the old
+one is being written. Sesam must see 200s and a retry, or a 409: never a 500.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tests.functional.test_sink_http import Sync
+from service.tests.functional.test_sink_http import ok
+from service.tests.functional.test_sink_http import people
+from service.tests.functional.test_sink_http import post
+from service.tools.reference import create_app
+
+
+def test_two_copies_of_one_request_at_once_are_a_continue_and_a_retry(connector, upstream):
+    """Over HTTP, on gunicorn's two workers: both copies are answered 200, one advanced
+    the sequence and the other was recognised as its retry (the store's own race is
+    tested deterministically in unit/test_sequence_races.py)."""
+    sync = Sync(connector, "people")
+    ok(sync.send(people(["p-1"])))
+    upstream.faults(latency_ms=300)  # both copies are written at the same time
+    params = sync.params()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        copies = list(
+            pool.map(lambda _: post(connector, "people", people(["p-2"]), params=params), range(2))
+        )
+    assert [c.status_code for c in copies] == [200, 200], [c.text for c in copies]
+    # each answer names the verdict of its check, made before its writes: "continue" for
+    # both when both were checked before either was accepted
+    assert {c.json()["full_sync"]["verdict"] for c in copies} <= {"continue", "retry"}
+    upstream.clear_faults()
+    sync.previous = params["request_id"]
+    assert ok(sync.send([], is_last=True))["full_sync"]["verdict"] == "continue"
+
+
+def test_a_sync_that_starts_while_a_request_is_written_makes_that_request_a_409(upstream, tmp_path):
+    """Sesam gave up on a sync and started a new one while a request of the old one was
+    still being written. That request must not advance anything: 409, its writes stand.
+    The app runs in this process, against the real upstream, so that the write can be
+    held until the new sync has started."""
+    app = create_app(
+        {
+            "UPSTREAM_URL": upstream.url,
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    adapter = app.view_functions["sink"].__self__.adapter
+    writing, release = threading.Event(), threading.Event()
+    upsert = adapter.upsert
+
+    def held_upsert(collection, entity_id, record):
+        if entity_id == "held":
+            writing.set()
+            assert release.wait(60)
+        upsert(collection, entity_id, record)
+
+    adapter.upsert = held_upsert
+    old = {"is_full": "true", "sequence_id": "old", "request_id": "o1", "is_first": "true"}
+    new = {"is_full": "true", "sequence_id": "new", "request_id": "n1", "is_first": "true"}
+    client = app.test_client()
+    assert client.post("/people", json=[{"_id": "p-1"}], query_string=old).status_code == 200
+    late = {**old, "request_id": "o2", "is_first": "false", "previous_request_id": "o1"}
+    answers = {}
+
+    def send_late() -> None:
+        answers["late"] = app.test_client().post(
+            "/people", json=[{"_id": "held", "v": 1}], query_string=late
+        )
+
+    thread = threading.Thread(target=send_late)
+    thread.start()
+    assert writing.wait(60), "the late request never reached its write"
+    started = client.post("/people", json=[], query_string=new)
+    assert started.status_code == 200 and started.json["full_sync"]["verdict"] == "start"
+    release.set()
+    thread.join(60)
+    response = answers["late"]
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert response.json["error"] == "Conflict"
+    assert "its writes stand" in response.json["detail"]
+    assert upstream.live("people")["held"]["v"] == 1  # written, as the answer says
+    after = {**new, "request_id": "n2", "is_first": "false", "previous_request_id": "n1"}
+    assert client.post("/people", json=[], query_string=after).json["full_sync"]["verdict"] == (
+        "continue"
+    )
+
+
+def in_process_app(upstream, tmp_path, **settings):
+    return create_app(
+        {
+            "UPSTREAM_URL": upstream.url,
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "STATE_DIR": str(tmp_path / "state"),
+            **settings,
+        }
+    )
+
+
+def test_two_copies_of_a_last_request_at_once_delete_only_what_the_sync_did_not_send(
+    upstream, tmp_path
+):
+    """Deletion detection, twice at once: the copy that lists the upstream's live records
+    after the other copy ended the sequence must not take every record for missing."""
+    app = in_process_app(upstream, tmp_path, FULL_SYNC_DELETE="true")
+    adapter = app.view_functions["sink"].__self__.adapter
+    listing = {"first": threading.Event(), "second": threading.Event()}
+    go_on = {"first": threading.Event(), "second": threading.Event()}
+    live_ids = adapter.live_ids
+
+    def held_live_ids(collection):
+        name = threading.current_thread().name
+        listing[name].set()
+        assert go_on[name].wait(60)
+        yield from live_ids(collection)
+
+    adapter.live_ids = held_live_ids
+    kept = [f"p-{i}" for i in range(1, 19)]
+    first = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
+    client = app.test_client()
+    sent = client.post("/people", json=[{"_id": i, "v": 1} for i in kept], query_string=first)
+    assert sent.status_code == 200, sent.get_data(as_text=True)
+    last = {**first, "request_id": "r2", "is_first": "false", "previous_request_id": "r1"}
+    last["is_last"] = "true"
+    answers = {}
+
+    def send(name: str) -> None:
+        answers[name] = app.test_client().post("/people", json=[], query_string=last)
+
+    threads = {name: threading.Thread(target=send, args=(name,), name=name) for name in listing}
+    threads["first"].start()
+    assert listing["first"].wait(60)
+    threads["second"].start()
+    assert listing["second"].wait(60)  # both copies were checked, both are listing
+    go_on["first"].set()
+    threads["first"].join(60)  # the first copy deleted, and ended the sequence
+    go_on["second"].set()
+    threads["second"].join(60)
+    assert [answers[n].status_code for n in ("first", "second")] == [200, 200]
+    assert answers["first"].json["full_sync"]["deleted_missing"] == 2
+    assert sorted(upstream.live("people")) == sorted(kept)
+
+
+def test_a_new_sync_that_starts_while_the_old_one_ends_deletes_nothing(upstream, tmp_path):
+    """Sesam gave up on a sync while its last request was listing the upstream's records,
+    and started a new one, which dropped the old sync's ids: the old end must not delete."""
+    app = in_process_app(upstream, tmp_path, FULL_SYNC_DELETE="true")
+    adapter = app.view_functions["sink"].__self__.adapter
+    listing, go_on = threading.Event(), threading.Event()
+    live_ids = adapter.live_ids
+
+    def held_live_ids(collection):
+        if threading.current_thread().name == "old":
+            listing.set()
+            assert go_on.wait(60)
+        yield from live_ids(collection)
+
+    adapter.live_ids = held_live_ids
+    people_ids = [f"p-{i}" for i in range(1, 21)]
+    old = {"is_full": "true", "sequence_id": "old", "request_id": "o1", "is_first": "true"}
+    client = app.test_client()
+    assert (
+        client.post("/people", json=[{"_id": i} for i in people_ids], query_string=old).status_code
+        == 200
+    )
+    old_last = {**old, "request_id": "o2", "is_first": "false", "previous_request_id": "o1"}
+    old_last["is_last"] = "true"
+    answers = {}
+
+    def end_old() -> None:
+        answers["old"] = app.test_client().post("/people", json=[], query_string=old_last)
+
+    thread = threading.Thread(target=end_old, name="old")
+    thread.start()
+    assert listing.wait(60)
+    new = {"is_full": "true", "sequence_id": "new", "request_id": "n1", "is_first": "true"}
+    assert client.post("/people", json=[{"_id": "p-1"}], query_string=new).status_code == 200
+    go_on.set()
+    thread.join(60)
+    assert answers["old"].status_code == 409, answers["old"].get_data(as_text=True)
+    assert sorted(upstream.live("people")) == sorted(people_ids)

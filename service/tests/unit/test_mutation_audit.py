@@ -1,0 +1,114 @@
+"""The mutation audit's generator (service/tools/mutation_audit.py): the audit itself is
+too slow for CI, so its mutants are checked here: what it changes, what it leaves alone,
+and keys that survive edits elsewhere in the module."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+
+from service.tools.mutation_audit import EQUIVALENTS
+from service.tools.mutation_audit import MODULES
+from service.tools.mutation_audit import ROOT
+from service.tools.mutation_audit import generate
+from service.tools.mutation_audit import module_mutants
+from service.tools.mutation_audit import read_equivalents
+
+SOURCE = textwrap.dedent(
+    '''
+    """Module docstring."""
+
+    import logging
+
+    log = logging.getLogger(__name__)
+    LIMIT = 10
+
+
+    def check(value: int, names: list[str] | None = None) -> str:
+        """Docstring."""
+        if value < LIMIT and names is not None:
+            log.info("value %s is fine", value)
+            return "small"
+        if not names:
+            raise ValueError(f"no names for {value}")
+        total = value + 1
+        return "large" if total >= 2 else "tiny"
+    '''
+)
+
+
+def changes(source=SOURCE):
+    return {(m.kind, m.change) for m in generate("demo", "demo.py", source)}
+
+
+def test_each_kind_of_single_point_change_is_made():
+    made = changes()
+    for expected in [
+        ("flip compare", "`value < LIMIT` -> `value <= LIMIT`"),
+        ("flip compare", "`names is not None` -> `names is None`"),
+        ("flip compare", "`total >= 2` -> `total > 2`"),
+        (
+            "swap and/or",
+            "`value < LIMIT and names is not None` -> `value < LIMIT or names is not None`",
+        ),
+        (
+            "negate condition",
+            "`value < LIMIT and names is not None` -> `not (value < LIMIT and names is not None)`",
+        ),
+        ("remove not", "`not names` -> `names`"),
+        ("delete return", "`return 'small'` -> `pass`"),
+        ("delete raise", "`raise ValueError(f'no names for {value}')` -> `pass`"),
+        ("delete call", "`log.info('value %s is fine', value)` -> `pass`"),
+        ("change number", "`10` -> `11`"),
+        ("swap arithmetic", "`value + 1` -> `value - 1`"),
+        ("change string", "`'small'` -> `''`"),
+    ]:
+        assert expected in made, expected
+
+
+def test_text_that_is_not_code_is_left_alone():
+    touched = " ".join(change for _, change in changes())
+    assert "docstring" not in touched.lower()
+    assert "'value %s is fine'" not in touched.replace("log.info('value %s is fine', value)", "")
+    assert "'no names for" not in touched.replace("raise ValueError(f'no names for {value}')", "")
+    assert "list[str]" not in touched  # annotations
+    assert "'__main__'" not in touched
+
+
+def test_every_mutant_is_valid_python_that_differs_from_the_original():
+    for mutant in generate("demo", "demo.py", SOURCE):
+        mutated = mutant.apply(SOURCE)
+        assert mutated != SOURCE
+        ast.parse(mutated)
+
+
+def test_mutants_of_non_ascii_lines_land_on_their_node():
+    source = 'def f(x):\n    return "ø" if x == "å" else 0\n'
+    for mutant in generate("demo", "demo.py", source):
+        ast.parse(mutant.apply(source))
+    assert ("flip compare", "`x == 'å'` -> `x != 'å'`") in changes(source)
+
+
+def test_keys_survive_edits_elsewhere_and_repeats_are_numbered():
+    keys = [m.key for m in generate("demo", "demo.py", SOURCE)]
+    assert len(keys) == len(set(keys))
+    shifted = SOURCE.replace("LIMIT = 10\n", "LIMIT = 10\nOTHER = 'x'\n\n\n")
+    assert set(keys) <= {m.key for m in generate("demo", "demo.py", shifted)}
+    assert "demo.py check: `return 'small'` -> `pass`" in keys
+    repeated = "def f(a):\n    return a + 1 + 1\n"
+    assert any(k.endswith(" #2") for k in (m.key for m in generate("demo", "d.py", repeated)))
+
+
+def test_the_protocol_modules_give_valid_mutants_and_the_equivalents_file_reads():
+    mutants = module_mutants(list(MODULES))
+    assert {m.module for m in mutants} == set(MODULES)
+    sources = {
+        name: (ROOT / path).read_text(encoding="utf-8") for name, (path, _) in MODULES.items()
+    }
+    for mutant in mutants:
+        ast.parse(mutant.apply(sources[mutant.module]))
+    for _, tests in MODULES.values():
+        assert all((ROOT / test).exists() for test in tests), tests
+    keys = {m.key for m in mutants}
+    listed = read_equivalents(EQUIVALENTS)
+    assert set(listed) <= keys, sorted(set(listed) - keys)  # no stale entry
