@@ -170,15 +170,16 @@ class Summary:
             answer["full_sync"] = self.full_sync.as_json()
         return answer
 
-    def log_text(self) -> str:
+    def log_text(self, status: int) -> str:
+        """The request's log line, less its duration and outcome."""
         sync = (
             self.full_sync.log_text()
             if self.full_sync is not None
             else f" is_full={str(self.is_full).lower()}"
         )
         return (
-            f"sink {self.resource} entities={self.entities} duplicates={self.duplicates} "
-            f"upserts={self.upserts} deletes={self.deletes}{sync}"
+            f"sink {self.resource} status={status} entities={self.entities} "
+            f"duplicates={self.duplicates} upserts={self.upserts} deletes={self.deletes}{sync}"
         )
 
 
@@ -750,19 +751,7 @@ class Sink:
             raise
         finally:
             log.info(
-                "sink %s status=%d entities=%d duplicates=%d upserts=%d deletes=%d%s "
-                "seconds=%.3f %s",
-                collection,
-                status,
-                summary.entities,
-                summary.duplicates,
-                summary.upserts,
-                summary.deletes,
-                summary.full_sync.log_text()
-                if summary.full_sync
-                else f" is_full={str(summary.is_full).lower()}",
-                time.monotonic() - started,
-                outcome,
+                "%s seconds=%.3f %s", summary.log_text(status), time.monotonic() - started, outcome
             )
 
     def run(self, collection: str, summary: Summary) -> None:

@@ -142,6 +142,7 @@ def test_two_copies_of_a_last_request_at_once_delete_only_what_the_sync_did_not_
     threads["second"].join(60)
     assert [answers[n].status_code for n in ("first", "second")] == [200, 200]
     assert answers["first"].json["full_sync"]["deleted_missing"] == 2
+    assert answers["second"].json["full_sync"]["deletion"] == "already_done"
     assert sorted(upstream.live("people")) == sorted(kept)
 
 
