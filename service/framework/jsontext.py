@@ -16,6 +16,7 @@ library answers, so a fork sees the values and the errors it always saw:
   a float, so text holding a number of 20 digits or more (or a minus sign and 19) goes to
   the standard library without trying orjson: a run of digits right after ``:``, ``,``,
   ``[`` or white space (inside a string that is rare, and costs only the slower parse).
+  The cyclic garbage collector is paused while orjson parses (parsed JSON holds no cycle).
 - ``dumps``: what orjson cannot encode as the standard library would (integers beyond
   64 bits, keys that are not strings, lone surrogates, ``datetime``, dataclasses and
   subclasses of the JSON types) is encoded by the standard library.
@@ -32,6 +33,7 @@ stack) and orjson's 1024 is parsed.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from typing import Any
@@ -76,10 +78,19 @@ def loads(
     own floats are ``float(text)`` and always finite, so it is called only for text
     orjson refused."""
     if len(data) <= ORJSON_MAX_BYTES and not _may_hold_big_integer(data):
+        # Parsed JSON holds no cycle, so the cyclic collector's passes over a page's new
+        # objects while it is parsed find nothing: pause it (the thread that paused it
+        # turns it on again, so it is never left off).
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the standard library's verdict, and its words
+        finally:
+            if collecting:
+                gc.enable()
     return json.loads(data, parse_constant=parse_constant, parse_float=parse_float)
 
 

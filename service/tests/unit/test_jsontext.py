@@ -250,3 +250,32 @@ def test_text_over_the_orjson_bound_is_parsed_by_the_standard_library(monkeypatc
     monkeypatch.setattr(jsontext, "ORJSON_MAX_BYTES", 10)
     monkeypatch.setattr(jsontext.orjson, "loads", lambda data: pytest.fail("orjson parsed it"))
     assert jsontext.loads(b'[{"_id": "a"}, 1]', reject) == [{"_id": "a"}, 1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a": [1, 2]}', b'{"a": NaN}', b"[1e400]", b"{broken", b"[123456789012345678901]"],
+)
+def test_the_garbage_collector_is_paused_for_the_parse_only(monkeypatch, data):
+    """orjson parses with the collector off (parsed JSON holds no cycle); it is on again
+    after every parse, refused or not, and stays off when it was off before."""
+    seen = []
+    real_loads = jsontext.orjson.loads
+
+    def watching_loads(text):
+        seen.append(jsontext.gc.isenabled())
+        return real_loads(text)
+
+    monkeypatch.setattr(jsontext.orjson, "loads", watching_loads)
+    for enabled in (True, False):
+        (jsontext.gc.enable if enabled else jsontext.gc.disable)()
+        try:
+            try:
+                jsontext.loads(data, reject)
+            except ValueError:
+                pass
+            assert jsontext.gc.isenabled() is enabled
+        finally:
+            jsontext.gc.enable()
+    if data != b"[123456789012345678901]":  # the standard library's alone
+        assert seen == [False, False]
