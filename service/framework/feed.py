@@ -108,10 +108,11 @@ def entity_chunks(
     positions: Positions,
     until: str | None = None,
     ordered: bool = True,
-) -> Iterator[str]:
-    """One JSON text per upstream page: its entities, comma-separated, no brackets. With
-    ``until`` (``settled_until``), the feed ends before the first record past it; with
-    ``ordered`` false (a full-runs-only feed), the upstream's order is not checked.
+) -> Iterator[bytes]:
+    """One JSON text (UTF-8 bytes) per upstream page: its entities, comma-separated, no
+    brackets. With ``until`` (``settled_until``), the feed ends before the first record
+    past it; with ``ordered`` false (a full-runs-only feed), the upstream's order is not
+    checked.
 
     One pass per page, the least Python per record: its position, its token, the order
     checks, ``to_entity``; then one encoding of the page's entities (``jsontext.dumps``).
@@ -151,16 +152,16 @@ def entity_chunks(
                     break
         if entities:
             try:
-                text = jsontext.dumps(entities)[1:-1].decode("utf-8")
+                text = jsontext.dumps(entities)[1:-1]
             except UnicodeEncodeError:
                 raise UpstreamContractError(
                     "an entity holds a string that is not valid Unicode (a lone surrogate)"
                 ) from None
             stats["entities"] += len(entities)
-            yield text if first else "," + text
+            yield text if first else b"," + text
             first = False
         else:
-            yield ""
+            yield b""
         if remaining == 0:
             return
 
@@ -271,16 +272,16 @@ def feed(adapter: Adapter, collection: str) -> Response:
         upstream_pages.close()
         raise
 
-    def generate() -> Iterator[str]:
+    def generate() -> Iterator[bytes]:
         outcome = "broken"
         try:
             if head is None:
-                yield "[]"
+                yield b"[]"
                 outcome = "ok"
                 return
-            yield "[" + head
+            yield b"[" + head
             yield from chunks
-            yield "]"
+            yield b"]"
             outcome = "ok"
         except (UpstreamError, UpstreamContractError) as error:
             log.error(

@@ -108,7 +108,7 @@ def feed_body(pages):
         stats=stats,
         positions=POSITIONS,
     )
-    return "[" + "".join(chunks) + "]"
+    return (b"[" + b"".join(chunks) + b"]").decode("utf-8")
 
 
 def parsed_pages(pages):

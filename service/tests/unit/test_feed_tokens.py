@@ -48,8 +48,8 @@ def chunks_to_entities(pages, **kwargs):
     kwargs.setdefault("since", None)
     kwargs.setdefault("limit", None)
     text = (
-        "["
-        + "".join(
+        b"["
+        + b"".join(
             entity_chunks(
                 pages,
                 position=Records.position,
@@ -59,7 +59,7 @@ def chunks_to_entities(pages, **kwargs):
                 **kwargs,
             )
         )
-        + "]"
+        + b"]"
     )
     entities = json.loads(text)
     assert stats["entities"] == len(entities)

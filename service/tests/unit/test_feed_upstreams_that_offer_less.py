@@ -22,7 +22,7 @@ TICKETS = [{"id": n} for n in (3, 9, 17, 40)]
 def feed(pages, **kwargs):
     stats = {"entities": 0}
     kwargs.setdefault("since", None)
-    text = "".join(
+    text = b"".join(
         entity_chunks(
             pages,
             limit=None,
@@ -33,7 +33,7 @@ def feed(pages, **kwargs):
             **kwargs,
         )
     )
-    return [e["_id"] for e in json.loads("[" + text + "]")]
+    return [e["_id"] for e in json.loads(b"[" + text + b"]")]
 
 
 def test_an_upstream_without_a_filter_is_filtered_on_the_connectors_side():

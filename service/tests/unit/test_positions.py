@@ -194,7 +194,7 @@ def test_the_settle_window_holds_back_what_is_too_recent_and_keeps_the_rest_in_o
         positions=positions,
         until=settled_until(positions, 30),
     )
-    assert "".join(chunks).count('"_id"') == 2
+    assert b"".join(chunks).count(b'"_id"') == 2
     assert stats["held_back"] == 1
     assert settled_until(positions, 0) is None
     assert settled_until(Positions((INTEGER,)), 30) is None  # no time to settle on
