@@ -260,24 +260,39 @@ class Positions:
             raise ValueError("a position has at least one part")
         self.parts = parts
         self.last = len(parts) - 1
-        self.simple = tuple(type(p) for p in parts) == (Timestamp, Text)
+        if tuple(type(p) for p in parts) == (Timestamp, Text):
+            self.encode = self._encode_timestamp_text  # type: ignore[method-assign]
 
     def encode(self, values: tuple[Any, ...]) -> str:
         """The ``_updated`` token of a position; ValueError names what is wrong."""
-        if self.simple and len(values) == 2:  # the common case, inline: the feed's hot path
-            moment, text = values
-            if not _known_canonical(moment):
-                moment = TIMESTAMP.encode(moment, False)
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"{text!r} is not a non-empty string")
-            # Text's encoding: a lone surrogate raises UnicodeEncodeError
-            return moment + "_" + text.encode("utf-8").hex()
         if len(values) != len(self.parts):
             raise ValueError(f"a position has {len(self.parts)} parts, not {len(values)}")
         return SEPARATOR.join(
             part.encode(value, index == self.last)
             for index, (part, value) in enumerate(zip(self.parts, values, strict=True))
         )
+
+    def _encode_timestamp_text(self, values: tuple[Any, ...]) -> str:
+        """``encode`` for (TIMESTAMP, TEXT), the feed's hot path: a canonical timestamp in
+        a second already checked and a plain string id are joined as they are; anything
+        else takes ``encode``'s way (the same token, or the same error)."""
+        try:
+            moment, text = values
+        except (TypeError, ValueError):
+            return Positions.encode(self, values)
+        if (
+            text.__class__ is str
+            and text
+            and moment.__class__ is str
+            and len(moment) == 27
+            and moment.startswith(_checked_second[0])
+            and moment[26] == "Z"
+            and moment.isascii()  # O(1): a flag of the string
+            and moment[20:26].isdigit()
+        ):
+            # Text's encoding: a lone surrogate raises UnicodeEncodeError
+            return moment + SEPARATOR + text.encode("utf-8").hex()
+        return Positions.encode(self, values)
 
     def decode(self, token: str) -> tuple[Any, ...]:
         """The typed values of a token, or of its first parts (a ``since`` may stop after
