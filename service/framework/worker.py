@@ -22,6 +22,7 @@ cannot read their heads); the connector serves plain HTTP/1.1 behind Sesam.
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import selectors
 import socket
@@ -92,6 +93,9 @@ class ConnectorWorker(gthread.ThreadWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = in_pieces(self.wsgi)
+        # What is loaded now (modules, the app, its clients) lives as long as the worker:
+        # out of the cyclic collector's full passes, which then walk a feed's pages only.
+        gc.freeze()
 
     # --- heads, read by the event loop --------------------------------------------------
 
