@@ -172,3 +172,35 @@ def test_a_last_request_that_carries_entities_counts_them_with_the_earlier_ones(
     assert last["full_sync"]["deletion"] == "done"
     assert last["full_sync"]["deleted_missing"] == 10
     assert sorted(upstream.live("people")) == sorted(PEOPLE[:10])
+
+
+@pytest.mark.parametrize(
+    ("batch", "live"),
+    [
+        (people(["p-1", "p-1"]), ["p-1"]),
+        (people(["p-1", "p-1", "p-2"]), ["p-1", "p-2"]),
+        (people(["p-1", "p-2"]) + people(["p-1"], _deleted=True), ["p-2"]),
+    ],
+    ids=["one id twice", "one id twice and another", "the last version deleted"],
+)
+def test_a_one_request_sync_whose_ids_repeat_counts_each_last_version_once(
+    deleting, upstream, batch, live
+):
+    """An id sent twice in one batch is one entity, its last version: live or deleted.
+    A one-request full sync of them keeps the live ones and deletes the rest."""
+    last = ok(Sync(deleting, "people").send(batch, is_last=True))
+    assert last["full_sync"]["deletion"] == "done"
+    sent = {entity["_id"] for entity in batch}
+    assert last["full_sync"]["deleted_missing"] == len(PEOPLE) - len(sent)
+    assert sorted(upstream.live("people")) == live
+
+
+def test_a_one_request_sync_whose_only_id_ends_deleted_is_empty_and_deletes_nothing(
+    deleting, upstream
+):
+    """p-1 sent live, then deleted, in one batch: the sync holds no live entity, so the
+    guard against an upstream wiped by an empty full sync holds (only p-1 goes)."""
+    batch = people(["p-1"]) + people(["p-1"], _deleted=True)
+    last = ok(Sync(deleting, "people").send(batch, is_last=True))
+    assert last["full_sync"]["deletion"] == "skipped_empty"
+    assert sorted(upstream.live("people")) == sorted(PEOPLE[1:])
