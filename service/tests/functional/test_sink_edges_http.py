@@ -70,9 +70,10 @@ def test_a_400_names_the_json_type_it_got(connector, upstream, body, detail):
         # An object is refused before it is parsed (it may be megabytes), broken or not.
         (b'{"_id": "p-1", "name": ', "must be a JSON array of entities, not a JSON object"),
         (b"42 43", "the body is not JSON: Extra data"),
+        (b"[]x", "the body is not JSON: Extra data"),
         (b"[" * 100_000 + b"]" * 100_000, "the body is nested too deeply"),
     ],
-    ids=["a broken object", "a number and more", "deep"],
+    ids=["a broken object", "a number and more", "an empty array and more", "deep"],
 )
 def test_a_body_that_is_no_json_array_is_a_400_that_says_why(connector, upstream, body, detail):
     response = post(connector, "people", body, raw=True)
