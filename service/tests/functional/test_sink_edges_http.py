@@ -3,6 +3,7 @@ a 400 for a batch that is not one: the connector under gunicorn, the demo Record
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -80,6 +81,20 @@ def test_a_body_that_is_no_json_array_is_a_400_that_says_why(connector, upstream
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
     assert writes(upstream) == 0
+
+
+@pytest.mark.parametrize(
+    "separators",
+    [(",", ":"), (" ,\n\t", " :\r\n")],
+    ids=["compact", "white space around every comma and colon"],
+)
+def test_a_batch_reads_the_same_however_its_json_is_spaced(connector, upstream, separators):
+    entities = [{"_id": f"p-{i}", "name": f"spaced {i}"} for i in (1, 2, 3)]
+    body = json.dumps(entities, separators=separators).encode()
+    body = b"\n [ " + body[1:-1] + b" ] \n" if separators[0] != "," else body
+    assert ok(post(connector, "people", body, raw=True))["entities"] == 3
+    live = upstream.live("people")
+    assert [live[f"p-{i}"]["name"] for i in (1, 2, 3)] == ["spaced 1", "spaced 2", "spaced 3"]
 
 
 # --- what a refused or failed request tells ------------------------------------------------
