@@ -351,13 +351,15 @@ def repeated(hashes: array) -> set[int]:
     return found
 
 
-def _strict_json(record: dict[str, Any]) -> bool:
-    """A record the upstream can read: no lone surrogates, no NaN."""
+def _unreadable(record: dict[str, Any]) -> str | None:
+    """Why the upstream could not read the record as JSON, or None when it can."""
     try:
         json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        return False
-    return True
+    except UnicodeEncodeError:
+        return "holds a string that is not valid Unicode (a lone surrogate)"
+    except ValueError:
+        return "holds a number JSON cannot carry (NaN, or beyond a double, such as 1e400)"
+    return None
 
 
 def check_array(entities: Any) -> list[Any]:
@@ -412,11 +414,9 @@ def check_write(
         raise BatchError(f"entity {index} ({entity_id!r}) is nested too deeply") from None
     except ValueError as error:
         raise BatchError(f"entity {index} ({entity_id!r}): {error}") from None
-    if not _strict_json(record):
-        raise BatchError(
-            f"entity {index} ({entity_id!r}) holds a string that is not "
-            "valid Unicode (a lone surrogate)"
-        )
+    problem = _unreadable(record)
+    if problem is not None:
+        raise BatchError(f"entity {index} ({entity_id!r}) {problem}")
     return entity_id, record, key
 
 

@@ -139,7 +139,9 @@ def test_an_incremental_answer_is_counts_only(connector, upstream):
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        (b'[{"_id": "big", "v": 1e400}]', "entity 0"),  # json reads it as Infinity
+        # json reads it as Infinity, which the upstream cannot be sent as JSON
+        (b'[{"_id": "big", "v": 1e400}]', "entity 0 ('big') holds a number JSON cannot carry"),
+        (b'[{"_id": "neg", "v": -1e400}]', "entity 0 ('neg') holds a number JSON cannot carry"),
         (b'[{"_id": "deep", "v": ' + b"[" * 900 + b"]" * 900 + b"}]", "nested"),
     ],
 )
