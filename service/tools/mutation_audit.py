@@ -60,6 +60,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             UNIT + "test_prefetch_stops.py",
             FUNCTIONAL + "test_feed_query_http.py",
             FUNCTIONAL + "test_feed_upstream_reads_http.py",
+            FUNCTIONAL + "test_feed_upstream_bodies_http.py",
             FUNCTIONAL + "test_hostile_input.py",
             FUNCTIONAL + "test_feed_http.py",
         ),
