@@ -59,9 +59,11 @@ import psutil
 import requests
 
 from service.framework import jsontext
+from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import Server
-from service.tools.benchmarks.servers import demo_upstream_command
-from service.tools.benchmarks.servers import free_port
+from service.tools.benchmarks.servers import start_app
+from service.tools.benchmarks.servers import start_demo_upstream
+from service.tools.benchmarks.servers import stop_all
 
 TOKEN = "bench-token"
 RESOURCE = "bench"
@@ -99,28 +101,9 @@ class Run:
 # --- servers ----------------------------------------------------------------------------
 
 
-def server_environment(upstream_url: str, port: int, state_dir: Path) -> dict[str, str]:
-    """The contract's variables; every tuning variable at its default."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
-        and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL")
-    }
-    env.update(
-        {
-            "UPSTREAM_URL": upstream_url,
-            "UPSTREAM_TOKEN": TOKEN,
-            "PORT": str(port),
-            "STATE_DIR": str(state_dir),  # not the shared default in /tmp
-        }
-    )
-    return env
-
-
 APPS = {
     "naive": "service.tools.benchmarks.naive_connector:create_app()",
-    "connector": "service.tools.reference:create_app()",
+    "connector": REFERENCE_APP,
 }
 
 
@@ -140,43 +123,23 @@ def worker_cpu_seconds(server: Server) -> float:
 
 def start_gunicorn(name: str, upstream_url: str, directory: Path) -> Server:
     """The naive or the connector, with the contract's command and gunicorn settings."""
-    port = free_port()
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    env = server_environment(upstream_url, port, directory / f"{name}-state")
-    log = directory / f"{name}-{port}.log"
-    return Server(
-        name, [gunicorn, "-c", "service/gunicorn.conf.py", APPS[name]], env, port, "health", log
-    )
+    return start_app(name, APPS[name], upstream_url, TOKEN, directory)
 
 
 def start_servers(records: int, upstream_kind: str, directory: Path) -> dict[str, Server]:
     """The demo upstream with ``records`` synthetic records, the naive and the connector."""
-    port = free_port()
     options = ["--synthetic", f"{RESOURCE}={records}"]
     if upstream_kind == "fast":
         options += ["--pre-encoded", str(PAGE_SIZE)]
-    upstream = Server(
-        "upstream",
-        demo_upstream_command(port, TOKEN, *options),
-        dict(os.environ),
-        port,
-        "_admin/health",
-        directory / "upstream.log",
-        seconds=UPSTREAM_START_SECONDS,
-    )
+    upstream = start_demo_upstream(directory, TOKEN, *options, seconds=UPSTREAM_START_SECONDS)
     servers = {"upstream": upstream}
     try:
         for name in APPS:
             servers[name] = start_gunicorn(name, upstream.url, directory)
     except BaseException:
-        stop_servers(servers)
+        stop_all(servers)
         raise
     return servers
-
-
-def stop_servers(servers: dict[str, Server]) -> None:
-    for server in servers.values():
-        server.stop()
 
 
 # --- memory -----------------------------------------------------------------------------
@@ -459,7 +422,7 @@ def bench_size(
                     )
                     time.sleep(args.pause)
         finally:
-            stop_servers(servers)
+            stop_all(servers)
     return {name: Summary(name, records, runs[name], upstream_kind) for name in COMPETITORS}
 
 

@@ -54,13 +54,16 @@ from urllib.parse import quote
 
 import requests
 
+from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import Server
-from service.tools.benchmarks.servers import demo_upstream_command
-from service.tools.benchmarks.servers import free_port
+from service.tools.benchmarks.servers import start_app
+from service.tools.benchmarks.servers import start_demo_upstream
+from service.tools.benchmarks.servers import stop_all
 from service.tools.sesam_client import Sequence
 from service.tools.sesam_client import SesamClient
 
 TOKEN = "bench-token"
+NAIVE_APP = "service.tools.benchmarks.bench_sink:create_naive_app()"
 RESOURCE = "bench"
 BATCH_SIZE = 100
 LATENCY_MS = 5.0
@@ -108,50 +111,22 @@ def start_servers(
 ) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
-        port = free_port()
-        servers["upstream"] = Server(
-            "upstream",
-            demo_upstream_command(port, TOKEN, "--latency-ms", str(latency_ms)),
-            dict(os.environ),
-            port,
-            "_admin/stats",
-            directory / "upstream.log",
+        servers["upstream"] = start_demo_upstream(directory, TOKEN, "--latency-ms", str(latency_ms))
+        upstream = servers["upstream"].url
+        servers["naive"] = start_app(
+            "naive", NAIVE_APP, upstream, TOKEN, directory, FULL_SYNC_DELETE="true"
         )
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        apps = {
-            "naive": "service.tools.benchmarks.bench_sink:create_naive_app()",
-            "connector": "service.tools.reference:create_app()",
-        }
-        for name, app in apps.items():
-            port = free_port()
-            env = {
-                key: value
-                for key, value in os.environ.items()
-                if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
-                and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL", "STATE_DIR")
-            }
-            env.update(
-                {
-                    "UPSTREAM_URL": servers["upstream"].url,
-                    "UPSTREAM_TOKEN": TOKEN,
-                    "PORT": str(port),
-                    "STATE_DIR": str(directory / "state"),
-                    "FULL_SYNC_DELETE": "true",
-                }
-            )
-            if name == "connector":
-                env.update(settings or {})
-            servers[name] = Server(
-                name,
-                [gunicorn, "-c", "service/gunicorn.conf.py", app],
-                env,
-                port,
-                "health",
-                directory / f"{name}.log",
-            )
+        servers["connector"] = start_app(
+            "connector",
+            REFERENCE_APP,
+            upstream,
+            TOKEN,
+            directory,
+            FULL_SYNC_DELETE="true",
+            **(settings or {}),
+        )
     except BaseException:
-        for server in servers.values():
-            server.stop()
+        stop_all(servers)
         raise
     return servers
 
@@ -338,8 +313,7 @@ def run_latency(
                 for name in COMPETITORS:
                     runs[name].append(run_once(name, servers, entities))
         finally:
-            for server in servers.values():
-                server.stop()
+            stop_all(servers)
     rates = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
     sink_cpu = {name: _median([r.sink_cpu_ms for r in values]) for name, values in runs.items()}
     upstream_cpu = {

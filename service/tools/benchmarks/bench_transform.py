@@ -41,12 +41,15 @@ from urllib.parse import quote
 
 import requests
 
+from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import Server
-from service.tools.benchmarks.servers import demo_upstream_command
-from service.tools.benchmarks.servers import free_port
+from service.tools.benchmarks.servers import start_app
+from service.tools.benchmarks.servers import start_demo_upstream
+from service.tools.benchmarks.servers import stop_all
 from service.tools.sesam_client import SesamClient
 
 TOKEN = "bench-token"
+NAIVE_APP = "service.tools.benchmarks.bench_transform:create_naive_app()"
 RESOURCE = "bench"
 BATCH_SIZE = 100
 LATENCY_MS = 5.0
@@ -84,15 +87,7 @@ def create_naive_app() -> Any:
 def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
-        port = free_port()
-        servers["upstream"] = Server(
-            "upstream",
-            demo_upstream_command(port, TOKEN, "--latency-ms", str(latency_ms)),
-            dict(os.environ),
-            port,
-            "_admin/stats",
-            directory / "upstream.log",
-        )
+        servers["upstream"] = start_demo_upstream(directory, TOKEN, "--latency-ms", str(latency_ms))
         upstream = servers["upstream"].url
         requests.post(f"{upstream}/_admin/collections/{RESOURCE}", timeout=60).raise_for_status()
         records = [
@@ -102,39 +97,10 @@ def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, S
         requests.post(
             f"{upstream}/_admin/records/{RESOURCE}", json=records, timeout=120
         ).raise_for_status()
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        apps = {
-            "naive": "service.tools.benchmarks.bench_transform:create_naive_app()",
-            "connector": "service.tools.reference:create_app()",
-        }
-        for name, app in apps.items():
-            port = free_port()
-            env = {
-                key: value
-                for key, value in os.environ.items()
-                if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
-                and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL", "STATE_DIR")
-            }
-            env.update(
-                {
-                    "UPSTREAM_URL": upstream,
-                    "UPSTREAM_TOKEN": TOKEN,
-                    "PORT": str(port),
-                    "STATE_DIR": str(directory / "state"),
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
-            servers[name] = Server(
-                name,
-                [gunicorn, "-c", "service/gunicorn.conf.py", app],
-                env,
-                port,
-                "health",
-                directory / f"{name}.log",
-            )
+        for name, app in (("naive", NAIVE_APP), ("connector", REFERENCE_APP)):
+            servers[name] = start_app(name, app, upstream, TOKEN, directory, LOG_LEVEL="WARNING")
     except BaseException:
-        for server in servers.values():
-            server.stop()
+        stop_all(servers)
         raise
     return servers
 
@@ -187,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 if [e["_id"] for e in outputs["connector"]] != [e["_id"] for e in entities]:
                     raise RuntimeError("the transform lost the batch's order")
         finally:
-            for server in servers.values():
-                server.stop()
+            stop_all(servers)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
     ratio = medians["connector"] / medians["naive"]

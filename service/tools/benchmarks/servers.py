@@ -4,8 +4,11 @@ they run it (under gunicorn, with keep-alive)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 
@@ -13,7 +16,17 @@ from service.tools import servers
 from service.tools.servers import Server as _Server
 from service.tools.servers import free_port
 
-__all__ = ["Server", "demo_upstream_command", "free_port"]
+__all__ = [
+    "Server",
+    "demo_upstream_command",
+    "free_port",
+    "start_app",
+    "start_demo_upstream",
+    "stop_all",
+]
+
+# The apps the benchmarks start: the framework's reference adapter (never a fork's module).
+REFERENCE_APP = "service.tools.reference:create_app()"
 
 
 def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
@@ -55,3 +68,56 @@ class Server(_Server):
         except subprocess.TimeoutExpired:
             self.kill()
             return self.process.wait()
+
+
+def start_demo_upstream(directory: Path, token: str, *options: str, seconds: float = 60) -> Server:
+    """The demo Records API under gunicorn (``demo_upstream_command``), its log in
+    ``directory``; ``seconds`` to wait for it (pre-encoding a large collection takes a
+    while)."""
+    port = free_port()
+    command = demo_upstream_command(port, token, *options)
+    log = directory / "upstream.log"
+    return Server(
+        "upstream", command, dict(os.environ), port, "_admin/health", log, seconds=seconds
+    )
+
+
+def contract_environment(
+    upstream_url: str, token: str, port: int, state_dir: Path
+) -> dict[str, str]:
+    """The contract's variables, every tuning variable at its default: this process's own
+    ``UPSTREAM_*``, ``SINK_*``, ``FULL_SYNC_*`` and tuning variables are left out."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("UPSTREAM_", "SINK_", "FULL_SYNC_"))
+        and key not in ("PORT", "WORKERS", "THREADS", "LOG_LEVEL", "STATE_DIR")
+    }
+    env.update(
+        {
+            "UPSTREAM_URL": upstream_url,
+            "UPSTREAM_TOKEN": token,
+            "PORT": str(port),
+            "STATE_DIR": str(state_dir),  # not the shared default in /tmp
+        }
+    )
+    return env
+
+
+def start_app(
+    name: str, app: str, upstream_url: str, token: str, directory: Path, **settings: str
+) -> Server:
+    """A competitor under gunicorn with the contract's command and gunicorn settings
+    (``app``: ``module:factory()``), its state and log in ``directory``; ``settings``
+    are added to the contract's variables."""
+    port = free_port()
+    env = contract_environment(upstream_url, token, port, directory / f"{name}-state")
+    env.update(settings)
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    command = [gunicorn, "-c", "service/gunicorn.conf.py", app]
+    return Server(name, command, env, port, "health", directory / f"{name}-{port}.log")
+
+
+def stop_all(servers: dict[str, Server]) -> None:
+    for server in servers.values():
+        server.stop()
