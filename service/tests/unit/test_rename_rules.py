@@ -351,3 +351,17 @@ def test_the_default_docker_hub_image_is_renamed_everywhere_and_stays_pushable(t
     # A dataset named after the feed pipe follows the pipe's new id.
     endpoint = (fork / "sesam/pipes/acme-crm-people-endpoint.conf.json").read_text()
     assert '"dataset": "acme-crm-people"' in endpoint
+
+
+def test_every_module_and_package_of_the_framework_and_the_tools_is_a_name_no_fork_takes():
+    """A connector named after one of them would be taken for it (``connector_module``
+    skips reserved names) or shadow it in a reader's eye: each one is reserved."""
+    service = Path(rename.__file__).resolve().parents[1]
+    names = {
+        path.stem
+        for package in (service / "framework", service / "tools")
+        for path in package.iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").exists())
+        and not path.stem.startswith("_")
+    }
+    assert names - rename.RESERVED == set()
