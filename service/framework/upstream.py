@@ -36,6 +36,9 @@ from urllib3.util.retry import Retry
 from service.framework import jsontext
 from service.framework.settings import Settings
 from service.framework.upstream_auth import BearerToken
+from service.framework.upstream_errors import UpstreamError
+from service.framework.upstream_errors import UpstreamRefused
+from service.framework.upstream_errors import UpstreamTimeout
 
 if TYPE_CHECKING:
     from service.framework.rate_limit import RateLimitPacer
@@ -61,24 +64,6 @@ def retry_budget(seconds: float) -> Iterator[None]:
         yield
     finally:
         _budget.reset(token)
-
-
-class UpstreamError(Exception):
-    """The upstream failed for good. ``status`` is None when no answer came."""
-
-    def __init__(self, message: str, *, status: int | None = None, url: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.url = url
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not answer in time, even after retries."""
-
-
-class UpstreamRefused(UpstreamError):
-    """The upstream refused the connector's credentials (401 or 403): never retried,
-    since no retry fixes a wrong or expired token."""
 
 
 def segment(value: str) -> str:

@@ -32,6 +32,8 @@ import requests
 from requests.auth import AuthBase
 from requests.auth import HTTPBasicAuth
 
+from service.framework.upstream_errors import UpstreamError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiKey", "Basic", "BearerToken", "OAuth2ClientCredentials"]
@@ -170,8 +172,6 @@ class OAuth2ClientCredentials(AuthBase):
                 self._token = None
 
     def _fetch(self) -> None:
-        from service.framework.upstream import UpstreamError  # upstream imports this module
-
         form = {"grant_type": "client_credentials", **self.extra}
         if self.scope:
             form["scope"] = self.scope

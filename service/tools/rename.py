@@ -56,6 +56,7 @@ RESERVED = frozenset(
         "transit",
         "upstream",
         "upstream_auth",
+        "upstream_errors",
         "auth",
         "adapter",
         "app",
