@@ -56,6 +56,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             UNIT + "test_feed_chunks.py",
             UNIT + "test_positions.py",
             UNIT + "test_feed_fast_path.py",
+            UNIT + "test_feed_upstreams_that_offer_less.py",
             UNIT + "test_prefetch.py",
             UNIT + "test_prefetch_stops.py",
             FUNCTIONAL + "test_feed_query_http.py",

@@ -62,6 +62,8 @@ def test_decimals_at_the_edges_are_written_as_numbers_or_kept_as_text(connector,
         # text that is no JSON at all
         (b"42 43", "the body is not JSON: Extra data"),
         (b"[]x", "the body is not JSON: Extra data"),
+        (b'[{"_id": "p-1"}]x', "the body is not JSON: Extra data"),
+        (b'[{"_id": "p-1"} {"_id": "p-2"}]', "the body is not JSON: Expecting ',' delimiter"),
         (b"[" * 100_000 + b"]" * 100_000, "the body is nested too deeply"),
     ],
 )
