@@ -75,3 +75,6 @@ def test_an_upstream_that_is_down_fails_the_batch_fast_naming_the_entities(conne
     body = response.json()
     assert body["failed"] and body["failed"][0]["_id"].startswith("p-")
     assert "transform 'people-record'" in body["detail"]
+    # every lookup failed or was never started once one had failed: none is counted twice
+    assert body["failed_count"] + body["not_attempted"] == len(batch)
+    assert f"{body['not_attempted']} not attempted" in body["detail"]
