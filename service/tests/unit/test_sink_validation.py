@@ -175,3 +175,26 @@ def test_proxy_variables_are_read_once_when_the_client_is_made(monkeypatch):
     client = UpstreamClient("http://records.example", "the-token")
     monkeypatch.delenv("HTTP_PROXY")
     assert client.session.proxies["http"] == "http://proxy.example:3128"
+
+
+def test_a_large_batch_of_distinct_ids_is_checked_for_duplicates_in_little_memory():
+    """Duplicates are found exactly, but only ids whose hash shares a slot of a bit table
+    are kept to check: 200,000 distinct ids must not be held as strings (the dict takes
+    some 40 MB, where the table takes under 3; four such batches at once in 128 MB would
+    not fit)."""
+    import tracemalloc
+
+    from service.framework.sink import Batch
+    from service.framework.sink import body_text
+
+    count = 200_000
+    data = ("[" + ",".join(f'{{"_id":"e-{i:07d}"}}' for i in range(count)) + "]").encode()
+    text = body_text(data)
+    tracemalloc.start()
+    try:
+        checked = Batch(None, text, Records.to_record)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (checked.entities, checked.duplicates, checked.live) == (count, 0, count)
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MB to check {count} ids"
