@@ -465,7 +465,6 @@ class Bounded:
     finish), the upstream failures by index, and how many items never started."""
 
     results: list[Any]
-    finished: list[bool]
     failures: list[tuple[int, UpstreamError]]
     not_attempted: int = 0
 
@@ -476,9 +475,7 @@ def run_bounded(
     """``perform`` on every item, at most ``concurrency`` at once (threads named ``name``);
     after the first UpstreamError no new item starts (an upstream that is down would
     otherwise cost a retry budget per item). Any other exception is a bug: it is raised."""
-    done = Bounded([None] * len(items), [False] * len(items), [])
-    if not items:
-        return done
+    done = Bounded([None] * len(items), [])
     failed = threading.Event()
     lock = threading.Lock()
 
@@ -495,9 +492,8 @@ def run_bounded(
                 done.failures.append((index, error))
             return
         done.results[index] = result
-        done.finished[index] = True
 
-    if concurrency == 1 or len(items) == 1:
+    if concurrency == 1 or len(items) <= 1:
         for index in range(len(items)):
             run(index)
     else:

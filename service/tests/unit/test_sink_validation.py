@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import requests
@@ -12,6 +11,7 @@ from service.framework.sink import BatchError
 from service.framework.sink import Write
 from service.framework.sink import parse_body
 from service.framework.sink import prepare_batch
+from service.framework.sink import run_bounded
 from service.framework.sink import run_writes
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
@@ -113,26 +113,61 @@ def test_every_id_deleted_or_not_goes_through_the_adapters_key_and_a_refusal_is_
 # --- writes ------------------------------------------------------------------------------
 
 
-def test_writes_run_concurrently_but_never_more_than_the_bound():
-    in_flight = 0
-    most = 0
+def in_groups_of(size):
+    """A perform that returns only when ``size`` calls are in flight together (a barrier:
+    fewer at once and it breaks after 30 s, failing the test), and counts the most."""
+    barrier = threading.Barrier(size, timeout=30)
     lock = threading.Lock()
+    state = {"in_flight": 0, "most": 0}
 
-    def write():
-        nonlocal in_flight, most
+    def perform(_):
         with lock:
-            in_flight += 1
-            most = max(most, in_flight)
-        time.sleep(0.02)
+            state["in_flight"] += 1
+            state["most"] = max(state["most"], state["in_flight"])
+        barrier.wait()
         with lock:
-            in_flight -= 1
+            state["in_flight"] -= 1
+        return "done"
 
+    return perform, state
+
+
+def test_writes_run_concurrently_but_never_more_than_the_bound():
+    perform, state = in_groups_of(4)
     writes = [Write(f"id-{i}", {}) for i in range(40)]
-    started = time.monotonic()
-    outcome = run_writes(writes, lambda _: write(), concurrency=4)
+    outcome = run_writes(writes, perform, concurrency=4)
     assert outcome.upserts == 40 and not outcome.failures
-    assert most == 4
-    assert time.monotonic() - started < 40 * 0.02 * 0.75  # sequential would take 0.8 s
+    assert state["most"] == 4
+
+
+@pytest.mark.parametrize("count", [2, 8])
+def test_bounded_items_run_concurrently_but_never_more_than_the_bound(count):
+    """The transform's lookups: two at once with a bound of two, even for two items."""
+    perform, state = in_groups_of(2)
+    done = run_bounded(list(range(count)), perform, 2, "test")
+    assert done.results == ["done"] * count and not done.failures
+    assert state["most"] == 2
+
+
+def test_after_a_failure_no_new_bounded_item_starts():
+    asked = []
+
+    def lookup(item):
+        asked.append(item)
+        if item == 1:
+            raise UpstreamError("upstream answered 503 to GET .../1", status=503)
+        return item * 10
+
+    done = run_bounded(list(range(6)), lookup, 1, "test")
+    assert asked == [0, 1]
+    assert done.results[:2] == [0, None]
+    assert [(index, error.status) for index, error in done.failures] == [(1, 503)]
+    assert done.not_attempted == 4
+
+
+def test_nothing_to_run_is_nothing_done():
+    assert run_bounded([], lambda item: 1 / 0, 8, "test") == run_bounded([], None, 1, "test")
+    assert run_bounded([], lambda item: 1 / 0, 8, "test").results == []
 
 
 def test_after_a_failure_no_new_write_starts_and_the_failure_names_the_id():
