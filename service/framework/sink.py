@@ -461,12 +461,17 @@ def _json_type(value: Any) -> str:
 
 @dataclasses.dataclass
 class Bounded:
-    """What ``run_bounded`` did: each item's result (by index; None where it did not
-    finish), the upstream failures by index, and how many items never started."""
+    """What ``run_bounded`` did: each item's result and upstream error (by index; None
+    where there is none), and how many items never started."""
 
     results: list[Any]
-    failures: list[tuple[int, UpstreamError]]
+    errors: list[UpstreamError | None]
     not_attempted: int = 0
+
+    @property
+    def failures(self) -> list[tuple[int, UpstreamError]]:
+        """The upstream failures as (index, error), in the items' order."""
+        return [(index, error) for index, error in enumerate(self.errors) if error is not None]
 
 
 def run_bounded(
@@ -475,7 +480,7 @@ def run_bounded(
     """``perform`` on every item, at most ``concurrency`` at once (threads named ``name``);
     after the first UpstreamError no new item starts (an upstream that is down would
     otherwise cost a retry budget per item). Any other exception is a bug: it is raised."""
-    done = Bounded([None] * len(items), [])
+    done = Bounded([None] * len(items), [None] * len(items))
     failed = threading.Event()
     lock = threading.Lock()
 
@@ -488,8 +493,7 @@ def run_bounded(
             result = perform(items[index])
         except UpstreamError as error:
             failed.set()
-            with lock:
-                done.failures.append((index, error))
+            done.errors[index] = error
             return
         done.results[index] = result
 
@@ -502,7 +506,6 @@ def run_bounded(
         ) as pool:
             for future in [pool.submit(run, index) for index in range(len(items))]:
                 future.result()  # run() catches UpstreamError; anything else is a bug: raise
-    done.failures.sort(key=lambda failure: failure[0])
     return done
 
 
@@ -514,9 +517,7 @@ def run_writes(
     ``writes`` is taken one at a time, so a lazy iterable is never held whole."""
     outcome = Outcome()
     pending = iter(writes)
-    first = list(itertools.islice(pending, 2))
-    if not first:
-        return outcome
+    first = list(itertools.islice(pending, 2))  # enough to tell one write from more
     pending = itertools.chain(first, pending)
     failed = threading.Event()
     lock = threading.Lock()
@@ -554,12 +555,12 @@ def run_writes(
                 return
             run(write)
 
-    if concurrency == 1 or len(first) == 1:
+    if concurrency == 1 or len(first) <= 1:
         drain()
-        return outcome
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sink-write") as pool:
-        for future in [pool.submit(drain) for _ in range(concurrency)]:
-            future.result()  # run() catches UpstreamError; anything else is a bug: raise
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sink-write") as pool:
+            for future in [pool.submit(drain) for _ in range(concurrency)]:
+                future.result()  # run() catches UpstreamError; anything else is a bug: raise
     return outcome
 
 

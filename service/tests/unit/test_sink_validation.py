@@ -165,6 +165,35 @@ def test_after_a_failure_no_new_bounded_item_starts():
     assert done.not_attempted == 4
 
 
+def test_failures_are_listed_in_the_items_order_whichever_failed_first():
+    both_started = threading.Barrier(2, timeout=30)
+    second_failed = threading.Event()
+
+    def lookup(item):
+        both_started.wait()
+        if item == 0:
+            assert second_failed.wait(30)
+        else:
+            second_failed.set()
+        raise UpstreamError(f"upstream answered 503 to GET .../{item}", status=503)
+
+    done = run_bounded([0, 1], lookup, 2, "test")
+    assert [index for index, _ in done.failures] == [0, 1]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_bug_in_a_bounded_item_or_a_write_is_raised_not_counted(concurrency):
+    """Only an UpstreamError is a failure to report; anything else is a bug (a 500)."""
+
+    def broken(_):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        run_bounded([1, 2, 3], broken, concurrency, "test")
+    with pytest.raises(KeyError):
+        run_writes([Write(f"id-{i}", {}) for i in range(3)], broken, concurrency)
+
+
 def test_nothing_to_run_is_nothing_done():
     assert run_bounded([], lambda item: 1 / 0, 8, "test") == run_bounded([], None, 1, "test")
     assert run_bounded([], lambda item: 1 / 0, 8, "test").results == []
