@@ -156,12 +156,14 @@ def test_stalled_clients_do_not_starve_the_service_and_are_reclaimed(
         wait_for(lambda: ports <= client_ports(worker), 5, "the worker holds every connection")
         threads_stalled = worker.num_threads()
 
+        # Answered while the stalled connections are held: well before CLIENT_TIMEOUT (10 s)
+        # would free a blocked worker (the bound is loose: a busy machine is slow, not stuck).
         for _ in range(3):
-            assert quick(connector.url) < 2
+            assert quick(connector.url) < 5
         started = time.monotonic()
         page = requests.get(f"{connector.url}/{BIG}", params={"limit": 10}, timeout=10)
         assert page.status_code == 200 and len(page.json()) == 10
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5
 
         # CLIENT_TIMEOUT (10 s) later: every stalled connection closed by the server, and the
         # 16 feeds' upstream prefetch threads ended: only the main thread and the pool left.

@@ -424,13 +424,15 @@ def test_fail_write_ids_fails_only_those_ids_until_cleared(api):
 
 
 def test_latency_delays_every_api_response_but_not_the_admin_api(api):
-    api.faults(latency_ms=120)
+    # A long latency, so that an admin call that took it too could not pass for a slow
+    # machine's: the admin call must come back well within it.
+    api.faults(latency_ms=2000)
     started = time.monotonic()
     assert api.get("/people", limit=1).status_code == 200
-    assert time.monotonic() - started >= 0.12
+    assert time.monotonic() - started >= 2
     started = time.monotonic()
     api.stats()
-    assert time.monotonic() - started < 0.12
+    assert time.monotonic() - started < 1.5
 
 
 @pytest.mark.parametrize(
