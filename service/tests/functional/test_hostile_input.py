@@ -84,6 +84,31 @@ def test_a_chunked_body_under_the_limit_is_written(connector_factory, upstream):
     assert "chunked-2" in upstream.live("people")
 
 
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(connector_factory, upstream):
+    connector = connector_factory(SINK_MAX_BODY_BYTES="2000")
+    entity = b'[{"_id": "exact-1", "name": "x"}]'
+    exact = entity + b" " * (2000 - len(entity))
+    response = requests.post(f"{connector.url}/people", data=exact, timeout=30)
+    assert response.status_code == 200, response.text
+    response = requests.post(f"{connector.url}/people", data=exact + b" ", timeout=30)
+    assert response.status_code == 413, response.text
+    assert sorted(e for e in upstream.live("people") if e.startswith("exact")) == ["exact-1"]
+
+
+def test_a_declared_length_over_the_limit_is_413_at_once_without_the_body(connector_factory):
+    """Refused on its Content-Length, before any byte of the body is read and before it
+    waits for room: a gigabyte declared is not held against SINK_BYTES_IN_FLIGHT (that
+    would be a 503 after the admission wait, and Sesam would send it again)."""
+    connector = connector_factory(SINK_MAX_BODY_BYTES="2000")
+    head = (
+        b"POST /people HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000\r\nConnection: close\r\n\r\n"
+    )
+    status, _, body = raw(connector.url, head + b"[")
+    assert status == 413, body
+    assert "SINK_MAX_BODY_BYTES (2000 bytes)" in json.loads(body)["detail"]
+
+
 def test_a_malformed_chunk_size_is_a_json_400_not_a_500(connector, upstream):
     before = len(connector.log_text())  # the session's connector: only this test's lines
     status, headers, body = raw(connector.url, POST_CHUNKED + b"zz\r\n[]\r\n0\r\n\r\n")

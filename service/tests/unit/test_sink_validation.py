@@ -262,3 +262,27 @@ def test_a_large_batch_of_distinct_ids_is_checked_for_duplicates_in_little_memor
         tracemalloc.stop()
     assert (checked.entities, checked.duplicates, checked.live) == (count, 0, count)
     assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MB to check {count} ids"
+
+
+def test_a_batch_waiting_for_room_goes_on_as_soon_as_room_is_freed():
+    """Not when its admission wait runs out: the batch in flight wakes it when it ends."""
+    from service.framework.sink import BodyBudget
+
+    budget = BodyBudget(1000)
+    waiting = threading.Event()
+    admitted = threading.Event()
+
+    def second_batch():
+        waiting.set()
+        with budget.hold(600, 120):
+            admitted.set()
+
+    with budget.hold(600, 0):
+        thread = threading.Thread(target=second_batch)
+        thread.start()
+        assert waiting.wait(30)
+        assert not admitted.wait(0.2)  # no room while the first batch is held
+    # woken when the room is freed: its own wait (120 s) would run out only after this one
+    assert admitted.wait(60), "the waiting batch was not woken when room was freed"
+    thread.join(30)
+    assert budget.held == 0
