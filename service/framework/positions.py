@@ -280,16 +280,7 @@ class Positions:
             moment, text = values
         except (TypeError, ValueError):
             return Positions.encode(self, values)
-        if (
-            text.__class__ is str
-            and text
-            and moment.__class__ is str
-            and len(moment) == 27
-            and moment.startswith(_checked_second[0])
-            and moment[26] == "Z"
-            and moment.isascii()  # O(1): a flag of the string
-            and moment[20:26].isdigit()
-        ):
+        if text.__class__ is str and text and _known_canonical(moment):
             # Text's encoding: a lone surrogate raises UnicodeEncodeError
             return moment + SEPARATOR + text.encode("utf-8").hex()
         return Positions.encode(self, values)
