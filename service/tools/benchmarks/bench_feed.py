@@ -59,6 +59,8 @@ import psutil
 import requests
 
 from service.framework import jsontext
+from service.framework.upstream import _finite_float
+from service.framework.upstream import _reject_constant
 from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import start_app
@@ -198,10 +200,6 @@ def next_cursor(page: bytes) -> str | None:
     return json.loads(b"{" + page[page.rindex(CURSOR_MARK) :])["next_cursor"]  # type: ignore
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def run_limit(upstream_url: str, parse: bool = False) -> Run:
     """Every upstream page's bytes, as fast as one client can read them: the floor. With
     ``parse``, each page parsed too, as the connector parses it."""
@@ -218,7 +216,7 @@ def run_limit(upstream_url: str, parse: bool = False) -> Run:
         page = response.raw.read(decode_content=True)  # one read, as the connector reads
         response.raw.release_conn()
         if parse:
-            jsontext.loads(page, _refuse_constant)
+            jsontext.loads(page, _reject_constant, _finite_float)  # the connector's parse
         if run.first_byte is None:
             run.first_byte = time.perf_counter() - started  # the first whole page
         run.pages += 1
