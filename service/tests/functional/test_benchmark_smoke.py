@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_the_feed_benchmark_runs_and_all_three_deliver_every_record_from_both_upstreams(
+def test_the_feed_benchmark_runs_and_all_four_deliver_every_record_from_both_upstreams(
     tmp_path: Path,
 ) -> None:
     results = tmp_path / "bench.json"
@@ -37,7 +37,7 @@ def test_the_feed_benchmark_runs_and_all_three_deliver_every_record_from_both_up
     results = json.loads(results.read_text())
     for upstream in ("fast", "computed"):  # pre-encoded pages, and pages computed per request
         summaries = results[f"{upstream} 2000"]
-        for name in ("limit", "naive", "connector"):
+        for name in ("limit", "parse", "naive", "connector"):
             assert summaries[name]["error"] is None, (upstream, name, summaries[name]["error"])
             assert summaries[name]["entities"] == 2000, (upstream, name)
             assert summaries[name]["cpu_seconds_per_100k"] > 0, (upstream, name)
