@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -115,7 +116,69 @@ def test_a_malformed_chunk_size_is_a_json_400_not_a_500(connector, upstream):
     assert status == 400, body
     assert headers["content-type"] == "application/json"
     assert json.loads(body)["error"] == "Bad Request"
+    assert json.loads(body)["detail"].startswith("the body could not be read: ")
     assert "Traceback" not in connector.log_text()[before:]
+
+
+def answer_of(sock: socket.socket) -> tuple[int, dict]:
+    received = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_body_shorter_than_its_length_is_a_400_even_when_what_came_is_json(connector, upstream):
+    """The client went away after 18 of 50 bytes: what arrived is a valid batch, but not
+    the batch that was sent, so nothing of it is written."""
+    host, port = connector.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /people HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 50\r\nConnection: close\r\n\r\n[{"_id": "cut-1"}]'
+        )
+        sock.shutdown(socket.SHUT_WR)
+        status, answer = answer_of(sock)
+    assert status == 400, answer
+    assert answer["detail"] == "the body ended after 18 of its 50 bytes"
+    assert writes(upstream) == 0
+
+
+def test_a_body_that_trickles_in_past_client_timeout_is_a_408(connector_factory, upstream):
+    """A byte every quarter second: no single read waits long, but the body as a whole
+    takes longer than CLIENT_TIMEOUT (2 s here; the whole body would take 10 s)."""
+    connector = connector_factory(CLIENT_TIMEOUT="2")
+    body = b'[{"_id": "slow-1"}]'.ljust(40)
+    host, port = connector.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /people HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        )
+        answered = threading.Event()
+
+        def trickle():
+            for byte in body:
+                if answered.wait(0.25):
+                    return
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    return  # the server closed the connection: it has answered
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            status, answer = answer_of(sock)
+        finally:
+            answered.set()
+            sender.join(30)
+    assert status == 408, answer
+    assert answer["detail"] == "the body did not arrive within CLIENT_TIMEOUT (2s)"
+    assert writes(upstream) == 0
 
 
 def test_the_transform_reads_its_body_as_the_sink_does(connector_factory, upstream):
