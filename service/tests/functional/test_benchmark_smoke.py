@@ -44,7 +44,7 @@ def test_the_feed_benchmark_runs_and_all_four_deliver_every_record_from_both_ups
         assert summaries["connector"]["server_peak_mb"] > 0  # the RSS sampler saw gunicorn
     # The table it prints is the one docs/benchmarks.md shows: same columns, same rows.
     page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    (header,) = [line for line in page.splitlines() if line.startswith("| upstream | records |")]
+    (header,) = {line for line in page.splitlines() if line.startswith("| upstream | records |")}
     assert header in finished.stdout
     assert "| fast | 2,000 | connector |" in finished.stdout
     assert "| computed | 2,000 | connector |" in finished.stdout
