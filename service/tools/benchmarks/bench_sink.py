@@ -2,7 +2,7 @@
 
 Why: issue 3 asks for at least 5 times the entities per second of the approach a sink
 usually starts as. Both competitors run under gunicorn with the contract's command and
-the connector's default settings (1 worker, 8 threads), in front of the demo Records API
+the connector's default settings (1 worker, 32 threads), in front of the demo Records API
 started with ``--latency-ms 5`` (every upstream request takes 5 ms, like a near SaaS API):
 
 - ``naive``: ``create_naive_app`` below, what a first sink looks like: for each entity

@@ -2,7 +2,7 @@
 
 Why: issue 10 asks how fast the reference transform (``<collection>-record``: one upstream
 lookup per entity) runs against the transform one usually starts with. Both run under
-gunicorn with the contract's command and the connector's defaults (1 worker, 8 threads),
+gunicorn with the contract's command and the connector's defaults (1 worker, 32 threads),
 in front of the demo Records API started with ``--latency-ms 5`` (every upstream request
 takes 5 ms, like a near SaaS API):
 
