@@ -151,12 +151,7 @@ def entity_chunks(
                 if remaining == 0:
                     break
         if entities:
-            try:
-                text = jsontext.dumps(entities)[1:-1]
-            except UnicodeEncodeError:
-                raise UpstreamContractError(
-                    "an entity holds a string that is not valid Unicode (a lone surrogate)"
-                ) from None
+            text = _page_text(entities)
             stats["entities"] += len(entities)
             yield text if first else b"," + text
             first = False
@@ -164,6 +159,16 @@ def entity_chunks(
             yield b""
         if remaining == 0:
             return
+
+
+def _page_text(entities: list[dict[str, Any]]) -> bytes:
+    """A page's entities as JSON text, comma-separated, without the brackets."""
+    try:
+        return jsontext.dumps(entities)[1:-1]
+    except UnicodeEncodeError:
+        raise UpstreamContractError(
+            "an entity holds a string that is not valid Unicode (a lone surrogate)"
+        ) from None
 
 
 class Prefetched(Iterator[T]):
@@ -230,26 +235,29 @@ def register_feed(app: Flask, adapter: Adapter) -> None:
     app.add_url_rule("/<collection>", "feed", functools.partial(feed, adapter), methods=["GET"])
 
 
-def read_query(positions: Positions) -> tuple[tuple[Any, ...] | None, str | None, int | None]:
+def read_query(
+    adapter: Adapter, collection: str
+) -> tuple[tuple[Any, ...] | None, str | None, int | None]:
     """The request's ``since`` and ``limit``: (since's typed values, since, the limit)."""
     try:
         since = request.args.get("since") or None
-        values = parse_since(since, positions) if since is not None else None
-        return values, since, parse_limit(request.args.get("limit"))
+        values = parse_since(since, adapter.positions) if since is not None else None
+        limit = parse_limit(request.args.get("limit"))
     except ValueError as error:
         raise BadRequest(str(error)) from None
+    if since is not None and not adapter.supports_since:
+        raise BadRequest(
+            f"the {collection} feed does full runs only (its upstream cannot be read in "
+            "position order): set supports_since to false on the pipe's json source"
+        )
+    return values, since, limit
 
 
 def feed(adapter: Adapter, collection: str) -> Response:
     """Stream the collection; the first upstream page is read before the answer starts."""
     require_collection(adapter, collection)
     positions = adapter.positions
-    since_values, since, limit = read_query(positions)
-    if since is not None and not adapter.supports_since:
-        raise BadRequest(
-            f"the {collection} feed does full runs only (its upstream cannot be read in "
-            "position order): set supports_since to false on the pipe's json source"
-        )
+    since_values, since, limit = read_query(adapter, collection)
     stats = {"entities": 0}
     started = time.monotonic()
     upstream_pages = Prefetched(adapter.pages(collection, since_values))
