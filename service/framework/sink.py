@@ -767,7 +767,7 @@ class Sink:
             return
         assert summary.full_sync is not None  # nosec B101: narrows the type; holds by construction
         summary.full_sync.deletion = self.delete_missing(collection, batch, check, summary)
-        self.accept(collection, batch, check)
+        summary.full_sync.verdict = self.accept(collection, batch, check).value
 
     def read_params(self) -> SyncParams:
         try:
@@ -887,10 +887,11 @@ class Sink:
             ) from None
         return missing
 
-    def accept(self, collection: str, batch: Batch, check: SequenceCheck) -> None:
-        """The sequence advances, only now that every write succeeded."""
+    def accept(self, collection: str, batch: Batch, check: SequenceCheck) -> Verdict:
+        """The sequence advances, only now that every write succeeded. The verdict is
+        decided again: a copy of this request accepted meanwhile makes this one a retry."""
         try:
-            self.store.accept(
+            return self.store.accept(
                 collection, batch.params, live_entities=batch.live, tracking=check.tracking
             )
         except SequenceConflict as error:
