@@ -55,6 +55,8 @@ from urllib.parse import quote
 import requests
 
 from service.tools.benchmarks.servers import REFERENCE_APP
+from service.tools.benchmarks.servers import RESOURCE
+from service.tools.benchmarks.servers import TOKEN
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
@@ -62,9 +64,7 @@ from service.tools.benchmarks.servers import stop_all
 from service.tools.sesam_client import Sequence
 from service.tools.sesam_client import SesamClient
 
-TOKEN = "bench-token"
 NAIVE_APP = "service.tools.benchmarks.bench_sink:create_naive_app()"
-RESOURCE = "bench"
 BATCH_SIZE = 100
 LATENCY_MS = 5.0
 TARGET_RATIO = 5.0
@@ -111,16 +111,15 @@ def start_servers(
 ) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
-        servers["upstream"] = start_demo_upstream(directory, TOKEN, "--latency-ms", str(latency_ms))
+        servers["upstream"] = start_demo_upstream(directory, "--latency-ms", str(latency_ms))
         upstream = servers["upstream"].url
         servers["naive"] = start_app(
-            "naive", NAIVE_APP, upstream, TOKEN, directory, FULL_SYNC_DELETE="true"
+            "naive", NAIVE_APP, upstream, directory, FULL_SYNC_DELETE="true"
         )
         servers["connector"] = start_app(
             "connector",
             REFERENCE_APP,
             upstream,
-            TOKEN,
             directory,
             FULL_SYNC_DELETE="true",
             **(settings or {}),

@@ -42,15 +42,14 @@ from urllib.parse import quote
 import requests
 
 from service.tools.benchmarks.servers import REFERENCE_APP
+from service.tools.benchmarks.servers import RESOURCE
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
 from service.tools.benchmarks.servers import stop_all
 from service.tools.sesam_client import SesamClient
 
-TOKEN = "bench-token"
 NAIVE_APP = "service.tools.benchmarks.bench_transform:create_naive_app()"
-RESOURCE = "bench"
 BATCH_SIZE = 100
 LATENCY_MS = 5.0
 COMPETITORS = ("naive", "connector")
@@ -87,7 +86,7 @@ def create_naive_app() -> Any:
 def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
-        servers["upstream"] = start_demo_upstream(directory, TOKEN, "--latency-ms", str(latency_ms))
+        servers["upstream"] = start_demo_upstream(directory, "--latency-ms", str(latency_ms))
         upstream = servers["upstream"].url
         requests.post(f"{upstream}/_admin/collections/{RESOURCE}", timeout=60).raise_for_status()
         records = [
@@ -98,7 +97,7 @@ def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, S
             f"{upstream}/_admin/records/{RESOURCE}", json=records, timeout=120
         ).raise_for_status()
         for name, app in (("naive", NAIVE_APP), ("connector", REFERENCE_APP)):
-            servers[name] = start_app(name, app, upstream, TOKEN, directory, LOG_LEVEL="WARNING")
+            servers[name] = start_app(name, app, upstream, directory, LOG_LEVEL="WARNING")
     except BaseException:
         stop_all(servers)
         raise

@@ -17,7 +17,10 @@ from service.tools.servers import Server as _Server
 from service.tools.servers import free_port
 
 __all__ = [
+    "REFERENCE_APP",
+    "RESOURCE",
     "Server",
+    "TOKEN",
     "demo_upstream_command",
     "free_port",
     "start_app",
@@ -27,6 +30,8 @@ __all__ = [
 
 # The apps the benchmarks start: the framework's reference adapter (never a fork's module).
 REFERENCE_APP = "service.tools.reference:create_app()"
+TOKEN = "bench-token"  # the demo upstream's, given to every competitor as UPSTREAM_TOKEN
+RESOURCE = "bench"  # the one collection every benchmark reads, writes or looks up
 
 
 def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
@@ -70,12 +75,12 @@ class Server(_Server):
             return self.process.wait()
 
 
-def start_demo_upstream(directory: Path, token: str, *options: str, seconds: float = 60) -> Server:
+def start_demo_upstream(directory: Path, *options: str, seconds: float = 60) -> Server:
     """The demo Records API under gunicorn (``demo_upstream_command``), its log in
     ``directory``; ``seconds`` to wait for it (pre-encoding a large collection takes a
     while)."""
     port = free_port()
-    command = demo_upstream_command(port, token, *options)
+    command = demo_upstream_command(port, TOKEN, *options)
     log = directory / "upstream.log"
     return Server(
         "upstream", command, dict(os.environ), port, "_admin/health", log, seconds=seconds
@@ -104,14 +109,12 @@ def contract_environment(
     return env
 
 
-def start_app(
-    name: str, app: str, upstream_url: str, token: str, directory: Path, **settings: str
-) -> Server:
+def start_app(name: str, app: str, upstream_url: str, directory: Path, **settings: str) -> Server:
     """A competitor under gunicorn with the contract's command and gunicorn settings
     (``app``: ``module:factory()``), its state and log in ``directory``; ``settings``
     are added to the contract's variables."""
     port = free_port()
-    env = contract_environment(upstream_url, token, port, directory / f"{name}-state")
+    env = contract_environment(upstream_url, TOKEN, port, directory / f"{name}-state")
     env.update(settings)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     command = [gunicorn, "-c", "service/gunicorn.conf.py", app]
