@@ -113,16 +113,6 @@ APPS = {
 UPSTREAM_START_SECONDS = 600
 
 
-def worker_cpu_seconds(server: Server) -> float:
-    """CPU time of a gunicorn server's workers, the master's left out."""
-    total = 0.0
-    for process in server.processes()[1:]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
-
-
 def start_gunicorn(name: str, upstream_url: str, directory: Path) -> Server:
     """The naive or the connector, with the contract's command and gunicorn settings."""
     return start_app(name, APPS[name], upstream_url, directory)
@@ -272,9 +262,9 @@ def measure(
             run = run_limit(servers["upstream"].url, parse=name == "parse")
             run.cpu_seconds = time.process_time() - cpu_before
         else:
-            cpu_before = worker_cpu_seconds(servers[name])
+            cpu_before = servers[name].worker_cpu_seconds()
             run = run_stream(name, f"{servers[name].url}/{RESOURCE}")
-            run.cpu_seconds = worker_cpu_seconds(servers[name]) - cpu_before
+            run.cpu_seconds = servers[name].worker_cpu_seconds() - cpu_before
     if name in sampler.capped:
         run.error = f"killed: RSS over the {cap_bytes[name] // MB} MB cap"
         run.seconds = None

@@ -39,6 +39,16 @@ def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
     return servers.demo_upstream_command(port, token, "--no-seed", "--server", "gunicorn", *options)
 
 
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    """Their user and system CPU time, summed; a process gone meanwhile counts nothing."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 class Server(_Server):
     """A server whose CPU time and memory the benchmarks measure."""
 
@@ -52,12 +62,11 @@ class Server(_Server):
 
     def cpu_seconds(self) -> float:
         """CPU time of the process and its children: less shaken than wall time."""
-        total = 0.0
-        for process in self.processes():
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
+        return _cpu_seconds(self.processes())
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU time of gunicorn's workers, the master's left out."""
+        return _cpu_seconds(self.processes()[1:])
 
     def kill(self) -> None:
         for process in reversed(self.processes()):
