@@ -58,6 +58,7 @@ from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import RESOURCE
 from service.tools.benchmarks.servers import TOKEN
 from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import naive_app
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
 from service.tools.benchmarks.servers import stop_all
@@ -79,13 +80,7 @@ def create_naive_app() -> Any:
     """A sink as first written: sequential, one new connection per entity."""
     import flask
 
-    upstream = os.environ["UPSTREAM_URL"].rstrip("/")
-    headers = {"Authorization": f"Bearer {os.environ['UPSTREAM_TOKEN']}"}
-    app = flask.Flask(__name__)
-
-    @app.get("/health")
-    def health() -> Any:
-        return {"status": "ok"}
+    app, upstream, headers = naive_app(__name__)
 
     @app.post("/<resource>")
     def sink(resource: str) -> Any:

@@ -1,5 +1,6 @@
-"""What the benchmarks add to ``service.tools.servers``: CPU time and the demo upstream as
-they run it (under gunicorn, with keep-alive)."""
+"""What the benchmarks add to ``service.tools.servers``: CPU time, the demo upstream as
+they run it (under gunicorn, with keep-alive), the competitors started in front of it, and
+what every naive competitor starts with."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
 
 import psutil
 
 from service.tools import servers
 from service.tools.servers import Server as _Server
 from service.tools.servers import free_port
+
+if TYPE_CHECKING:
+    import flask
 
 __all__ = [
     "REFERENCE_APP",
@@ -23,6 +29,7 @@ __all__ = [
     "TOKEN",
     "demo_upstream_command",
     "free_port",
+    "naive_app",
     "start_app",
     "start_demo_upstream",
     "stop_all",
@@ -128,6 +135,23 @@ def start_app(name: str, app: str, upstream_url: str, directory: Path, **setting
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     command = [gunicorn, "-c", "service/gunicorn.conf.py", app]
     return Server(name, command, env, port, "health", directory / f"{name}-{port}.log")
+
+
+def naive_app(import_name: str) -> tuple[flask.Flask, str, dict[str, str]]:
+    """What a naive competitor's factory starts with: a Flask app that answers ``/health``
+    (what ``start_app`` waits for), the upstream's URL and its ``Authorization`` header,
+    both from the contract's variables."""
+    import flask
+
+    app = flask.Flask(import_name)
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    upstream = os.environ["UPSTREAM_URL"].rstrip("/")
+    headers = {"Authorization": f"Bearer {os.environ['UPSTREAM_TOKEN']}"}
+    return app, upstream, headers
 
 
 def stop_all(servers: dict[str, Server]) -> None:
