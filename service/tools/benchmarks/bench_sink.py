@@ -40,7 +40,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import RESOURCE
 from service.tools.benchmarks.servers import TOKEN
 from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import machine
 from service.tools.benchmarks.servers import naive_app
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
@@ -418,8 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio": TARGET_RATIO,
         "parse": parse,
         "latencies": latencies,
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {load_before:.1f} "
+        "machine": f"{machine()}, load average {load_before:.1f} "
         f"before and {os.getloadavg()[0]:.1f} after",
     }
     print(json.dumps(result, indent=2) if args.json else report(result))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import requests
 from service.tools.benchmarks.servers import REFERENCE_APP
 from service.tools.benchmarks.servers import RESOURCE
 from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import machine
 from service.tools.benchmarks.servers import naive_app
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
@@ -160,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_per_1k": {k: round(v, 3) for k, v in cpu_medians.items()},
         "all_runs": {k: [round(r, 1) for r in vs] for k, vs in rates.items()},
         "ratio_connector_to_naive": round(ratio, 2),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}",
+        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -1,11 +1,12 @@
 """What the benchmarks add to ``service.tools.servers``: CPU time, the demo upstream as
-they run it (under gunicorn, with keep-alive), the competitors started in front of it, and
-what every naive competitor starts with."""
+they run it (under gunicorn, with keep-alive), the competitors started in front of it,
+what every naive competitor starts with, and the machine as the reports name it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ __all__ = [
     "TOKEN",
     "demo_upstream_command",
     "free_port",
+    "machine",
     "naive_app",
     "start_app",
     "start_demo_upstream",
@@ -135,6 +137,15 @@ def start_app(name: str, app: str, upstream_url: str, directory: Path, **setting
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     command = [gunicorn, "-c", "service/gunicorn.conf.py", app]
     return Server(name, command, env, port, "health", directory / f"{name}-{port}.log")
+
+
+def machine() -> str:
+    """The system, its CPUs and this Python, for a report's head (the load is the caller's:
+    when to read it differs)."""
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def naive_app(import_name: str) -> tuple[flask.Flask, str, dict[str, str]]:
