@@ -3,7 +3,7 @@
 The copy is what a fork would hold: the files git tracks plus uncommitted working files
 (``git ls-files -co --exclude-standard``), without ``.venv`` and ``.git``. The renamed
 copy's unit and functional tests run with this interpreter, green; this test and the
-slow benchmark smoke test are left out of that inner run.
+slow benchmark smoke tests are left out of that inner run.
 """
 
 from __future__ import annotations

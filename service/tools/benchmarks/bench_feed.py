@@ -62,13 +62,13 @@ from service.framework import jsontext
 from service.framework.upstream import _finite_float
 from service.framework.upstream import _reject_constant
 from service.tools.benchmarks.servers import REFERENCE_APP
+from service.tools.benchmarks.servers import RESOURCE
+from service.tools.benchmarks.servers import TOKEN
 from service.tools.benchmarks.servers import Server
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
 from service.tools.benchmarks.servers import stop_all
 
-TOKEN = "bench-token"
-RESOURCE = "bench"
 PAGE_SIZE = 1000
 COMPETITORS = ("limit", "parse", "naive", "connector")
 CLIENTS = ("limit", "parse")  # run in this process: no server of their own
@@ -113,19 +113,9 @@ APPS = {
 UPSTREAM_START_SECONDS = 600
 
 
-def worker_cpu_seconds(server: Server) -> float:
-    """CPU time of a gunicorn server's workers, the master's left out."""
-    total = 0.0
-    for process in server.processes()[1:]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
-
-
 def start_gunicorn(name: str, upstream_url: str, directory: Path) -> Server:
     """The naive or the connector, with the contract's command and gunicorn settings."""
-    return start_app(name, APPS[name], upstream_url, TOKEN, directory)
+    return start_app(name, APPS[name], upstream_url, directory)
 
 
 def start_servers(records: int, upstream_kind: str, directory: Path) -> dict[str, Server]:
@@ -133,7 +123,7 @@ def start_servers(records: int, upstream_kind: str, directory: Path) -> dict[str
     options = ["--synthetic", f"{RESOURCE}={records}"]
     if upstream_kind == "fast":
         options += ["--pre-encoded", str(PAGE_SIZE)]
-    upstream = start_demo_upstream(directory, TOKEN, *options, seconds=UPSTREAM_START_SECONDS)
+    upstream = start_demo_upstream(directory, *options, seconds=UPSTREAM_START_SECONDS)
     servers = {"upstream": upstream}
     try:
         for name in APPS:
@@ -272,9 +262,9 @@ def measure(
             run = run_limit(servers["upstream"].url, parse=name == "parse")
             run.cpu_seconds = time.process_time() - cpu_before
         else:
-            cpu_before = worker_cpu_seconds(servers[name])
+            cpu_before = servers[name].worker_cpu_seconds()
             run = run_stream(name, f"{servers[name].url}/{RESOURCE}")
-            run.cpu_seconds = worker_cpu_seconds(servers[name]) - cpu_before
+            run.cpu_seconds = servers[name].worker_cpu_seconds() - cpu_before
     if name in sampler.capped:
         run.error = f"killed: RSS over the {cap_bytes[name] // MB} MB cap"
         run.seconds = None

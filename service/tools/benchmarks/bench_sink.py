@@ -40,7 +40,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -55,16 +54,18 @@ from urllib.parse import quote
 import requests
 
 from service.tools.benchmarks.servers import REFERENCE_APP
+from service.tools.benchmarks.servers import RESOURCE
+from service.tools.benchmarks.servers import TOKEN
 from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import machine
+from service.tools.benchmarks.servers import naive_app
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
 from service.tools.benchmarks.servers import stop_all
 from service.tools.sesam_client import Sequence
 from service.tools.sesam_client import SesamClient
 
-TOKEN = "bench-token"
 NAIVE_APP = "service.tools.benchmarks.bench_sink:create_naive_app()"
-RESOURCE = "bench"
 BATCH_SIZE = 100
 LATENCY_MS = 5.0
 TARGET_RATIO = 5.0
@@ -79,13 +80,7 @@ def create_naive_app() -> Any:
     """A sink as first written: sequential, one new connection per entity."""
     import flask
 
-    upstream = os.environ["UPSTREAM_URL"].rstrip("/")
-    headers = {"Authorization": f"Bearer {os.environ['UPSTREAM_TOKEN']}"}
-    app = flask.Flask(__name__)
-
-    @app.get("/health")
-    def health() -> Any:
-        return {"status": "ok"}
+    app, upstream, headers = naive_app(__name__)
 
     @app.post("/<resource>")
     def sink(resource: str) -> Any:
@@ -111,16 +106,15 @@ def start_servers(
 ) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
-        servers["upstream"] = start_demo_upstream(directory, TOKEN, "--latency-ms", str(latency_ms))
+        servers["upstream"] = start_demo_upstream(directory, "--latency-ms", str(latency_ms))
         upstream = servers["upstream"].url
         servers["naive"] = start_app(
-            "naive", NAIVE_APP, upstream, TOKEN, directory, FULL_SYNC_DELETE="true"
+            "naive", NAIVE_APP, upstream, directory, FULL_SYNC_DELETE="true"
         )
         servers["connector"] = start_app(
             "connector",
             REFERENCE_APP,
             upstream,
-            TOKEN,
             directory,
             FULL_SYNC_DELETE="true",
             **(settings or {}),
@@ -424,8 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio": TARGET_RATIO,
         "parse": parse,
         "latencies": latencies,
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {load_before:.1f} "
+        "machine": f"{machine()}, load average {load_before:.1f} "
         f"before and {os.getloadavg()[0]:.1f} after",
     }
     print(json.dumps(result, indent=2) if args.json else report(result))

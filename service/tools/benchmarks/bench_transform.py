@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,15 +41,16 @@ from urllib.parse import quote
 import requests
 
 from service.tools.benchmarks.servers import REFERENCE_APP
+from service.tools.benchmarks.servers import RESOURCE
 from service.tools.benchmarks.servers import Server
+from service.tools.benchmarks.servers import machine
+from service.tools.benchmarks.servers import naive_app
 from service.tools.benchmarks.servers import start_app
 from service.tools.benchmarks.servers import start_demo_upstream
 from service.tools.benchmarks.servers import stop_all
 from service.tools.sesam_client import SesamClient
 
-TOKEN = "bench-token"
 NAIVE_APP = "service.tools.benchmarks.bench_transform:create_naive_app()"
-RESOURCE = "bench"
 BATCH_SIZE = 100
 LATENCY_MS = 5.0
 COMPETITORS = ("naive", "connector")
@@ -60,13 +60,7 @@ def create_naive_app() -> Any:
     """A transform as first written: sequential, one new connection per lookup."""
     import flask
 
-    upstream = os.environ["UPSTREAM_URL"].rstrip("/")
-    headers = {"Authorization": f"Bearer {os.environ['UPSTREAM_TOKEN']}"}
-    app = flask.Flask(__name__)
-
-    @app.get("/health")
-    def health() -> Any:
-        return {"status": "ok"}
+    app, upstream, headers = naive_app(__name__)
 
     @app.post("/transform/<collection>-record")
     def transform(collection: str) -> Any:
@@ -87,7 +81,7 @@ def create_naive_app() -> Any:
 def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, Server]:
     servers: dict[str, Server] = {}
     try:
-        servers["upstream"] = start_demo_upstream(directory, TOKEN, "--latency-ms", str(latency_ms))
+        servers["upstream"] = start_demo_upstream(directory, "--latency-ms", str(latency_ms))
         upstream = servers["upstream"].url
         requests.post(f"{upstream}/_admin/collections/{RESOURCE}", timeout=60).raise_for_status()
         records = [
@@ -98,7 +92,7 @@ def start_servers(directory: Path, latency_ms: float, count: int) -> dict[str, S
             f"{upstream}/_admin/records/{RESOURCE}", json=records, timeout=120
         ).raise_for_status()
         for name, app in (("naive", NAIVE_APP), ("connector", REFERENCE_APP)):
-            servers[name] = start_app(name, app, upstream, TOKEN, directory, LOG_LEVEL="WARNING")
+            servers[name] = start_app(name, app, upstream, directory, LOG_LEVEL="WARNING")
     except BaseException:
         stop_all(servers)
         raise
@@ -166,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_per_1k": {k: round(v, 3) for k, v in cpu_medians.items()},
         "all_runs": {k: [round(r, 1) for r in vs] for k, vs in rates.items()},
         "ratio_connector_to_naive": round(ratio, 2),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}",
+        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -1,14 +1,18 @@
-"""What the benchmarks add to ``service.tools.servers``: CPU time and the demo upstream as
-they run it (under gunicorn, with keep-alive)."""
+"""What the benchmarks add to ``service.tools.servers``: CPU time, the demo upstream as
+they run it (under gunicorn, with keep-alive), the competitors started in front of it,
+what every naive competitor starts with, and the machine as the reports name it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
 
 import psutil
 
@@ -16,10 +20,18 @@ from service.tools import servers
 from service.tools.servers import Server as _Server
 from service.tools.servers import free_port
 
+if TYPE_CHECKING:
+    import flask
+
 __all__ = [
+    "REFERENCE_APP",
+    "RESOURCE",
     "Server",
+    "TOKEN",
     "demo_upstream_command",
     "free_port",
+    "machine",
+    "naive_app",
     "start_app",
     "start_demo_upstream",
     "stop_all",
@@ -27,11 +39,23 @@ __all__ = [
 
 # The apps the benchmarks start: the framework's reference adapter (never a fork's module).
 REFERENCE_APP = "service.tools.reference:create_app()"
+TOKEN = "bench-token"  # the demo upstream's, given to every competitor as UPSTREAM_TOKEN
+RESOURCE = "bench"  # the one collection every benchmark reads, writes or looks up
 
 
 def demo_upstream_command(port: int, token: str, *options: str) -> list[str]:
     """The demo Records API under gunicorn (keep-alive, as a real API would), unseeded."""
     return servers.demo_upstream_command(port, token, "--no-seed", "--server", "gunicorn", *options)
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    """Their user and system CPU time, summed; a process gone meanwhile counts nothing."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class Server(_Server):
@@ -47,12 +71,11 @@ class Server(_Server):
 
     def cpu_seconds(self) -> float:
         """CPU time of the process and its children: less shaken than wall time."""
-        total = 0.0
-        for process in self.processes():
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
+        return _cpu_seconds(self.processes())
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU time of gunicorn's workers, the master's left out."""
+        return _cpu_seconds(self.processes()[1:])
 
     def kill(self) -> None:
         for process in reversed(self.processes()):
@@ -70,12 +93,12 @@ class Server(_Server):
             return self.process.wait()
 
 
-def start_demo_upstream(directory: Path, token: str, *options: str, seconds: float = 60) -> Server:
+def start_demo_upstream(directory: Path, *options: str, seconds: float = 60) -> Server:
     """The demo Records API under gunicorn (``demo_upstream_command``), its log in
     ``directory``; ``seconds`` to wait for it (pre-encoding a large collection takes a
     while)."""
     port = free_port()
-    command = demo_upstream_command(port, token, *options)
+    command = demo_upstream_command(port, TOKEN, *options)
     log = directory / "upstream.log"
     return Server(
         "upstream", command, dict(os.environ), port, "_admin/health", log, seconds=seconds
@@ -104,18 +127,42 @@ def contract_environment(
     return env
 
 
-def start_app(
-    name: str, app: str, upstream_url: str, token: str, directory: Path, **settings: str
-) -> Server:
+def start_app(name: str, app: str, upstream_url: str, directory: Path, **settings: str) -> Server:
     """A competitor under gunicorn with the contract's command and gunicorn settings
     (``app``: ``module:factory()``), its state and log in ``directory``; ``settings``
     are added to the contract's variables."""
     port = free_port()
-    env = contract_environment(upstream_url, token, port, directory / f"{name}-state")
+    env = contract_environment(upstream_url, TOKEN, port, directory / f"{name}-state")
     env.update(settings)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     command = [gunicorn, "-c", "service/gunicorn.conf.py", app]
     return Server(name, command, env, port, "health", directory / f"{name}-{port}.log")
+
+
+def machine() -> str:
+    """The system, its CPUs and this Python, for a report's head (the load is the caller's:
+    when to read it differs)."""
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def naive_app(import_name: str) -> tuple[flask.Flask, str, dict[str, str]]:
+    """What a naive competitor's factory starts with: a Flask app that answers ``/health``
+    (what ``start_app`` waits for), the upstream's URL and its ``Authorization`` header,
+    both from the contract's variables."""
+    import flask
+
+    app = flask.Flask(import_name)
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    upstream = os.environ["UPSTREAM_URL"].rstrip("/")
+    headers = {"Authorization": f"Bearer {os.environ['UPSTREAM_TOKEN']}"}
+    return app, upstream, headers
 
 
 def stop_all(servers: dict[str, Server]) -> None:
