@@ -50,7 +50,6 @@ from urllib.parse import urlunsplit
 
 import requests
 
-from service.tools.sesam_client import CONTENT_TYPE
 from service.tools.sesam_client import DEFAULT_BATCH_SIZE
 from service.tools.sesam_client import TIMEOUT
 from service.tools.sesam_client import Paging
@@ -612,7 +611,7 @@ def run_transform(
     """POST batches like Sesam's http transform; any non-2xx fails the run (as it fails a
     pipe's), and the output is committed only when every batch was transformed."""
     key = shown_url(url)
-    http = session or requests.Session()
+    client = SesamClient(url, session=session)
     progress = Progress("transform", progress_every)
     writer = ArrayWriter(out)
     sent = 0
@@ -622,11 +621,8 @@ def run_transform(
             if not batch:
                 break  # the transform gets no final empty batch, unlike a sink
             what = f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"
-            body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
             try:
-                response = http.post(
-                    url, data=body, timeout=TIMEOUT, headers={"Content-Type": CONTENT_TYPE}
-                )
+                response = client.post(batch)
             except requests.RequestException as error:
                 raise RunnerError(f"{what}: {describe_failure(error)}") from None
             if not 200 <= response.status_code < 300:
