@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 from typing import Any
@@ -377,6 +378,16 @@ def check_url(url: str) -> str:
     return url
 
 
+def check_status(response: requests.Response) -> None:
+    """A non-2xx answer fails the run, as it fails a pipe."""
+    if not 200 <= response.status_code < 300:
+        raise RunnerError(http_failure(response))
+
+
+def http_failure(response: requests.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason}{error_detail(response)}"
+
+
 def error_detail(response: requests.Response) -> str:
     """The connector's own error text (``{"error", "detail"}``), short, when it sent one."""
     try:
@@ -402,6 +413,18 @@ def describe_failure(error: requests.RequestException) -> str:
     if isinstance(error, requests.exceptions.ConnectionError):
         return "cannot connect (is the connector running?)"
     return f"{type(error).__name__}"
+
+
+@contextmanager
+def named_failures(what: str) -> Iterator[None]:
+    """Any failure of one request, of the connection or of the answer's checks, fails the
+    run with one line that starts with ``what``, the request."""
+    try:
+        yield
+    except requests.RequestException as error:
+        raise RunnerError(f"{what}: {describe_failure(error)}") from None
+    except RunnerError as error:
+        raise RunnerError(f"{what}: {error}") from None
 
 
 def plural(count: int, one: str, many: str = "") -> str:
@@ -462,19 +485,10 @@ def run_pull(
     progress = Progress("pull", progress_every)
 
     def fetch(params: dict[str, str]) -> list[dict[str, Any]]:
-        where = f"GET {key} (since={paging.since!r}, limit={page_size})"
-        try:
+        with named_failures(f"GET {key} (since={paging.since!r}, limit={page_size})"):
             response = client.get(params)
-        except requests.RequestException as error:
-            raise RunnerError(f"{where}: {describe_failure(error)}") from None
-        if not 200 <= response.status_code < 300:
-            raise RunnerError(
-                f"{where}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
-            )
-        try:
+            check_status(response)
             entities, _ = check_page(response.content, since=paging.since, limit=page_size)
-        except RunnerError as error:
-            raise RunnerError(f"{where}: {error}") from None
         return entities
 
     writer = ArrayWriter(out)
@@ -525,7 +539,7 @@ def post_batch(
             )
         if 200 <= response.status_code < 300:
             return
-        failure = f"HTTP {response.status_code} {response.reason}{error_detail(response)}"
+        failure = http_failure(response)
     tries = "once" if retries == 0 else f"{retries + 1} times"
     raise RunnerError(f"{what}: failed {tries}, last: {failure}")
 
@@ -620,19 +634,10 @@ def run_transform(
         for batch in batches(read_entity_stream(file), batch_size):
             if not batch:
                 break  # the transform gets no final empty batch, unlike a sink
-            what = f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"
-            try:
+            with named_failures(f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"):
                 response = client.post(batch)
-            except requests.RequestException as error:
-                raise RunnerError(f"{what}: {describe_failure(error)}") from None
-            if not 200 <= response.status_code < 300:
-                raise RunnerError(
-                    f"{what}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
-                )
-            try:
+                check_status(response)
                 writer.write(check_transformed(response.content))
-            except RunnerError as error:
-                raise RunnerError(f"{what}: {error}") from None
             sent += len(batch)
             requests_made += 1
             progress.update(sent, f", {writer.count} out")
