@@ -203,10 +203,12 @@ class ArrayWriter:
     To a file, it writes ``FILE.tmp`` and renames it to ``FILE`` only on success: a failed
     run leaves no file that looks complete, and an earlier ``FILE`` stays as it was. To
     stdout, it cannot take bytes back, so on failure it leaves out the closing ``]``,
-    exactly as the connector does: what was written does not parse.
+    exactly as the connector does: what was written does not parse. In a ``with`` block
+    it aborts when the block raises; the block calls ``commit`` when it is done.
     """
 
     def __init__(self, out: str) -> None:
+        self.name = "stdout" if out == "-" else out  # for the summary line
         self.target: Path | None = None if out == "-" else Path(out)
         self.temporary: Path | None = None
         self.count = 0
@@ -221,6 +223,13 @@ class ArrayWriter:
             except OSError as error:
                 raise UsageError(f"cannot write {self.temporary}: {error.strerror}") from None
         self.stream.write(b"[")
+
+    def __enter__(self) -> ArrayWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abort()
 
     def write(self, entities: list[dict[str, Any]]) -> None:
         for entity in entities:
@@ -491,23 +500,18 @@ def run_pull(
             entities, _ = check_page(response.content, since=paging.since, limit=page_size)
         return entities
 
-    writer = ArrayWriter(out)
-    try:
+    with ArrayWriter(out) as writer:
         for entities in paging.pages(fetch):
             writer.write(entities)
             progress.update(writer.count, f", {plural(paging.requests, 'page')}")
         writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
     since, pages = paging.since, paging.requests
     if since != started_from or full:
         save_since(state_path, key, since)
     kind = "full run" if started_from is None else f"incremental run from since={started_from!r}"
-    written = "stdout" if out == "-" else out
     progress.summary(
         progress.line(writer.count, f" in {plural(pages, 'request')}")
-        + f": {kind}, wrote {written}, since is now {since!r} "
+        + f": {kind}, wrote {writer.name}, since is now {since!r} "
         f"(kept in {state_path})"
     )
     return EXIT_OK
@@ -627,10 +631,9 @@ def run_transform(
     key = shown_url(url)
     client = SesamClient(url, session=session)
     progress = Progress("transform", progress_every)
-    writer = ArrayWriter(out)
     sent = 0
     requests_made = 0
-    try:
+    with ArrayWriter(out) as writer:
         for batch in batches(read_entity_stream(file), batch_size):
             if not batch:
                 break  # the transform gets no final empty batch, unlike a sink
@@ -642,13 +645,9 @@ def run_transform(
             requests_made += 1
             progress.update(sent, f", {writer.count} out")
         writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    written = "stdout" if out == "-" else out
     progress.summary(
         progress.line(sent, f" in {plural(requests_made, 'request')}")
-        + f": {plural(writer.count, 'entity', 'entities')} out, wrote {written}"
+        + f": {plural(writer.count, 'entity', 'entities')} out, wrote {writer.name}"
     )
     return EXIT_OK
 
