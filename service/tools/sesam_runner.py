@@ -355,13 +355,19 @@ def check_entity(value: Any, index: int) -> dict[str, Any]:
     return value
 
 
+def read_checked(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+    """The entities of the JSON array in ``stream``, each one what Sesam's sink would send."""
+    try:
+        for index, value in enumerate(iter_json_array(stream, name=name)):
+            yield check_entity(value, index)
+    except UnicodeDecodeError:
+        raise UsageError(f"{name} is not UTF-8 text") from None
+
+
 def read_entities(path: Path) -> Iterator[dict[str, Any]]:
     try:
         with path.open(encoding="utf-8") as stream:
-            for index, value in enumerate(iter_json_array(stream, name=str(path))):
-                yield check_entity(value, index)
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
+            yield from read_checked(stream, str(path))
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
@@ -595,12 +601,8 @@ def read_entity_stream(file: str) -> Iterator[dict[str, Any]]:
     if file != "-":
         yield from read_entities(Path(file))
         return
-    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-    try:
-        for index, value in enumerate(iter_json_array(stream, name="standard input")):
-            yield check_entity(value, index)
-    except UnicodeDecodeError:
-        raise UsageError("standard input is not UTF-8 text") from None
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+    yield from read_checked(stdin, "standard input")
 
 
 def check_transformed(body: bytes) -> list[dict[str, Any]]:
