@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 from typing import Any
@@ -50,7 +51,6 @@ from urllib.parse import urlunsplit
 
 import requests
 
-from service.tools.sesam_client import CONTENT_TYPE
 from service.tools.sesam_client import DEFAULT_BATCH_SIZE
 from service.tools.sesam_client import TIMEOUT
 from service.tools.sesam_client import Paging
@@ -203,10 +203,12 @@ class ArrayWriter:
     To a file, it writes ``FILE.tmp`` and renames it to ``FILE`` only on success: a failed
     run leaves no file that looks complete, and an earlier ``FILE`` stays as it was. To
     stdout, it cannot take bytes back, so on failure it leaves out the closing ``]``,
-    exactly as the connector does: what was written does not parse.
+    exactly as the connector does: what was written does not parse. In a ``with`` block
+    it aborts when the block raises; the block calls ``commit`` when it is done.
     """
 
     def __init__(self, out: str) -> None:
+        self.name = "stdout" if out == "-" else out  # for the summary line
         self.target: Path | None = None if out == "-" else Path(out)
         self.temporary: Path | None = None
         self.count = 0
@@ -221,6 +223,13 @@ class ArrayWriter:
             except OSError as error:
                 raise UsageError(f"cannot write {self.temporary}: {error.strerror}") from None
         self.stream.write(b"[")
+
+    def __enter__(self) -> ArrayWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abort()
 
     def write(self, entities: list[dict[str, Any]]) -> None:
         for entity in entities:
@@ -346,13 +355,19 @@ def check_entity(value: Any, index: int) -> dict[str, Any]:
     return value
 
 
+def read_checked(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
+    """The entities of the JSON array in ``stream``, each one what Sesam's sink would send."""
+    try:
+        for index, value in enumerate(iter_json_array(stream, name=name)):
+            yield check_entity(value, index)
+    except UnicodeDecodeError:
+        raise UsageError(f"{name} is not UTF-8 text") from None
+
+
 def read_entities(path: Path) -> Iterator[dict[str, Any]]:
     try:
         with path.open(encoding="utf-8") as stream:
-            for index, value in enumerate(iter_json_array(stream, name=str(path))):
-                yield check_entity(value, index)
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
+            yield from read_checked(stream, str(path))
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
@@ -376,6 +391,16 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{url!r} is not an http:// or https:// URL")
     return url
+
+
+def check_status(response: requests.Response) -> None:
+    """A non-2xx answer fails the run, as it fails a pipe."""
+    if not 200 <= response.status_code < 300:
+        raise RunnerError(http_failure(response))
+
+
+def http_failure(response: requests.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason}{error_detail(response)}"
 
 
 def error_detail(response: requests.Response) -> str:
@@ -403,6 +428,18 @@ def describe_failure(error: requests.RequestException) -> str:
     if isinstance(error, requests.exceptions.ConnectionError):
         return "cannot connect (is the connector running?)"
     return f"{type(error).__name__}"
+
+
+@contextmanager
+def named_failures(what: str) -> Iterator[None]:
+    """Any failure of one request, of the connection or of the answer's checks, fails the
+    run with one line that starts with ``what``, the request."""
+    try:
+        yield
+    except requests.RequestException as error:
+        raise RunnerError(f"{what}: {describe_failure(error)}") from None
+    except RunnerError as error:
+        raise RunnerError(f"{what}: {error}") from None
 
 
 def plural(count: int, one: str, many: str = "") -> str:
@@ -463,38 +500,24 @@ def run_pull(
     progress = Progress("pull", progress_every)
 
     def fetch(params: dict[str, str]) -> list[dict[str, Any]]:
-        where = f"GET {key} (since={paging.since!r}, limit={page_size})"
-        try:
+        with named_failures(f"GET {key} (since={paging.since!r}, limit={page_size})"):
             response = client.get(params)
-        except requests.RequestException as error:
-            raise RunnerError(f"{where}: {describe_failure(error)}") from None
-        if not 200 <= response.status_code < 300:
-            raise RunnerError(
-                f"{where}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
-            )
-        try:
+            check_status(response)
             entities, _ = check_page(response.content, since=paging.since, limit=page_size)
-        except RunnerError as error:
-            raise RunnerError(f"{where}: {error}") from None
         return entities
 
-    writer = ArrayWriter(out)
-    try:
+    with ArrayWriter(out) as writer:
         for entities in paging.pages(fetch):
             writer.write(entities)
             progress.update(writer.count, f", {plural(paging.requests, 'page')}")
         writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
     since, pages = paging.since, paging.requests
     if since != started_from or full:
         save_since(state_path, key, since)
     kind = "full run" if started_from is None else f"incremental run from since={started_from!r}"
-    written = "stdout" if out == "-" else out
     progress.summary(
         progress.line(writer.count, f" in {plural(pages, 'request')}")
-        + f": {kind}, wrote {written}, since is now {since!r} "
+        + f": {kind}, wrote {writer.name}, since is now {since!r} "
         f"(kept in {state_path})"
     )
     return EXIT_OK
@@ -526,7 +549,7 @@ def post_batch(
             )
         if 200 <= response.status_code < 300:
             return
-        failure = f"HTTP {response.status_code} {response.reason}{error_detail(response)}"
+        failure = http_failure(response)
     tries = "once" if retries == 0 else f"{retries + 1} times"
     raise RunnerError(f"{what}: failed {tries}, last: {failure}")
 
@@ -578,12 +601,8 @@ def read_entity_stream(file: str) -> Iterator[dict[str, Any]]:
     if file != "-":
         yield from read_entities(Path(file))
         return
-    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-    try:
-        for index, value in enumerate(iter_json_array(stream, name="standard input")):
-            yield check_entity(value, index)
-    except UnicodeDecodeError:
-        raise UsageError("standard input is not UTF-8 text") from None
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+    yield from read_checked(stdin, "standard input")
 
 
 def check_transformed(body: bytes) -> list[dict[str, Any]]:
@@ -612,42 +631,25 @@ def run_transform(
     """POST batches like Sesam's http transform; any non-2xx fails the run (as it fails a
     pipe's), and the output is committed only when every batch was transformed."""
     key = shown_url(url)
-    http = session or requests.Session()
+    client = SesamClient(url, session=session)
     progress = Progress("transform", progress_every)
-    writer = ArrayWriter(out)
     sent = 0
     requests_made = 0
-    try:
+    with ArrayWriter(out) as writer:
         for batch in batches(read_entity_stream(file), batch_size):
             if not batch:
                 break  # the transform gets no final empty batch, unlike a sink
-            what = f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"
-            body = json.dumps(batch, ensure_ascii=False, allow_nan=False).encode("utf-8")
-            try:
-                response = http.post(
-                    url, data=body, timeout=TIMEOUT, headers={"Content-Type": CONTENT_TYPE}
-                )
-            except requests.RequestException as error:
-                raise RunnerError(f"{what}: {describe_failure(error)}") from None
-            if not 200 <= response.status_code < 300:
-                raise RunnerError(
-                    f"{what}: HTTP {response.status_code} {response.reason}{error_detail(response)}"
-                )
-            try:
+            with named_failures(f"POST {key} (batch {requests_made + 1}, {len(batch)} entities)"):
+                response = client.post(batch)
+                check_status(response)
                 writer.write(check_transformed(response.content))
-            except RunnerError as error:
-                raise RunnerError(f"{what}: {error}") from None
             sent += len(batch)
             requests_made += 1
             progress.update(sent, f", {writer.count} out")
         writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    written = "stdout" if out == "-" else out
     progress.summary(
         progress.line(sent, f" in {plural(requests_made, 'request')}")
-        + f": {plural(writer.count, 'entity', 'entities')} out, wrote {written}"
+        + f": {plural(writer.count, 'entity', 'entities')} out, wrote {writer.name}"
     )
     return EXIT_OK
 

@@ -161,6 +161,16 @@ def test_a_failed_run_leaves_an_earlier_output_as_it_was(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["people.json"]
 
 
+def test_a_run_that_raises_inside_the_writer_leaves_no_output(tmp_path):
+    out = tmp_path / "people.json"
+    out.write_text('[{"_id": "old"}]')
+    with pytest.raises(RuntimeError), ArrayWriter(str(out)) as writer:
+        writer.write([{"_id": "new"}])
+        raise RuntimeError("the connector failed")
+    assert out.read_text() == '[{"_id": "old"}]'
+    assert [p.name for p in tmp_path.iterdir()] == ["people.json"]
+
+
 def test_an_empty_run_writes_an_empty_array(tmp_path):
     out = tmp_path / "none.json"
     writer = ArrayWriter(str(out))
