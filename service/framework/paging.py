@@ -221,7 +221,12 @@ class NextUrlPaging(Paging):
 
 @dataclasses.dataclass(kw_only=True)
 class _Windows(Paging):
-    """Pages as windows of the list by index; each step is checked for a shift."""
+    """Pages as windows of the list by index; each step is checked for a shift.
+
+    A page with fewer records than asked is not taken for the last one: many upstreams
+    cap the page size without a word, and ending there would lose the rest of the list
+    (and on a full run Sesam would delete it). The walk ends at an empty page, or where
+    the upstream's count says the list ends."""
 
     size: int = 100
 
@@ -234,34 +239,50 @@ class _Windows(Paging):
         """The query parameters of ``size`` records from ``index`` (0-based) on."""
 
     @abc.abstractmethod
-    def is_last(self, body: Any, index: int) -> bool:
-        """Whether the upstream says that the window from ``index`` is the last."""
+    def is_last(self, body: Any, index: int, count: int) -> bool:
+        """Whether the upstream says that the window from ``index``, which brought
+        ``count`` records, is the last."""
 
     def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
         index = 0
         previous: Position | None = None  # the last record of the window before
+        short = False  # the window before brought fewer records than asked
         while True:
             body = client.get_json(url, {**params, **self.window(index, self.size)})
             records = self.extract(body, url)
+            if not records:
+                return  # the end of the list
+            if short:
+                self.after_short(url, len(records))
             if previous is not None:
                 probe = self.extract(
                     client.get_json(url, {**params, **self.window(index - 1, 1)}), url
                 )
                 if not probe or self.key(probe[0]) != previous:
                     raise ListShifted
-            final = len(records) < self.size or self.is_last(body, index)
+            final = self.is_last(body, index, len(records))
             yield records, final
             if final:
                 return
             previous = self.key(records[-1])
-            index += self.size
+            short = len(records) < self.size
+            index += self.advance(len(records))
+
+    @abc.abstractmethod
+    def advance(self, count: int) -> int:
+        """How far the next window starts after one that brought ``count`` records."""
+
+    def after_short(self, url: str, count: int) -> None:
+        """A window brought ``count`` records after one that brought fewer than asked."""
 
 
 @dataclasses.dataclass(kw_only=True)
 class OffsetPaging(_Windows):
     """``offset`` and ``limit`` (names in ``offset_param``, ``limit_param``), ``size``
-    records a page. Ends at a short page, or when the answer's ``total_key`` (a dotted
-    path to the count, if the upstream gives one) says so."""
+    records a page; the next offset is the last one plus the records it brought, so an
+    upstream that caps ``limit`` lower is still read whole. Ends at an empty page, or when
+    the answer's ``total_key`` (a dotted path to the count, if the upstream gives one)
+    says so (without it, the walk's last request is one that finds the list's end)."""
 
     offset_param: str = "offset"
     limit_param: str = "limit"
@@ -270,16 +291,23 @@ class OffsetPaging(_Windows):
     def window(self, index: int, size: int) -> dict[str, Any]:
         return {self.offset_param: index, self.limit_param: size}
 
-    def is_last(self, body: Any, index: int) -> bool:
+    def is_last(self, body: Any, index: int, count: int) -> bool:
         total = dig(body, self.total_key)
-        return isinstance(total, int) and index + self.size >= total
+        return isinstance(total, int) and index + count >= total
+
+    def advance(self, count: int) -> int:
+        return count
 
 
 @dataclasses.dataclass(kw_only=True)
 class PageNumberPaging(_Windows):
     """Page numbers (``page_param``, from ``first_page``) of ``size`` records
-    (``size_param``). Ends at a short page, or when the answer's ``total_pages_key`` says
-    so. The shift check asks for one record with a page size of 1."""
+    (``size_param``). Ends at an empty page, or when the answer's ``total_pages_key`` says
+    so (without it, the walk's last request is one that finds the list's end). A short
+    page followed by more records means the upstream caps the page size below ``size``:
+    its page numbers then count other pages than the walk's, so the run fails
+    (``UpstreamError``) rather than skip records; set ``size`` to the upstream's maximum.
+    The shift check asks for one record with a page size of 1."""
 
     page_param: str = "page"
     size_param: str = "per_page"
@@ -289,9 +317,20 @@ class PageNumberPaging(_Windows):
     def window(self, index: int, size: int) -> dict[str, Any]:
         return {self.page_param: self.first_page + index // size, self.size_param: size}
 
-    def is_last(self, body: Any, index: int) -> bool:
+    def is_last(self, body: Any, index: int, count: int) -> bool:
         total = dig(body, self.total_pages_key)
         return isinstance(total, int) and index // self.size + 1 >= total
+
+    def advance(self, count: int) -> int:
+        return self.size
+
+    def after_short(self, url: str, count: int) -> None:
+        raise UpstreamError(
+            f"the upstream answered a page with fewer than the {self.size} records asked, "
+            f"and then {count} more: it caps the page size lower, so its page numbers do "
+            f"not count pages of {self.size}; set the paging's size to its maximum: GET {url}",
+            url=url,
+        )
 
 
 def dig(body: Any, path: str | None) -> Any:

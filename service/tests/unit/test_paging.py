@@ -37,9 +37,12 @@ class FakeUpstream:
     served: that is how records change "between pages".
     """
 
-    def __init__(self, style: str, times: list[int], *, cursor: str = "keyset") -> None:
+    def __init__(
+        self, style: str, times: list[int], *, cursor: str = "keyset", cap: int | None = None
+    ) -> None:
         self.style = style
         self.cursor = cursor
+        self.cap = cap  # the most records a page holds, whatever was asked (silently)
         self.clock = max(times)
         self.rows = {
             f"r{n:03d}": {"id": f"r{n:03d}", "t": t, "deleted": False} for n, t in enumerate(times)
@@ -103,13 +106,13 @@ class FakeUpstream:
         return {"data": page, "next_cursor": cursor}, FakeResponse(BASE, {})
 
     def _offset(self, listing, query):
-        start, size = int(query["offset"]), int(query["limit"])
+        start, size = int(query["offset"]), min(int(query["limit"]), self.cap or 1000)
         return {"data": listing[start : start + size], "total": len(listing)}, FakeResponse(
             BASE, {}
         )
 
     def _pages(self, listing, query):
-        page, size = int(query["page"]), int(query["per_page"])
+        page, size = int(query["page"]), min(int(query["per_page"]), self.cap or 1000)
         total_pages = -(-len(listing) // size)
         body = {"data": listing[(page - 1) * size : page * size], "total_pages": total_pages}
         return body, FakeResponse(BASE, {})
@@ -271,6 +274,59 @@ def test_the_fake_catches_a_naive_page_number_loop():
             break
         page += 1
     assert "r003" not in delivered  # lost: it moved from page 2 to page 1, already read
+
+
+# --- an upstream that caps the page size without a word ----------------------------------------
+
+
+@pytest.mark.parametrize("total_key", ["total", None])
+@pytest.mark.parametrize("keyset", [True, False])
+def test_an_offset_upstream_that_caps_the_page_size_is_read_whole(total_key, keyset):
+    """Asked for 5 records a page, it answers 2: a short page is not the end of the list
+    (taken for it, a full run would deliver 2 records and Sesam delete the other 9)."""
+    upstream = make("offset", list(range(1, 12)), cap=2)
+    options = {"since_params": since_params} if keyset else {}
+    paging = OffsetPaging(position=position, size=5, total_key=total_key, **options)
+    _, delivered = run(paging, upstream, {})
+    assert [record["id"] for record in delivered] == sorted(upstream.rows)
+
+
+def test_without_a_count_an_offset_walk_ends_at_the_empty_page_after_the_list():
+    upstream = make("offset", list(range(1, 8)))
+    paging = OffsetPaging(position=position, size=3)
+    _, delivered = run(paging, upstream, {})
+    assert [record["id"] for record in delivered] == sorted(upstream.rows)
+    assert [request["offset"] for request in upstream.requests if request["limit"] == "3"] == [
+        "0",
+        "3",
+        "6",
+        "7",
+    ]
+
+
+@pytest.mark.parametrize("total_pages_key", ["total_pages", None])
+def test_a_page_number_upstream_that_caps_the_page_size_fails_the_run_rather_than_skip(
+    total_pages_key,
+):
+    """Its page 2 of 2-record pages is not the walk's page 2 of 5: the records between
+    would be skipped. The run fails, saying what to set."""
+    upstream = make("pages", list(range(1, 12)), cap=2)
+    paging = PageNumberPaging(position=position, size=5, total_pages_key=total_pages_key)
+    with pytest.raises(UpstreamError, match="caps the page size lower.*size to its maximum"):
+        list(paging.pages(upstream, BASE, {}))
+
+
+def test_a_short_last_page_number_page_ends_the_walk_at_the_empty_page_after_it():
+    upstream = make("pages", list(range(1, 8)))
+    paging = PageNumberPaging(position=position, size=3, total_pages_key=None)
+    _, delivered = run(paging, upstream, {})
+    assert [record["id"] for record in delivered] == sorted(upstream.rows)
+    assert [request["page"] for request in upstream.requests if request["per_page"] == "3"] == [
+        "1",
+        "2",
+        "3",
+        "4",
+    ]
 
 
 # --- ties: many records share one time --------------------------------------------------------
