@@ -74,7 +74,10 @@ class Records(Adapter):
         """FORK: how to page through the upstream, in (updated_at, id) order.
 
         With ``since`` (inclusive), every change including deletions; without it, the
-        live records.
+        live records. The Records API's cursor is a keyset (a position), so this loop
+        loses nothing; for another upstream's paging (offsets, page numbers, next links,
+        other cursors) take a block from ``service.framework.paging``
+        (docs/building-blocks.md): a plain loop over those can skip records.
         """
         params: dict[str, Any] = {"limit": self.page_size}
         if since is not None:

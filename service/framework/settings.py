@@ -3,7 +3,8 @@
 Every variable is declared once, as a field of a settings class made with ``setting()``:
 name, how to read it, default, secret, meaning. The framework's own are the fields of
 ``Settings``; a fork subclasses it beside its adapter and declares its upstream's there.
-The configuration table in the docs is (docs/configuration.md) is checked against these declarations by a test.
+A test checks the configuration table in the docs (docs/configuration.md) against these
+declarations.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ API: page numbers (``page``, ``per_page``, ``total_pages``), an ``X-Api-Key`` he
 integer ids, second-precision times (``2026-01-02T03:04:05Z``) and a ``modified_since``
 filter (inclusive) that is also the only way to see deletions (``"deleted": true``). A
 fork to an API of this shape copies this module over ``service/connector.py`` and edits
-the ``Fork point:`` places; nothing outside it, its settings and its test wiring.
+the ``FORK:`` places; nothing outside it, its settings and its test wiring.
 
 - Positions are (``TIMESTAMP``, ``INTEGER``): the framework encodes them so that ticket
   9 sorts before ticket 17, and decodes a ``since`` back to a datetime and an int.
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TicketsSettings(Settings):
-    """Fork point: the Tickets API's settings, each declared once; the framework's are inherited
+    """FORK: the Tickets API's settings, each declared once; the framework's are inherited
     (``FEED_SETTLE_SECONDS`` among them: set it in the environment)."""
 
     tickets_url: str = setting("TICKETS_URL", url, meaning="Base URL of the Tickets API.")
@@ -67,7 +67,7 @@ class TicketsSettings(Settings):
 
 
 def modified_since(moment: datetime) -> dict[str, str]:
-    """Fork point: the upstream's filter from a position's time. Whole seconds, rounded down, so
+    """FORK: the upstream's filter from a position's time. Whole seconds, rounded down, so
     the filter stays inclusive of the anchor's own second."""
     return {"modified_since": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
@@ -75,20 +75,20 @@ def modified_since(moment: datetime) -> dict[str, str]:
 class Tickets(Adapter):
     """The Tickets API: reading and writing tickets."""
 
-    # Fork point: the names a pipe may put in its url.
+    # FORK: the names a pipe may put in its url.
     collection = re.compile(r"[a-z][a-z0-9-]*")
-    # Fork point: what position() returns: a modification time and an integer id.
+    # FORK: what position() returns: a modification time and an integer id.
     position_parts = (TIMESTAMP, INTEGER)
 
     def __init__(self, settings: TicketsSettings) -> None:
         super().__init__(settings)
-        # Fork point: how to reach the upstream: its URL and its API key header.
+        # FORK: how to reach the upstream: its URL and its API key header.
         self.client = UpstreamClient.from_settings(
             settings,
             settings.tickets_url,
             auth=ApiKey(settings.tickets_api_key, header="X-Api-Key"),
         )
-        # Fork point: how the upstream pages (page numbers), where the list is, and its filter.
+        # FORK: how the upstream pages (page numbers), where the list is, and its filter.
         self.paging = PageNumberPaging(
             position=self.position,
             codec=self.positions,
@@ -104,43 +104,43 @@ class Tickets(Adapter):
             )
 
     def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Record]]:
-        """Fork point: every ticket after ``since`` (deletions included), or the live ones."""
+        """FORK: every ticket after ``since`` (deletions included), or the live ones."""
         return self.paging.pages(self.client, self.client.url(collection), since=since)
 
     def position(self, record: Record) -> tuple[Any, ...]:
-        """Fork point: a ticket's place in feed order: (modified_at, id)."""
+        """FORK: a ticket's place in feed order: (modified_at, id)."""
         return record["modified_at"], record["id"]
 
     def to_entity(self, record: Record) -> Entity:
-        """Fork point: one ticket as a Sesam entity; ``_id`` is the id as text."""
+        """FORK: one ticket as a Sesam entity; ``_id`` is the id as text."""
         entity = dict(record)
         entity["_id"] = str(record["id"])
         entity["_deleted"] = record.get("deleted") is True
         return entity
 
     def to_record(self, entity: Entity) -> Record:
-        """Fork point: one entity as the body of a write: no ``_`` fields, plain JSON values."""
+        """FORK: one entity as the body of a write: no ``_`` fields, plain JSON values."""
         return {key: plain(value) for key, value in entity.items() if not key.startswith("_")}
 
     def key(self, entity_id: str) -> int:
-        """Fork point: a ticket id is a positive integer, written as the feed writes it ("17");
+        """FORK: a ticket id is a positive integer, written as the feed writes it ("17");
         anything else is refused (a 400 naming the entity), deletes included."""
         if not (entity_id.isascii() and entity_id.isdigit()) or entity_id.startswith("0"):
             raise ValueError(f"a ticket _id is a positive integer, not {entity_id!r}")
         return int(entity_id)
 
     def upsert(self, collection: str, key: int, record: Record) -> None:
-        """Fork point: create or replace one ticket (idempotent)."""
+        """FORK: create or replace one ticket (idempotent)."""
         self.client.request(
             "PUT", self.client.url(collection, str(key)), json_body=record, ok=(200, 201, 204)
         )
 
     def delete(self, collection: str, key: int) -> None:
-        """Fork point: delete one ticket; one already gone (404) counts as done."""
+        """FORK: delete one ticket; one already gone (404) counts as done."""
         self.client.request("DELETE", self.client.url(collection, str(key)), ok=(200, 204, 404))
 
     def live_ids(self, collection: str) -> Iterator[str]:
-        """Fork point: the _id of every live ticket, for a full sync's deletion detection."""
+        """FORK: the _id of every live ticket, for a full sync's deletion detection."""
         for page in self.pages(collection, None):
             for record in page:
                 if record.get("deleted") is not True:
