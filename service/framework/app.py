@@ -24,8 +24,8 @@ from service.framework.transform import TransformEndpoint
 
 class AppFactory:
     """``create_app(config=None)`` for one adapter and its settings class. Gunicorn calls
-    it (``'service.connector:create_app()'``); its ``settings_class`` lets the gunicorn
-    master check every setting before a worker starts."""
+    it (``'service.<module>:create_app()'``, the fork's module); its ``settings_class``
+    lets the gunicorn master check every setting before a worker starts."""
 
     def __init__(self, adapter_class: type[Adapter], settings_class: type[Settings]) -> None:
         self.adapter_class = adapter_class
