@@ -212,6 +212,34 @@ def test_an_upstream_failure_after_the_first_byte_gives_a_body_that_does_not_par
             json.loads(body)  # a valid array here would be a truncated feed Sesam believes
 
 
+def test_the_connector_reads_upstream_pages_no_larger_than_the_drivers_page_size(
+    sesam, conformance_upstream
+):
+    """The loss checks seed a few pages' worth of records and change one while the
+    connector is between two upstream pages. Were its pages larger than the driver's
+    ``page_size`` says, every seed would fit in one page and those checks would test
+    nothing. One record more than a page, the upstream broken after its first page: the
+    pull must not come out whole."""
+    size = conformance_upstream.page_size
+    conformance_upstream.seed(size + 1, 0)
+    conformance_upstream.break_after_first_page()
+    try:
+        status, body = sesam.raw()
+    finally:
+        conformance_upstream.heal()
+    whole = False
+    if 200 <= status < 300:
+        try:
+            whole = len(json.loads(body)) == size + 1
+        except ValueError:
+            whole = False
+    assert not whole, (
+        f"{size + 1} records came through in one upstream page: the connector's upstream "
+        f"page size is larger than the driver's page_size ({size}); make them equal, or the "
+        "loss checks cannot put a change between two pages"
+    )
+
+
 # --- loss: Sesam's dataset ends equal to the upstream --------------------------------------
 
 
