@@ -23,9 +23,12 @@ from werkzeug.routing import BaseConverter
 from service.tools.demo_upstream.faults import changed
 from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
+from service.tools.demo_upstream.faults import no_faults
 from service.tools.demo_upstream.faults import parse_faults
+from service.tools.demo_upstream.faults import public_faults
 from service.tools.demo_upstream.faults import require_keys
 from service.tools.demo_upstream.faults import spend_counted_fault
+from service.tools.demo_upstream.faults import write_fault
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.responses import json_response
 from service.tools.demo_upstream.responses import request_json
@@ -118,14 +121,7 @@ class State:
         self.stats = {"GET": 0, "PUT": 0, "DELETE": 0, "list_pages": 0, "faulted": 0}
 
     def clear_faults(self) -> None:
-        self.faults = {
-            "latency_ms": 0,
-            "storm": None,
-            "fail_after_pages": None,
-            "fail_writes": None,
-            "fail_write_ids": None,
-            "change_after_pages": None,
-        }
+        self.faults = no_faults()
 
 
 def seeded_tickets() -> dict[int, Ticket]:
@@ -199,7 +195,7 @@ def _register_api(app: flask.Flask, state: State) -> None:
             if flask.request.endpoint == "list_tickets":
                 state.stats["list_pages"] += 1
             latency_ms = state.faults["latency_ms"]
-            storm = spend_counted_fault(state, "storm")  # type: ignore[arg-type]
+            storm = spend_counted_fault(state, "storm")
         if latency_ms:
             time.sleep(latency_ms / 1000)
         if storm is not None:
@@ -260,21 +256,10 @@ def _register_api(app: flask.Flask, state: State) -> None:
             return error_response(404, f"no ticket {number} in {resource!r}")
         return json_response(found)
 
-    def write_fault(number: int) -> flask.Response | None:
-        with state.lock:
-            by_id = state.faults["fail_write_ids"]
-            if by_id is not None and str(number) in by_id["ids"]:
-                state.stats["faulted"] += 1
-                return fault_response(by_id["status"])
-            failing = spend_counted_fault(state, "fail_writes")  # type: ignore[arg-type]
-            if failing is not None:
-                return fault_response(failing["status"])
-        return None
-
     @app.put("/<resource:resource>/<ticket>", endpoint="put_ticket")
     def put_ticket(resource: str, ticket: str) -> flask.Response:
         number = _ticket_id(ticket)
-        fault = write_fault(number)
+        fault = write_fault(state, str(number))
         if fault is not None:
             return fault
         body = request_json()
@@ -292,7 +277,7 @@ def _register_api(app: flask.Flask, state: State) -> None:
     @app.delete("/<resource:resource>/<ticket>", endpoint="delete_ticket")
     def delete_ticket(resource: str, ticket: str) -> flask.Response:
         number = _ticket_id(ticket)
-        fault = write_fault(number)
+        fault = write_fault(state, str(number))
         if fault is not None:
             return fault
         with state.lock:
@@ -376,13 +361,13 @@ def _register_admin(app: flask.Flask, state: State) -> None:
             ):
                 raise InvalidRequest("change_after_pages.id names no live ticket")
             state.faults.update(parsed)
-            return json_response(_public(state.faults))
+            return json_response(public_faults(state.faults))
 
     @app.delete("/_admin/faults")
     def clear_faults() -> flask.Response:
         with state.lock:
             state.clear_faults()
-            return json_response(_public(state.faults))
+            return json_response(public_faults(state.faults))
 
     @app.get("/_admin/clock")
     def get_clock() -> flask.Response:
@@ -427,13 +412,3 @@ def _register_admin(app: flask.Flask, state: State) -> None:
     def stats() -> flask.Response:
         with state.lock:
             return json_response(dict(state.stats))
-
-
-def _public(faults: dict[str, Any]) -> dict[str, Any]:
-    shown = dict(faults)
-    if shown["fail_write_ids"] is not None:
-        shown["fail_write_ids"] = {
-            **shown["fail_write_ids"],
-            "ids": sorted(shown["fail_write_ids"]["ids"]),
-        }
-    return shown

@@ -21,9 +21,12 @@ from service.tools.demo_upstream.faults import DropConnection
 from service.tools.demo_upstream.faults import changed
 from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
+from service.tools.demo_upstream.faults import no_faults
 from service.tools.demo_upstream.faults import parse_faults
+from service.tools.demo_upstream.faults import public_faults
 from service.tools.demo_upstream.faults import require_keys
 from service.tools.demo_upstream.faults import spend_counted_fault
+from service.tools.demo_upstream.faults import write_fault
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.responses import json_response
 from service.tools.demo_upstream.responses import request_json
@@ -83,21 +86,7 @@ class UpstreamState:
         self.stats = _fresh_stats()
 
     def clear_faults(self) -> None:
-        self.faults = {
-            "latency_ms": self.base_latency_ms,
-            "storm": None,
-            "fail_after_pages": None,
-            "fail_writes": None,
-            "fail_write_ids": None,
-            "change_after_pages": None,
-        }
-
-    def public_faults(self) -> dict[str, Any]:
-        shown = dict(self.faults)
-        if shown["fail_write_ids"] is not None:
-            shown["fail_write_ids"] = dict(shown["fail_write_ids"])
-            shown["fail_write_ids"]["ids"] = sorted(shown["fail_write_ids"]["ids"])
-        return shown
+        self.faults = no_faults(self.base_latency_ms)
 
 
 # --- the app ----------------------------------------------------------------------------
@@ -266,21 +255,9 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
             return error_response(404, f"no record {record_id!r} in {resource!r}")
         return json_response(record)
 
-    def write_fault(record_id: str) -> flask.Response | None:
-        """Injected write failures win over everything, as a broken backend would."""
-        with state.lock:
-            by_id = state.faults["fail_write_ids"]
-            if by_id is not None and record_id in by_id["ids"]:
-                state.stats["faulted"] += 1
-                return fault_response(by_id["status"])
-            failing = spend_counted_fault(state, "fail_writes")
-            if failing is not None:
-                return fault_response(failing["status"])
-        return None
-
     @app.put("/<resource:resource>/<record_id:record_id>", endpoint="put_record")
     def put_record(resource: str, record_id: str) -> flask.Response:
-        fault = write_fault(record_id)
+        fault = write_fault(state, record_id)
         if fault is not None:
             return fault
         body = request_json()
@@ -302,7 +279,7 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
 
     @app.delete("/<resource:resource>/<record_id:record_id>", endpoint="delete_record")
     def delete_record(resource: str, record_id: str) -> flask.Response:
-        fault = write_fault(record_id)
+        fault = write_fault(state, record_id)
         if fault is not None:
             return fault
         with state.lock:
@@ -409,7 +386,7 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
     @app.get("/_admin/faults")
     def admin_get_faults() -> flask.Response:
         with state.lock:
-            return json_response(state.public_faults())
+            return json_response(public_faults(state.faults))
 
     @app.put("/_admin/faults")
     def admin_set_faults() -> flask.Response:
@@ -424,13 +401,13 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             ):
                 raise InvalidRequest("change_after_pages.id names no live stored record")
             state.faults.update(parsed)
-            return json_response(state.public_faults())
+            return json_response(public_faults(state.faults))
 
     @app.delete("/_admin/faults")
     def admin_clear_faults() -> flask.Response:
         with state.lock:
             state.clear_faults()
-            return json_response(state.public_faults())
+            return json_response(public_faults(state.faults))
 
     @app.get("/_admin/clock")
     def admin_get_clock() -> flask.Response:
