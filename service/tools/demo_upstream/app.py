@@ -1,5 +1,6 @@
 """The demo Records API as a Flask app: the records API a connector calls, and the admin
-API the tests use (``/_admin``: reset, inserts, dumps, faults, stats)."""
+API the tests use (``/_admin``: reset, inserts, dumps, faults, stats; the switches it shares
+with the Tickets demo are in ``admin``)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ import flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from service.tools.demo_upstream import admin
 from service.tools.demo_upstream.faults import DROP_ENVIRON_KEY
 from service.tools.demo_upstream.faults import DropConnection
 from service.tools.demo_upstream.faults import changed
 from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
 from service.tools.demo_upstream.faults import no_faults
-from service.tools.demo_upstream.faults import parse_faults
 from service.tools.demo_upstream.faults import public_faults
 from service.tools.demo_upstream.faults import require_keys
 from service.tools.demo_upstream.faults import spend_counted_fault
@@ -88,6 +89,19 @@ class UpstreamState:
     def clear_faults(self) -> None:
         self.faults = no_faults(self.base_latency_ms)
 
+    def new_collection(self) -> StoredCollection:
+        return StoredCollection()
+
+    def require_live(self, record_id: Any) -> None:
+        """``change_after_pages`` changes a stored record: a computed one cannot change."""
+        if not any(
+            isinstance(c, StoredCollection)
+            and (r := c.get(record_id)) is not None
+            and not r["deleted"]
+            for c in self.collections.values()
+        ):
+            raise InvalidRequest("change_after_pages.id names no live stored record")
+
 
 # --- the app ----------------------------------------------------------------------------
 
@@ -120,7 +134,7 @@ def create_app(
     _configure_routing(app)
     _register_error_handlers(app)
     _register_records_api(app, state)
-    _register_admin_api(app, state)
+    app.register_blueprint(_records_admin(state))
     app.wsgi_app = DropConnection(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
@@ -332,13 +346,16 @@ def parse_inserted_records(body: object, next_time: Callable[[], str]) -> list[R
     return records
 
 
-def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
-    @app.get("/_admin/health")
-    def admin_health() -> flask.Response:
+def _records_admin(state: UpstreamState) -> flask.Blueprint:
+    """The shared ``/_admin`` switches, and those that know this demo's records."""
+    records_admin = admin.blueprint(state)
+
+    @records_admin.get("/health")
+    def health() -> flask.Response:
         return json_response({"status": "ok"})
 
-    @app.post("/_admin/reset")
-    def admin_reset() -> flask.Response:
+    @records_admin.post("/reset")
+    def reset() -> flask.Response:
         body = request_json()
         body = {} if body is None else require_keys(body, "the body", {"seed"})
         seed = body.get("seed", False)
@@ -349,16 +366,8 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             names = sorted(state.collections)
         return json_response({"reset": True, "seeded": seed, "collections": names})
 
-    @app.post("/_admin/collections/<resource:resource>")
-    def admin_create_collection(resource: str) -> flask.Response:
-        with state.lock:
-            created = resource not in state.collections
-            if created:
-                state.collections[resource] = StoredCollection()
-        return json_response({"collection": resource, "created": created}, 201 if created else 200)
-
-    @app.post("/_admin/records/<resource:resource>")
-    def admin_insert_records(resource: str) -> flask.Response:
+    @records_admin.post("/records/<resource:resource>")
+    def insert_records(resource: str) -> flask.Response:
         body = request_json()
         with state.lock:
             collection = state.collections.get(resource)
@@ -372,8 +381,8 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             collection.put_many(records)
         return json_response({"inserted": len(records)})
 
-    @app.get("/_admin/records/<resource:resource>")
-    def admin_dump_records(resource: str) -> flask.Response:
+    @records_admin.get("/records/<resource:resource>")
+    def dump_records(resource: str) -> flask.Response:
         with state.lock:
             collection = state.collections.get(resource)
             if collection is None:
@@ -383,39 +392,13 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             records = collection.all_records()
         return json_response(records)
 
-    @app.get("/_admin/faults")
-    def admin_get_faults() -> flask.Response:
+    @records_admin.get("/faults")
+    def get_faults() -> flask.Response:
         with state.lock:
             return json_response(public_faults(state.faults))
 
-    @app.put("/_admin/faults")
-    def admin_set_faults() -> flask.Response:
-        parsed = parse_faults(request_json())
-        with state.lock:
-            change = parsed.get("change_after_pages")
-            if change is not None and not any(
-                isinstance(c, StoredCollection)
-                and (r := c.get(change["id"])) is not None
-                and not r["deleted"]
-                for c in state.collections.values()
-            ):
-                raise InvalidRequest("change_after_pages.id names no live stored record")
-            state.faults.update(parsed)
-            return json_response(public_faults(state.faults))
-
-    @app.delete("/_admin/faults")
-    def admin_clear_faults() -> flask.Response:
-        with state.lock:
-            state.clear_faults()
-            return json_response(public_faults(state.faults))
-
-    @app.get("/_admin/clock")
-    def admin_get_clock() -> flask.Response:
-        with state.lock:
-            return json_response(state.clock.describe())
-
-    @app.put("/_admin/clock")
-    def admin_set_clock() -> flask.Response:
+    @records_admin.put("/clock")
+    def set_clock() -> flask.Response:
         """``{"tick": 1}`` makes the clock coarse (whole seconds); ``{"freeze": true}``
         stops it now (or at a time given in the contract's form); ``{"advance": 2}`` moves a
         frozen clock on. ``DELETE`` gives back the real clock."""
@@ -442,13 +425,4 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
                 clock.advance(round(advance * 1_000_000))
             return json_response(clock.describe())
 
-    @app.delete("/_admin/clock")
-    def admin_thaw_clock() -> flask.Response:
-        with state.lock:
-            state.clock.thaw()
-            return json_response(state.clock.describe())
-
-    @app.get("/_admin/stats")
-    def admin_stats() -> flask.Response:
-        with state.lock:
-            return json_response(dict(state.stats))
+    return records_admin
