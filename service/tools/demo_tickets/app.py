@@ -1,8 +1,9 @@
 """The demo Tickets API as a Flask app: the API a connector calls, and ``/_admin`` for tests.
 
 Small on purpose: every list request filters and sorts the collection afresh (fine for
-the thousands of tickets the tests use). The JSON helpers and the fault settings are the
-Records demo's (``service.tools.demo_upstream``), so both demos misbehave the same way.
+the thousands of tickets the tests use). The JSON helpers, the fault settings and the
+``/_admin`` switches that do not depend on a ticket's shape are the Records demo's
+(``service.tools.demo_upstream``), so both demos misbehave the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from service.tools.demo_upstream import admin
 from service.tools.demo_upstream.faults import changed
 from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
 from service.tools.demo_upstream.faults import no_faults
-from service.tools.demo_upstream.faults import parse_faults
-from service.tools.demo_upstream.faults import public_faults
 from service.tools.demo_upstream.faults import require_keys
 from service.tools.demo_upstream.faults import spend_counted_fault
 from service.tools.demo_upstream.faults import write_fault
@@ -82,6 +82,9 @@ class Clock:
         self.last = max(self.now(), self.last)
         return format_time(self.last)
 
+    def thaw(self) -> None:
+        self.tick, self.frozen = 1, None
+
     def describe(self) -> dict[str, Any]:
         return {
             "now": format_time(self.now()),
@@ -116,12 +119,22 @@ class State:
         for tickets in self.collections.values():
             for ticket in tickets.values():
                 self.clock.last = max(self.clock.last, parse_time(ticket["modified_at"]) or 0)
-        self.clock.tick, self.clock.frozen = 1, None
+        self.clock.thaw()
         self.clear_faults()
         self.stats = {"GET": 0, "PUT": 0, "DELETE": 0, "list_pages": 0, "faulted": 0}
 
     def clear_faults(self) -> None:
         self.faults = no_faults()
+
+    def new_collection(self) -> dict[int, Ticket]:
+        return {}
+
+    def require_live(self, ticket_id: Any) -> None:
+        if not any(
+            not tickets.get(ticket_id, {"deleted": True})["deleted"]
+            for tickets in self.collections.values()
+        ):
+            raise InvalidRequest("change_after_pages.id names no live ticket")
 
 
 def seeded_tickets() -> dict[int, Ticket]:
@@ -164,7 +177,7 @@ def create_app(api_key: str = "demo-key", seed: bool = True) -> flask.Flask:
         return error_response(400, str(exc))
 
     _register_api(app, state)
-    _register_admin(app, state)
+    app.register_blueprint(_tickets_admin(state))
     return app
 
 
@@ -312,8 +325,11 @@ def _inserted(body: object, clock: Clock) -> list[Ticket]:
     return tickets
 
 
-def _register_admin(app: flask.Flask, state: State) -> None:
-    @app.post("/_admin/reset")
+def _tickets_admin(state: State) -> flask.Blueprint:
+    """The shared ``/_admin`` switches, and those that know tickets."""
+    tickets_admin = admin.blueprint(state)
+
+    @tickets_admin.post("/reset")
     def reset() -> flask.Response:
         body = require_keys(request_json() or {}, "the body", {"seed"})
         seed = body.get("seed", False)
@@ -323,14 +339,7 @@ def _register_admin(app: flask.Flask, state: State) -> None:
             state.reset(seed)
             return json_response({"reset": True, "collections": sorted(state.collections)})
 
-    @app.post("/_admin/collections/<resource:resource>")
-    def create_collection(resource: str) -> flask.Response:
-        with state.lock:
-            created = resource not in state.collections
-            state.collections.setdefault(resource, {})
-        return json_response({"collection": resource, "created": created}, 201 if created else 200)
-
-    @app.post("/_admin/records/<resource:resource>")
+    @tickets_admin.post("/records/<resource:resource>")
     def insert(resource: str) -> flask.Response:
         body = request_json()
         with state.lock:
@@ -341,7 +350,7 @@ def _register_admin(app: flask.Flask, state: State) -> None:
                 state.clock.last = max(state.clock.last, parse_time(ticket["modified_at"]) or 0)
         return json_response({"inserted": len(tickets)})
 
-    @app.get("/_admin/records/<resource:resource>")
+    @tickets_admin.get("/records/<resource:resource>")
     def dump(resource: str) -> flask.Response:
         with state.lock:
             tickets = state.collections.get(resource)
@@ -350,31 +359,7 @@ def _register_admin(app: flask.Flask, state: State) -> None:
             everything = sorted(tickets.values(), key=lambda t: (t["modified_at"], t["id"]))
         return json_response(everything)
 
-    @app.put("/_admin/faults")
-    def set_faults() -> flask.Response:
-        parsed = parse_faults(request_json())
-        with state.lock:
-            change = parsed.get("change_after_pages")
-            if change is not None and not any(
-                not tickets.get(change["id"], {"deleted": True})["deleted"]
-                for tickets in state.collections.values()
-            ):
-                raise InvalidRequest("change_after_pages.id names no live ticket")
-            state.faults.update(parsed)
-            return json_response(public_faults(state.faults))
-
-    @app.delete("/_admin/faults")
-    def clear_faults() -> flask.Response:
-        with state.lock:
-            state.clear_faults()
-            return json_response(public_faults(state.faults))
-
-    @app.get("/_admin/clock")
-    def get_clock() -> flask.Response:
-        with state.lock:
-            return json_response(state.clock.describe())
-
-    @app.put("/_admin/clock")
+    @tickets_admin.put("/clock")
     def set_clock() -> flask.Response:
         """``{"freeze": true}`` (or a time), ``{"advance": 5}``, ``{"tick": 10}``."""
         body = require_keys(request_json(), "the body", {"freeze", "advance", "tick"})
@@ -402,13 +387,4 @@ def _register_admin(app: flask.Flask, state: State) -> None:
                 clock.frozen += body["advance"]
             return json_response(clock.describe())
 
-    @app.delete("/_admin/clock")
-    def thaw_clock() -> flask.Response:
-        with state.lock:
-            state.clock.tick, state.clock.frozen = 1, None
-            return json_response(state.clock.describe())
-
-    @app.get("/_admin/stats")
-    def stats() -> flask.Response:
-        with state.lock:
-            return json_response(dict(state.stats))
+    return tickets_admin
