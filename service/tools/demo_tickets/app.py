@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import json
 import math
 import re
 import threading
@@ -18,7 +17,6 @@ import time
 from typing import Any
 
 import flask
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from service.tools.demo_upstream import admin
@@ -31,6 +29,7 @@ from service.tools.demo_upstream.faults import spend_counted_fault
 from service.tools.demo_upstream.faults import write_fault
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.responses import json_response
+from service.tools.demo_upstream.responses import register_error_handlers
 from service.tools.demo_upstream.responses import request_json
 from service.tools.demo_upstream.store import InvalidRequest
 
@@ -163,19 +162,7 @@ def create_app(api_key: str = "demo-key", seed: bool = True) -> flask.Flask:
     app = flask.Flask(__name__)
     app.extensions["demo_tickets"] = state
     app.url_map.converters["resource"] = ResourceConverter
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> flask.Response:
-        """JSON everywhere, keeping the status and headers such as Allow."""
-        response = exc.get_response()
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.mimetype = "application/json"
-        return response
-
-    @app.errorhandler(InvalidRequest)
-    def invalid_request(exc: InvalidRequest) -> flask.Response:
-        return error_response(400, str(exc))
-
+    register_error_handlers(app)
     _register_api(app, state)
     app.register_blueprint(_tickets_admin(state))
     return app

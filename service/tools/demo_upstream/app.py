@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import hmac
-import json
 import re
 import threading
 import time
@@ -14,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from service.tools.demo_upstream import admin
@@ -30,6 +28,7 @@ from service.tools.demo_upstream.faults import spend_counted_fault
 from service.tools.demo_upstream.faults import write_fault
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.responses import json_response
+from service.tools.demo_upstream.responses import register_error_handlers
 from service.tools.demo_upstream.responses import request_json
 from service.tools.demo_upstream.seed import seed_collections
 from service.tools.demo_upstream.store import RESERVED_FIELDS
@@ -132,7 +131,7 @@ def create_app(
     app = flask.Flask(__name__)
     app.extensions["demo_upstream"] = state
     _configure_routing(app)
-    _register_error_handlers(app)
+    register_error_handlers(app)
     _register_records_api(app, state)
     app.register_blueprint(_records_admin(state))
     app.wsgi_app = DropConnection(app.wsgi_app)  # type: ignore[method-assign]
@@ -163,20 +162,6 @@ def _configure_routing(app: flask.Flask) -> None:
     app.url_map.merge_slashes = False
     app.url_map.converters["resource"] = ResourceConverter
     app.url_map.converters["record_id"] = RecordIdConverter
-
-
-def _register_error_handlers(app: flask.Flask) -> None:
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> flask.Response:
-        """JSON everywhere, keeping the status and headers such as Allow."""
-        response = exc.get_response()
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.mimetype = "application/json"
-        return response
-
-    @app.errorhandler(InvalidRequest)
-    def invalid_request(exc: InvalidRequest) -> flask.Response:
-        return error_response(400, str(exc))
 
 
 def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
