@@ -8,12 +8,12 @@ between the Records and the Tickets demo, so each demo adds its own to the bluep
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 from typing import Protocol
 
 import flask
 
+from service.tools.demo_upstream.faults import FaultState
 from service.tools.demo_upstream.faults import parse_faults
 from service.tools.demo_upstream.faults import public_faults
 from service.tools.demo_upstream.responses import json_response
@@ -26,14 +26,11 @@ class AdminClock(Protocol):
     def thaw(self) -> None: ...
 
 
-class AdminState(Protocol):
+class AdminState(FaultState, Protocol):
     """What the shared switches need of a demo's state; they hold its lock for each change."""
 
-    lock: threading.Lock
     clock: AdminClock
     collections: dict[str, Any]
-    faults: dict[str, Any]
-    stats: dict[str, int]
 
     def clear_faults(self) -> None: ...
 
@@ -46,7 +43,8 @@ class AdminState(Protocol):
 
 
 def blueprint(state: AdminState) -> flask.Blueprint:
-    """The shared switches over one app's state; the app registers it after adding its own."""
+    """The shared switches over one app's state. The app adds its own switches to it, then
+    registers it; its URLs need the app's ``resource`` converter, registered before."""
     admin = flask.Blueprint("admin", __name__, url_prefix="/_admin")
 
     @admin.post("/collections/<resource:resource>")
