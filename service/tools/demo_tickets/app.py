@@ -1,15 +1,15 @@
 """The demo Tickets API as a Flask app: the API a connector calls, and ``/_admin`` for tests.
 
 Small on purpose: every list request filters and sorts the collection afresh (fine for
-the thousands of tickets the tests use). The JSON helpers and the fault settings are the
-Records demo's (``service.tools.demo_upstream``), so both demos misbehave the same way.
+the thousands of tickets the tests use). The JSON helpers, the fault settings and the
+``/_admin`` switches that do not depend on a ticket's shape are the Records demo's
+(``service.tools.demo_upstream``), so both demos misbehave the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
-import json
 import math
 import re
 import threading
@@ -17,17 +17,19 @@ import time
 from typing import Any
 
 import flask
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from service.tools.demo_upstream import admin
 from service.tools.demo_upstream.faults import changed
 from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
-from service.tools.demo_upstream.faults import parse_faults
+from service.tools.demo_upstream.faults import no_faults
 from service.tools.demo_upstream.faults import require_keys
 from service.tools.demo_upstream.faults import spend_counted_fault
+from service.tools.demo_upstream.faults import write_fault
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.responses import json_response
+from service.tools.demo_upstream.responses import register_error_handlers
 from service.tools.demo_upstream.responses import request_json
 from service.tools.demo_upstream.store import InvalidRequest
 
@@ -79,6 +81,9 @@ class Clock:
         self.last = max(self.now(), self.last)
         return format_time(self.last)
 
+    def thaw(self) -> None:
+        self.tick, self.frozen = 1, None
+
     def describe(self) -> dict[str, Any]:
         return {
             "now": format_time(self.now()),
@@ -113,19 +118,22 @@ class State:
         for tickets in self.collections.values():
             for ticket in tickets.values():
                 self.clock.last = max(self.clock.last, parse_time(ticket["modified_at"]) or 0)
-        self.clock.tick, self.clock.frozen = 1, None
+        self.clock.thaw()
         self.clear_faults()
         self.stats = {"GET": 0, "PUT": 0, "DELETE": 0, "list_pages": 0, "faulted": 0}
 
     def clear_faults(self) -> None:
-        self.faults = {
-            "latency_ms": 0,
-            "storm": None,
-            "fail_after_pages": None,
-            "fail_writes": None,
-            "fail_write_ids": None,
-            "change_after_pages": None,
-        }
+        self.faults = no_faults()
+
+    def new_collection(self) -> dict[int, Ticket]:
+        return {}
+
+    def require_live(self, ticket_id: Any) -> None:
+        if not any(
+            not tickets.get(ticket_id, {"deleted": True})["deleted"]
+            for tickets in self.collections.values()
+        ):
+            raise InvalidRequest("change_after_pages.id names no live ticket")
 
 
 def seeded_tickets() -> dict[int, Ticket]:
@@ -154,21 +162,9 @@ def create_app(api_key: str = "demo-key", seed: bool = True) -> flask.Flask:
     app = flask.Flask(__name__)
     app.extensions["demo_tickets"] = state
     app.url_map.converters["resource"] = ResourceConverter
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> flask.Response:
-        """JSON everywhere, keeping the status and headers such as Allow."""
-        response = exc.get_response()
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.mimetype = "application/json"
-        return response
-
-    @app.errorhandler(InvalidRequest)
-    def invalid_request(exc: InvalidRequest) -> flask.Response:
-        return error_response(400, str(exc))
-
+    register_error_handlers(app)
     _register_api(app, state)
-    _register_admin(app, state)
+    app.register_blueprint(_tickets_admin(state))
     return app
 
 
@@ -199,7 +195,7 @@ def _register_api(app: flask.Flask, state: State) -> None:
             if flask.request.endpoint == "list_tickets":
                 state.stats["list_pages"] += 1
             latency_ms = state.faults["latency_ms"]
-            storm = spend_counted_fault(state, "storm")  # type: ignore[arg-type]
+            storm = spend_counted_fault(state, "storm")
         if latency_ms:
             time.sleep(latency_ms / 1000)
         if storm is not None:
@@ -260,21 +256,10 @@ def _register_api(app: flask.Flask, state: State) -> None:
             return error_response(404, f"no ticket {number} in {resource!r}")
         return json_response(found)
 
-    def write_fault(number: int) -> flask.Response | None:
-        with state.lock:
-            by_id = state.faults["fail_write_ids"]
-            if by_id is not None and str(number) in by_id["ids"]:
-                state.stats["faulted"] += 1
-                return fault_response(by_id["status"])
-            failing = spend_counted_fault(state, "fail_writes")  # type: ignore[arg-type]
-            if failing is not None:
-                return fault_response(failing["status"])
-        return None
-
     @app.put("/<resource:resource>/<ticket>", endpoint="put_ticket")
     def put_ticket(resource: str, ticket: str) -> flask.Response:
         number = _ticket_id(ticket)
-        fault = write_fault(number)
+        fault = write_fault(state, str(number))
         if fault is not None:
             return fault
         body = request_json()
@@ -292,7 +277,7 @@ def _register_api(app: flask.Flask, state: State) -> None:
     @app.delete("/<resource:resource>/<ticket>", endpoint="delete_ticket")
     def delete_ticket(resource: str, ticket: str) -> flask.Response:
         number = _ticket_id(ticket)
-        fault = write_fault(number)
+        fault = write_fault(state, str(number))
         if fault is not None:
             return fault
         with state.lock:
@@ -327,8 +312,11 @@ def _inserted(body: object, clock: Clock) -> list[Ticket]:
     return tickets
 
 
-def _register_admin(app: flask.Flask, state: State) -> None:
-    @app.post("/_admin/reset")
+def _tickets_admin(state: State) -> flask.Blueprint:
+    """The shared ``/_admin`` switches, and those that know tickets."""
+    tickets_admin = admin.blueprint(state)
+
+    @tickets_admin.post("/reset")
     def reset() -> flask.Response:
         body = require_keys(request_json() or {}, "the body", {"seed"})
         seed = body.get("seed", False)
@@ -338,14 +326,7 @@ def _register_admin(app: flask.Flask, state: State) -> None:
             state.reset(seed)
             return json_response({"reset": True, "collections": sorted(state.collections)})
 
-    @app.post("/_admin/collections/<resource:resource>")
-    def create_collection(resource: str) -> flask.Response:
-        with state.lock:
-            created = resource not in state.collections
-            state.collections.setdefault(resource, {})
-        return json_response({"collection": resource, "created": created}, 201 if created else 200)
-
-    @app.post("/_admin/records/<resource:resource>")
+    @tickets_admin.post("/records/<resource:resource>")
     def insert(resource: str) -> flask.Response:
         body = request_json()
         with state.lock:
@@ -356,7 +337,7 @@ def _register_admin(app: flask.Flask, state: State) -> None:
                 state.clock.last = max(state.clock.last, parse_time(ticket["modified_at"]) or 0)
         return json_response({"inserted": len(tickets)})
 
-    @app.get("/_admin/records/<resource:resource>")
+    @tickets_admin.get("/records/<resource:resource>")
     def dump(resource: str) -> flask.Response:
         with state.lock:
             tickets = state.collections.get(resource)
@@ -365,31 +346,7 @@ def _register_admin(app: flask.Flask, state: State) -> None:
             everything = sorted(tickets.values(), key=lambda t: (t["modified_at"], t["id"]))
         return json_response(everything)
 
-    @app.put("/_admin/faults")
-    def set_faults() -> flask.Response:
-        parsed = parse_faults(request_json())
-        with state.lock:
-            change = parsed.get("change_after_pages")
-            if change is not None and not any(
-                not tickets.get(change["id"], {"deleted": True})["deleted"]
-                for tickets in state.collections.values()
-            ):
-                raise InvalidRequest("change_after_pages.id names no live ticket")
-            state.faults.update(parsed)
-            return json_response(_public(state.faults))
-
-    @app.delete("/_admin/faults")
-    def clear_faults() -> flask.Response:
-        with state.lock:
-            state.clear_faults()
-            return json_response(_public(state.faults))
-
-    @app.get("/_admin/clock")
-    def get_clock() -> flask.Response:
-        with state.lock:
-            return json_response(state.clock.describe())
-
-    @app.put("/_admin/clock")
+    @tickets_admin.put("/clock")
     def set_clock() -> flask.Response:
         """``{"freeze": true}`` (or a time), ``{"advance": 5}``, ``{"tick": 10}``."""
         body = require_keys(request_json(), "the body", {"freeze", "advance", "tick"})
@@ -417,23 +374,4 @@ def _register_admin(app: flask.Flask, state: State) -> None:
                 clock.frozen += body["advance"]
             return json_response(clock.describe())
 
-    @app.delete("/_admin/clock")
-    def thaw_clock() -> flask.Response:
-        with state.lock:
-            state.clock.tick, state.clock.frozen = 1, None
-            return json_response(state.clock.describe())
-
-    @app.get("/_admin/stats")
-    def stats() -> flask.Response:
-        with state.lock:
-            return json_response(dict(state.stats))
-
-
-def _public(faults: dict[str, Any]) -> dict[str, Any]:
-    shown = dict(faults)
-    if shown["fail_write_ids"] is not None:
-        shown["fail_write_ids"] = {
-            **shown["fail_write_ids"],
-            "ids": sorted(shown["fail_write_ids"]["ids"]),
-        }
-    return shown
+    return tickets_admin

@@ -15,10 +15,11 @@ between two list pages among them), a clock that can be made coarse or frozen, a
 
 The modules: ``store`` (timestamps, collections in (updated_at, id) order, pages,
 cursors), ``synthetic`` (computed collections for the benchmarks), ``seed`` (the demo
-data), ``faults`` (fault injection), ``responses`` (JSON in and out), ``app`` (the Flask
-app: the records API and the admin API), ``pre_encoded`` (the synthetic collections'
-pages encoded once, for the benchmarks' ``--pre-encoded``) and ``__main__`` (the
-command line).
+data), ``faults`` (fault injection), ``responses`` (JSON in and out), ``admin`` (the
+``/_admin`` switches both demos share), ``app`` (the Flask app: the records API and the
+admin API), ``pre_encoded`` (the synthetic collections' pages encoded once, for the
+benchmarks' ``--pre-encoded``), ``serving`` (the address options and the server both demos'
+command lines share) and ``__main__`` (the command line).
 """
 
 from __future__ import annotations

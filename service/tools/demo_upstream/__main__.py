@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
 
 import flask
-from werkzeug.serving import make_server
 
 from service.tools.demo_upstream.app import ResourceConverter
 from service.tools.demo_upstream.app import create_app
 from service.tools.demo_upstream.pre_encoded import PreEncodedPages
+from service.tools.demo_upstream.serving import add_address_options
+from service.tools.demo_upstream.serving import serve
 from service.tools.demo_upstream.store import MAX_LIMIT
 
 
@@ -29,8 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m service.tools.demo_upstream",
         description="Serve an in-memory Records API for tests, demos and benchmarks.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    add_address_options(parser, port=8000)
     parser.add_argument(
         "--token",
         default=None,
@@ -89,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         app.wsgi_app = PreEncodedPages(app, args.pre_encoded)  # type: ignore[method-assign]
     if args.server == "gunicorn":
         return _serve_with_gunicorn(app, args.host, args.port)
-    server = make_server(args.host, args.port, app, threaded=True)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"demo upstream listening on http://{host}:{server.server_port}", flush=True)
-    server.serve_forever()  # returns on KeyboardInterrupt (Ctrl-C, or SIGTERM below)
-    return 0
+    return serve(app, args.host, args.port, "demo upstream")
 
 
 def _serve_with_gunicorn(app: flask.Flask, host: str, port: int) -> int:
@@ -119,11 +113,6 @@ def _serve_with_gunicorn(app: flask.Flask, host: str, port: int) -> int:
     print(f"demo upstream listening on http://{host}:{port} (gunicorn)", flush=True)
     DemoServer().run()
     return 0
-
-
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    """Docker and test harnesses stop us with SIGTERM; leave as cleanly as on Ctrl-C."""
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """The demo Records API as a Flask app: the records API a connector calls, and the admin
-API the tests use (``/_admin``: reset, inserts, dumps, faults, stats)."""
+API the tests use (``/_admin``: reset, inserts, dumps, faults, stats; the switches it shares
+with the Tickets demo are in ``admin``)."""
 
 from __future__ import annotations
 
 import bisect
 import hmac
-import json
 import re
 import threading
 import time
@@ -13,19 +13,22 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from service.tools.demo_upstream import admin
 from service.tools.demo_upstream.faults import DROP_ENVIRON_KEY
 from service.tools.demo_upstream.faults import DropConnection
 from service.tools.demo_upstream.faults import changed
 from service.tools.demo_upstream.faults import due_change
 from service.tools.demo_upstream.faults import fault_response
-from service.tools.demo_upstream.faults import parse_faults
+from service.tools.demo_upstream.faults import no_faults
+from service.tools.demo_upstream.faults import public_faults
 from service.tools.demo_upstream.faults import require_keys
 from service.tools.demo_upstream.faults import spend_counted_fault
+from service.tools.demo_upstream.faults import write_fault
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.responses import json_response
+from service.tools.demo_upstream.responses import register_error_handlers
 from service.tools.demo_upstream.responses import request_json
 from service.tools.demo_upstream.seed import seed_collections
 from service.tools.demo_upstream.store import RESERVED_FIELDS
@@ -83,21 +86,20 @@ class UpstreamState:
         self.stats = _fresh_stats()
 
     def clear_faults(self) -> None:
-        self.faults = {
-            "latency_ms": self.base_latency_ms,
-            "storm": None,
-            "fail_after_pages": None,
-            "fail_writes": None,
-            "fail_write_ids": None,
-            "change_after_pages": None,
-        }
+        self.faults = no_faults(self.base_latency_ms)
 
-    def public_faults(self) -> dict[str, Any]:
-        shown = dict(self.faults)
-        if shown["fail_write_ids"] is not None:
-            shown["fail_write_ids"] = dict(shown["fail_write_ids"])
-            shown["fail_write_ids"]["ids"] = sorted(shown["fail_write_ids"]["ids"])
-        return shown
+    def new_collection(self) -> StoredCollection:
+        return StoredCollection()
+
+    def require_live(self, record_id: Any) -> None:
+        """``change_after_pages`` changes a stored record: a computed one cannot change."""
+        if not any(
+            isinstance(c, StoredCollection)
+            and (r := c.get(record_id)) is not None
+            and not r["deleted"]
+            for c in self.collections.values()
+        ):
+            raise InvalidRequest("change_after_pages.id names no live stored record")
 
 
 # --- the app ----------------------------------------------------------------------------
@@ -129,9 +131,9 @@ def create_app(
     app = flask.Flask(__name__)
     app.extensions["demo_upstream"] = state
     _configure_routing(app)
-    _register_error_handlers(app)
+    register_error_handlers(app)
     _register_records_api(app, state)
-    _register_admin_api(app, state)
+    app.register_blueprint(_records_admin(state))
     app.wsgi_app = DropConnection(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
@@ -160,20 +162,6 @@ def _configure_routing(app: flask.Flask) -> None:
     app.url_map.merge_slashes = False
     app.url_map.converters["resource"] = ResourceConverter
     app.url_map.converters["record_id"] = RecordIdConverter
-
-
-def _register_error_handlers(app: flask.Flask) -> None:
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> flask.Response:
-        """JSON everywhere, keeping the status and headers such as Allow."""
-        response = exc.get_response()
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.mimetype = "application/json"
-        return response
-
-    @app.errorhandler(InvalidRequest)
-    def invalid_request(exc: InvalidRequest) -> flask.Response:
-        return error_response(400, str(exc))
 
 
 def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
@@ -266,21 +254,9 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
             return error_response(404, f"no record {record_id!r} in {resource!r}")
         return json_response(record)
 
-    def write_fault(record_id: str) -> flask.Response | None:
-        """Injected write failures win over everything, as a broken backend would."""
-        with state.lock:
-            by_id = state.faults["fail_write_ids"]
-            if by_id is not None and record_id in by_id["ids"]:
-                state.stats["faulted"] += 1
-                return fault_response(by_id["status"])
-            failing = spend_counted_fault(state, "fail_writes")
-            if failing is not None:
-                return fault_response(failing["status"])
-        return None
-
     @app.put("/<resource:resource>/<record_id:record_id>", endpoint="put_record")
     def put_record(resource: str, record_id: str) -> flask.Response:
-        fault = write_fault(record_id)
+        fault = write_fault(state, record_id)
         if fault is not None:
             return fault
         body = request_json()
@@ -302,7 +278,7 @@ def _register_records_api(app: flask.Flask, state: UpstreamState) -> None:
 
     @app.delete("/<resource:resource>/<record_id:record_id>", endpoint="delete_record")
     def delete_record(resource: str, record_id: str) -> flask.Response:
-        fault = write_fault(record_id)
+        fault = write_fault(state, record_id)
         if fault is not None:
             return fault
         with state.lock:
@@ -355,13 +331,16 @@ def parse_inserted_records(body: object, next_time: Callable[[], str]) -> list[R
     return records
 
 
-def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
-    @app.get("/_admin/health")
-    def admin_health() -> flask.Response:
+def _records_admin(state: UpstreamState) -> flask.Blueprint:
+    """The shared ``/_admin`` switches, and those that know this demo's records."""
+    records_admin = admin.blueprint(state)
+
+    @records_admin.get("/health")
+    def health() -> flask.Response:
         return json_response({"status": "ok"})
 
-    @app.post("/_admin/reset")
-    def admin_reset() -> flask.Response:
+    @records_admin.post("/reset")
+    def reset() -> flask.Response:
         body = request_json()
         body = {} if body is None else require_keys(body, "the body", {"seed"})
         seed = body.get("seed", False)
@@ -372,16 +351,8 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             names = sorted(state.collections)
         return json_response({"reset": True, "seeded": seed, "collections": names})
 
-    @app.post("/_admin/collections/<resource:resource>")
-    def admin_create_collection(resource: str) -> flask.Response:
-        with state.lock:
-            created = resource not in state.collections
-            if created:
-                state.collections[resource] = StoredCollection()
-        return json_response({"collection": resource, "created": created}, 201 if created else 200)
-
-    @app.post("/_admin/records/<resource:resource>")
-    def admin_insert_records(resource: str) -> flask.Response:
+    @records_admin.post("/records/<resource:resource>")
+    def insert_records(resource: str) -> flask.Response:
         body = request_json()
         with state.lock:
             collection = state.collections.get(resource)
@@ -395,8 +366,8 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             collection.put_many(records)
         return json_response({"inserted": len(records)})
 
-    @app.get("/_admin/records/<resource:resource>")
-    def admin_dump_records(resource: str) -> flask.Response:
+    @records_admin.get("/records/<resource:resource>")
+    def dump_records(resource: str) -> flask.Response:
         with state.lock:
             collection = state.collections.get(resource)
             if collection is None:
@@ -406,39 +377,13 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
             records = collection.all_records()
         return json_response(records)
 
-    @app.get("/_admin/faults")
-    def admin_get_faults() -> flask.Response:
+    @records_admin.get("/faults")
+    def get_faults() -> flask.Response:
         with state.lock:
-            return json_response(state.public_faults())
+            return json_response(public_faults(state.faults))
 
-    @app.put("/_admin/faults")
-    def admin_set_faults() -> flask.Response:
-        parsed = parse_faults(request_json())
-        with state.lock:
-            change = parsed.get("change_after_pages")
-            if change is not None and not any(
-                isinstance(c, StoredCollection)
-                and (r := c.get(change["id"])) is not None
-                and not r["deleted"]
-                for c in state.collections.values()
-            ):
-                raise InvalidRequest("change_after_pages.id names no live stored record")
-            state.faults.update(parsed)
-            return json_response(state.public_faults())
-
-    @app.delete("/_admin/faults")
-    def admin_clear_faults() -> flask.Response:
-        with state.lock:
-            state.clear_faults()
-            return json_response(state.public_faults())
-
-    @app.get("/_admin/clock")
-    def admin_get_clock() -> flask.Response:
-        with state.lock:
-            return json_response(state.clock.describe())
-
-    @app.put("/_admin/clock")
-    def admin_set_clock() -> flask.Response:
+    @records_admin.put("/clock")
+    def set_clock() -> flask.Response:
         """``{"tick": 1}`` makes the clock coarse (whole seconds); ``{"freeze": true}``
         stops it now (or at a time given in the contract's form); ``{"advance": 2}`` moves a
         frozen clock on. ``DELETE`` gives back the real clock."""
@@ -465,13 +410,4 @@ def _register_admin_api(app: flask.Flask, state: UpstreamState) -> None:
                 clock.advance(round(advance * 1_000_000))
             return json_response(clock.describe())
 
-    @app.delete("/_admin/clock")
-    def admin_thaw_clock() -> flask.Response:
-        with state.lock:
-            state.clock.thaw()
-            return json_response(state.clock.describe())
-
-    @app.get("/_admin/stats")
-    def admin_stats() -> flask.Response:
-        with state.lock:
-            return json_response(dict(state.stats))
+    return records_admin

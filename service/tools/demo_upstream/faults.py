@@ -11,19 +11,46 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from typing import Any
+from typing import Protocol
 
 import flask
 
 from service.tools.demo_upstream.responses import error_response
 from service.tools.demo_upstream.store import InvalidRequest
 
-if TYPE_CHECKING:
-    from service.tools.demo_upstream.app import UpstreamState
-
 DROP_ENVIRON_KEY = "demo_upstream.drop_connection"
+
+
+class FaultState(Protocol):
+    """What fault injection needs of a demo's state (both demos' states have it)."""
+
+    lock: threading.Lock
+    faults: dict[str, Any]
+    stats: dict[str, int]
+
+
+def no_faults(latency_ms: float = 0) -> dict[str, Any]:
+    """The fault settings of a server that behaves: only its configured latency."""
+    return {
+        "latency_ms": latency_ms,
+        "storm": None,
+        "fail_after_pages": None,
+        "fail_writes": None,
+        "fail_write_ids": None,
+        "change_after_pages": None,
+    }
+
+
+def public_faults(faults: dict[str, Any]) -> dict[str, Any]:
+    """The fault settings as JSON shows them: the failing ids as a sorted list."""
+    shown = dict(faults)
+    if shown["fail_write_ids"] is not None:
+        shown["fail_write_ids"] = dict(shown["fail_write_ids"])
+        shown["fail_write_ids"]["ids"] = sorted(shown["fail_write_ids"]["ids"])
+    return shown
 
 
 def fault_response(status: int, retry_after: float | None = None) -> flask.Response:
@@ -34,7 +61,7 @@ def fault_response(status: int, retry_after: float | None = None) -> flask.Respo
     return error_response(status, f"injected fault: HTTP {status}", headers)
 
 
-def spend_counted_fault(state: UpstreamState, name: str) -> dict[str, Any] | None:
+def spend_counted_fault(state: FaultState, name: str) -> dict[str, Any] | None:
     """Take one of a fault's ``count`` (under the state's lock); None when it is not set."""
     fault = state.faults[name]
     if fault is not None:
@@ -43,6 +70,20 @@ def spend_counted_fault(state: UpstreamState, name: str) -> dict[str, Any] | Non
             state.faults[name] = None
         state.stats["faulted"] += 1
     return fault
+
+
+def write_fault(state: FaultState, record_id: str) -> flask.Response | None:
+    """The answer to a PUT or DELETE of ``record_id`` when a write fault is armed, else None.
+    Injected write failures win over everything, as a broken backend would."""
+    with state.lock:
+        by_id = state.faults["fail_write_ids"]
+        if by_id is not None and record_id in by_id["ids"]:
+            state.stats["faulted"] += 1
+            return fault_response(by_id["status"])
+        failing = spend_counted_fault(state, "fail_writes")
+        if failing is not None:
+            return fault_response(failing["status"])
+    return None
 
 
 class DropConnection:
@@ -191,7 +232,7 @@ def changed(record: dict[str, Any], at: str, time_field: str) -> dict[str, Any]:
     return {**record, "changed": record.get("changed", 0) + 1, time_field: at}
 
 
-def due_change(state: Any) -> Any:
+def due_change(state: FaultState) -> Any:
     """The id of the record an armed ``change_after_pages`` changes before this list
     page, or None; counts the page as served (under the state's lock)."""
     change = state.faults.get("change_after_pages")

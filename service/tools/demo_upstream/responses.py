@@ -1,4 +1,4 @@
-"""JSON in and out of the demo upstream's handlers."""
+"""JSON in and out of the demo upstreams' handlers, errors included."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import flask
+from werkzeug.exceptions import HTTPException
 
 from service.tools.demo_upstream.store import InvalidRequest
 
@@ -22,6 +23,20 @@ def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> flask.Response:
     return json_response({"error": message}, status, headers)
+
+
+def register_error_handlers(app: flask.Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> flask.Response:
+        """JSON everywhere, keeping the status and headers such as Allow."""
+        response = exc.get_response()
+        response.set_data(json.dumps({"error": exc.description or exc.name}))
+        response.mimetype = "application/json"
+        return response
+
+    @app.errorhandler(InvalidRequest)
+    def invalid_request(exc: InvalidRequest) -> flask.Response:
+        return error_response(400, str(exc))
 
 
 def request_json() -> Any:
