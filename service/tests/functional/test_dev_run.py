@@ -69,7 +69,10 @@ def wait_for_line(line: str, process: subprocess.Popen[bytes], log: Path) -> Non
 
 def test_run_serves_the_demo_people_and_stops_both_on_sigterm(tmp_path):
     port, upstream_port = free_port(), free_port()
-    env = dev_environment(tmp_path, PORT=str(port), DEMO_UPSTREAM_PORT=str(upstream_port))
+    # people, a demo collection, whatever .env.example shows (a fork shows its own).
+    env = dev_environment(
+        tmp_path, PORT=str(port), DEMO_UPSTREAM_PORT=str(upstream_port), DEV_COLLECTION="people"
+    )
     log = tmp_path / "run.log"
     process = start_run(env, log)
     try:
