@@ -30,8 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("service.tests.framework_kit")
 
 
-# FORK: how this connector is started, and the collection the conformance suite uses.
+# FORK: how this connector is started, its upstream's settings (beside UPSTREAM_URL), and
+# the collection the conformance suite uses.
 APP = "service.connector:create_app()"
+PAGE_SIZE = 100  # small, so that the conformance suite's seeds span many pages
+SETTINGS = {"UPSTREAM_TOKEN": UPSTREAM_TOKEN, "UPSTREAM_PAGE_SIZE": str(PAGE_SIZE)}
 CONFORMANCE_COLLECTION = "conformance"
 # The loss checks make the upstream's clock coarse: the feed must hold back the instant
 # that is not over. The Records API's own times are microseconds; a fork to an upstream
@@ -63,6 +66,7 @@ def connector_under_test(
         upstream_server.url,
         tmp_path_factory.mktemp("connector-under-test"),
         app=APP,
+        **SETTINGS,
         FEED_SETTLE_SECONDS=SETTLE_SECONDS,
     )
 
@@ -85,7 +89,7 @@ class RecordsConformanceUpstream:
     """FORK: the upstream as the conformance suite seeds, breaks and inspects it (here the
     demo Records API; see ``ConformanceUpstream`` for what each method must do)."""
 
-    page_size = 100  # UPSTREAM_PAGE_SIZE in connector_environment()
+    page_size = PAGE_SIZE  # what the connector under test asks for (SETTINGS)
 
     def __init__(self, upstream: Upstream, collection: str) -> None:
         self.upstream = upstream

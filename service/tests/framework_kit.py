@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from service.tools.apps import REFERENCE_APP
 from service.tools.servers import demo_upstream_command
 from service.tools.servers import free_port
 from service.tools.servers import start
@@ -27,8 +28,10 @@ from service.tools.servers import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_TOKEN = "test-token-s3cr3t"
-# The framework's tests run the reference adapter, which stays the same in every fork.
-REFERENCE_APP = "service.tools.reference:create_app()"
+# The reference adapter's own settings, beside the upstream's URL, for the demo upstream:
+# every connector started with the reference app gets them; a fork's wiring passes its
+# connector's settings itself (``running_connector(..., app=APP, **settings)``).
+DEMO_SETTINGS = {"UPSTREAM_TOKEN": UPSTREAM_TOKEN, "UPSTREAM_PAGE_SIZE": "100"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,8 +120,11 @@ def upstream(upstream_server: Upstream) -> Iterator[Upstream]:
 
 
 def connector_environment(
-    upstream_url: str, port: int, state_dir: Path, **extra: str
+    upstream_url: str, port: int, state_dir: Path, *, app: str = REFERENCE_APP, **extra: str
 ) -> dict[str, str]:
+    """The framework's settings for a connector under test, ``UPSTREAM_URL``, the demo's
+    settings for the reference app (``DEMO_SETTINGS``), then ``extra``: nothing else of
+    the environment this runs in that a connector reads."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -127,7 +133,6 @@ def connector_environment(
     env.update(
         {
             "UPSTREAM_URL": upstream_url,
-            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
             "PORT": str(port),
             "WORKERS": "2",
             "THREADS": "4",
@@ -135,9 +140,10 @@ def connector_environment(
             "UPSTREAM_READ_TIMEOUT": "5",
             "STATE_DIR": str(state_dir),
             "LOG_LEVEL": "INFO",
-            "UPSTREAM_PAGE_SIZE": "100",
         }
     )
+    if app == REFERENCE_APP:
+        env.update(DEMO_SETTINGS)
     env.update(extra)
     return env
 
@@ -166,7 +172,7 @@ def start_connector(
     """A connector under gunicorn with the contract's command (``app``: the factory)."""
     port = free_port()
     log = directory / "connector.log"
-    env = connector_environment(upstream_url, port, directory / "state", **extra)
+    env = connector_environment(upstream_url, port, directory / "state", app=app, **extra)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     process = start([gunicorn, "-c", "service/gunicorn.conf.py", app], log=log, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -11,7 +11,10 @@ import json
 
 import pytest
 
+from service.connector import ConnectorSettings
 from service.connector import create_app
+from service.framework.settings import ConfigError
+from service.framework.settings import load_settings
 
 
 def test_health_answers_without_the_upstream(tmp_path):
@@ -24,12 +27,44 @@ def test_health_answers_without_the_upstream(tmp_path):
 
 
 def test_the_factory_refuses_bad_settings():
-    from service.framework.settings import ConfigError
-
     with pytest.raises(ConfigError, match="UPSTREAM_PAGE_SIZE"):
         create_app(
             {"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t", "UPSTREAM_PAGE_SIZE": "5000"}
         )
+
+
+# This connector's settings (the framework's own behaviour is tested on the reference
+# adapter's, in unit/test_config.py).
+SETTINGS = {"UPSTREAM_URL": "http://records:8000/", "UPSTREAM_TOKEN": "hunter2"}
+
+
+def test_the_settings_defaults_and_the_url_without_its_trailing_slash():
+    settings = load_settings(ConnectorSettings, SETTINGS)
+    assert settings.upstream_url == "http://records:8000"
+    assert settings.upstream_page_size == 1000
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize("missing", ["UPSTREAM_URL", "UPSTREAM_TOKEN"])
+def test_the_upstreams_url_and_token_are_required(missing):
+    environ = {k: v for k, v in SETTINGS.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing} is required"):
+        load_settings(ConnectorSettings, environ)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("UPSTREAM_URL", "records:8000"), ("UPSTREAM_PAGE_SIZE", "0"), ("UPSTREAM_PAGE_SIZE", "1001")],
+)
+def test_a_malformed_upstream_setting_is_named(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load_settings(ConnectorSettings, {**SETTINGS, name: value})
+
+
+def test_a_malformed_token_is_not_echoed():
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ConnectorSettings, {**SETTINGS, "UPSTREAM_TOKEN": "   "})
+    assert "(secret)" in str(raised.value)
 
 
 def test_the_feed_answers_a_json_array_of_entities(client, upstream):

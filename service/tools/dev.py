@@ -10,16 +10,23 @@ requirements file changes.
 
 - ``UPSTREAM_URL``: your upstream. When it is set, ``run`` starts the connector against it
   and no demo upstream; when it is not, it starts the demo Records API and points the
-  connector at it.
+  connector at it, if the connector reads the Records API's settings (the reference
+  does). A connector to another upstream needs its own: without ``UPSTREAM_URL``, ``run``
+  starts it when every setting it requires is set, and otherwise stops with one line that
+  names them.
 - ``DEV_COLLECTION``: the collection the ready line shows (``curl .../people``); default
   the one ``.env.example`` names (``people``, one of the demo's collections).
 - ``DEMO_UPSTREAM_PORT``: the demo upstream's port (default 8000), when it runs.
 - ``PORT``: the connector's port (default 5000).
+
+``run --app MODULE:create_app()`` serves another app factory than the gunicorn command's
+(the framework's tests run the reference adapter, ``service.tools.reference``, this way).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +35,7 @@ import time
 import urllib.parse
 import venv
 from pathlib import Path
+from typing import Any
 
 from service.tools.servers import ServerError
 from service.tools.servers import stop
@@ -78,28 +86,55 @@ def python_to_use() -> Path:
     return Path(chosen) if chosen else ensure_venv()
 
 
-def run() -> int:
+def describe(python: Path, app: str) -> dict[str, Any]:
+    """The app's settings as ``service.tools.apps`` reads them (in the environment that
+    can import it): whether the demo can stand in for its upstream, what it requires."""
+    result = subprocess.run(
+        [str(python), "-m", "service.tools.apps", "settings", app],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"cannot read the settings of {app}: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def run(app: str = GUNICORN_ARGS[-1]) -> int:
     """The connector under gunicorn (the contract's command), beside the demo upstream
-    unless ``UPSTREAM_URL`` names another."""
+    unless ``UPSTREAM_URL`` names another or the connector reads another upstream."""
     python = python_to_use()
     env = dict(os.environ)
     port = env.setdefault("PORT", "5000")
     collection = urllib.parse.quote(env.get("DEV_COLLECTION") or default_collection())
     processes: list[subprocess.Popen[bytes]] = []
+    demo = False
     if not env.get("UPSTREAM_URL"):
+        settings = describe(python, app)
+        demo = bool(settings["reads_the_demo"])
+        missing = [name for name in settings["required"] if not env.get(name)]
+        if not demo and missing:
+            raise SystemExit(
+                f"dev run: {settings['module']} does not read the demo Records API, so set "
+                f"its upstream's settings: {', '.join(missing)} (docs/configuration.md)"
+            )
+    if demo:
         token = env.get("UPSTREAM_TOKEN", "demo-token")
         upstream_port = env.get("DEMO_UPSTREAM_PORT", "8000")
         env["UPSTREAM_URL"] = f"http://127.0.0.1:{upstream_port}"
         env["UPSTREAM_TOKEN"] = token
         env["DEMO_UPSTREAM_TOKEN"] = token
-        demo = [str(python), "-m", "service.tools.demo_upstream", "--port", upstream_port]
-        processes.append(subprocess.Popen(demo, cwd=ROOT, env=env))
+        command = [str(python), "-m", "service.tools.demo_upstream", "--port", upstream_port]
+        processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
         stops = "both"
-    else:
+    elif env.get("UPSTREAM_URL"):
         print(f"upstream: {env['UPSTREAM_URL']} (UPSTREAM_URL; no demo upstream)", flush=True)
         stops = "it"
+    else:
+        print("upstream: the connector's own settings (no demo upstream)", flush=True)
+        stops = "it"
     connector = subprocess.Popen(
-        [str(python.with_name("gunicorn")), *GUNICORN_ARGS], cwd=ROOT, env=env
+        [str(python.with_name("gunicorn")), *GUNICORN_ARGS[:-1], app], cwd=ROOT, env=env
     )
     processes.insert(0, connector)
     signal.signal(signal.SIGTERM, _interrupt)  # stop both, as on Ctrl-C
@@ -147,8 +182,10 @@ def test(args: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on the system Python
         raise SystemExit("Python 3.11 or newer is needed")
-    if argv[:1] == ["run"]:
+    if argv == ["run"]:
         return run()
+    if argv[:2] == ["run", "--app"] and len(argv) == 3:
+        return run(argv[2])
     if argv[:1] == ["test"]:
         return test(argv[1:])
     if argv[:1] == ["setup"]:

@@ -70,6 +70,7 @@ RESERVED = frozenset(
         "transform",
         "worker",
         # service/tools/
+        "apps",
         "dev",
         "rename",
         "runner",

@@ -1,5 +1,11 @@
 """The README's run command: the demo upstream and the connector, up at once, down together;
-or, with UPSTREAM_URL set, the connector alone against that upstream."""
+or, with UPSTREAM_URL set, the connector alone against that upstream.
+
+What ``run`` does around a connector is tested with the reference adapter (``run --app``),
+the same in every fork; the README's command itself runs this repository's connector,
+which the demo serves only if it reads the Records API's settings: a fork to another
+upstream gets one line that names the settings to set.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,12 @@ from pathlib import Path
 
 import requests
 
+from service.framework.settings import variables
+from service.tools.apps import REFERENCE_APP
+from service.tools.apps import connector_factory
+from service.tools.apps import factory
+from service.tools.apps import reads_the_demo
+from service.tools.dev import default_collection
 from service.tools.servers import free_port
 from service.tools.servers import listening
 from service.tools.servers import start
@@ -29,8 +41,18 @@ def dev_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return start([sys.executable, "-m", "service.tools.dev", "run"], log=log, env=env)
+TICKETS_APP = "service.tools.examples.tickets:create_app()"  # another upstream's settings
+
+
+def run_command(app: str | None) -> list[str]:
+    """``dev run`` for ``app``; None: the README's command, this repository's connector."""
+    return [sys.executable, "-m", "service.tools.dev", "run", *(["--app", app] if app else [])]
+
+
+def start_run(
+    env: dict[str, str], log: Path, app: str | None = REFERENCE_APP
+) -> subprocess.Popen[bytes]:
+    return start(run_command(app), log=log, env=env)
 
 
 def wait_for_line(line: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -47,7 +69,10 @@ def wait_for_line(line: str, process: subprocess.Popen[bytes], log: Path) -> Non
 
 def test_run_serves_the_demo_people_and_stops_both_on_sigterm(tmp_path):
     port, upstream_port = free_port(), free_port()
-    env = dev_environment(tmp_path, PORT=str(port), DEMO_UPSTREAM_PORT=str(upstream_port))
+    # people, a demo collection, whatever .env.example shows (a fork shows its own).
+    env = dev_environment(
+        tmp_path, PORT=str(port), DEMO_UPSTREAM_PORT=str(upstream_port), DEV_COLLECTION="people"
+    )
     log = tmp_path / "run.log"
     process = start_run(env, log)
     try:
@@ -89,3 +114,52 @@ def test_run_with_upstream_url_starts_no_demo_and_shows_dev_collection(tmp_path,
         process.wait(timeout=40)
     assert not listening(port), "the connector outlived the run command"
     assert requests.get(f"{upstream.url}/_admin/stats", timeout=5).ok  # not ours to stop
+
+
+def required(app: str | None) -> list[str]:
+    settings = (factory(app) if app else connector_factory()).settings_class
+    return [v.name for v in variables(settings) if v.default is None]
+
+
+def test_run_of_a_connector_to_another_upstream_names_the_settings_to_set(tmp_path):
+    """Without UPSTREAM_URL, a connector that does not read the Records API's settings gets
+    no demo upstream (it could not read it), but one line naming what it needs."""
+    upstream_port = free_port()
+    env = dev_environment(tmp_path, PORT=str(free_port()), DEMO_UPSTREAM_PORT=str(upstream_port))
+    result = subprocess.run(
+        run_command(TICKETS_APP), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    names = ", ".join(required(TICKETS_APP))
+    assert result.stderr.strip() == (
+        "dev run: service.tools.examples.tickets does not read the demo Records API, so set "
+        f"its upstream's settings: {names} (docs/configuration.md)"
+    )
+    assert result.stdout == ""
+    assert not listening(upstream_port)
+
+
+def test_the_readmes_run_command_serves_the_demo_or_names_the_settings_to_set(tmp_path):
+    """``python3 -m service.tools.dev run`` as the README has it, for this repository's
+    connector: over the demo when the connector reads it (the reference), else one line."""
+    port, upstream_port = free_port(), free_port()
+    env = dev_environment(tmp_path, PORT=str(port), DEMO_UPSTREAM_PORT=str(upstream_port))
+    if not reads_the_demo(connector_factory().settings_class):
+        result = subprocess.run(run_command(None), env=env, capture_output=True, timeout=60)
+        assert result.returncode != 0
+        assert ", ".join(required(None)).encode() in result.stderr, result.stderr
+        assert not listening(upstream_port) and not listening(port)
+        return
+    log = tmp_path / "run.log"
+    process = start_run(env, log, app=None)
+    collection = default_collection()
+    try:
+        wait_for_line(f"curl http://localhost:{port}/{collection}", process, log)
+        response = requests.get(f"http://127.0.0.1:{port}/{collection}", timeout=5)
+        assert response.status_code == 200, response.text
+        assert response.json() and all("_id" in entity for entity in response.json())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=40)
+    assert not listening(port), "the connector outlived the run command"
+    assert not listening(upstream_port), "the demo upstream outlived the run command"

@@ -31,9 +31,10 @@ from dockerfile_parse import DockerfileParser
 from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.connector import ConnectorSettings
 from service.framework.settings import variables
 from service.tools import servers
+from service.tools.apps import connector_factory
+from service.tools.apps import reads_the_demo
 from service.tools.dev import GUNICORN_ARGS
 from service.tools.servers import ServerError
 from service.tools.servers import free_port
@@ -42,6 +43,8 @@ from service.tools.servers import wait_until_up
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
 DEBIAN = ("buster", "bullseye", "bookworm", "trixie", "forky")
+# The connector's settings, whatever its upstream: what compose and .env.example must give it.
+ConnectorSettings = connector_factory().settings_class
 DEFAULTS = {variable.name: variable.default for variable in variables(ConnectorSettings)}
 SECRETS = {variable.name for variable in variables(ConnectorSettings) if variable.secret}
 
@@ -422,8 +425,24 @@ def test_compose_stops_later_than_gunicorn_finishes_its_streams():
     assert issubclass(worker, ThreadWorker)
 
 
+def compose_runs_the_demo() -> bool:
+    command = compose()["services"].get("upstream", {}).get("command", [])
+    return "service.tools.demo_upstream" in command
+
+
+def test_compose_runs_the_demo_upstream_only_beside_a_connector_that_reads_it():
+    if compose_runs_the_demo():
+        assert reads_the_demo(ConnectorSettings), (
+            "docker-compose.yml starts the demo Records API beside a connector that does not "
+            "read it: drop the upstream service (or run a fake of your upstream there) and "
+            "give your upstream's settings in .env.example (docs/forking.md)"
+        )
+
+
 def test_the_connector_waits_for_a_healthy_upstream():
     services = compose()["services"]
+    if "upstream" not in services:
+        pytest.skip("compose runs no upstream service beside the connector")
     assert services[connector_name()]["depends_on"]["upstream"]["condition"] == "service_healthy"
     assert services["upstream"]["healthcheck"]["test"][0] == "CMD"
 
@@ -437,7 +456,9 @@ def test_compose_configures_only_known_variables_and_keeps_secrets_out_of_the_fi
     assert files.get(".env") is False, "a fresh clone has no .env: make it optional"
     assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
     example = env_file(ROOT / ".env.example")
-    assert SECRETS <= set(example), SECRETS - set(example)
+    assert SECRETS <= set(example), (
+        f"secrets without a line in .env.example: {SECRETS - set(example)}"
+    )
 
 
 def test_the_upstream_url_names_the_upstream_service_and_its_port():
@@ -552,20 +573,65 @@ def stop(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
-def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_path):
+def image_environment(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The final stage laid out under ``tmp_path`` (its directory, the app's), and the
+    environment its processes get: a minimal one, then the Dockerfile's ENV."""
     final = stages()[""]
     root = tmp_path / "image"
     app = lay_out_image(final, root)
     for name in final.env().values():
         if name.startswith("/app/"):
             Path(in_image(name, root)).mkdir(parents=True, exist_ok=True)  # RUN mkdir
-    services = compose()["services"]
     base_env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",
     }
     image_env = {name: in_image(value, root) for name, value in final.env().items()}
+    return app, {**base_env, **image_env}
+
+
+def serve_as_the_image_would(
+    app: Path, env: dict[str, str], tmp_path: Path, collection: str | None
+) -> None:
+    """The Dockerfile's CMD in ``env``: healthy by /health and by the image's HEALTHCHECK,
+    serving ``collection`` (unless None), stopping cleanly on SIGTERM, and no secret of
+    the connector's in its log."""
+    final = stages()[""]
+    port = env["PORT"]
+    cmd = exec_form(final.last("CMD"))
+    gunicorn = [str(Path(sys.executable).with_name(cmd[0])), *cmd[1:]]
+    connector = start(gunicorn, app, env, tmp_path / "connector.log")
+    try:
+        health = wait_for(f"http://127.0.0.1:{port}/health", connector, tmp_path / "connector.log")
+        assert health.json() == {"status": "ok"}
+        check = python_command(healthcheck_command(final))
+        assert subprocess.run(check, env=env, timeout=30).returncode == 0
+        if collection is not None:
+            feed = requests.get(f"http://127.0.0.1:{port}/{collection}", timeout=60)
+            assert feed.status_code == 200, feed.text  # .env.example's tokens agree
+            assert feed.json() and all("_id" in entity for entity in feed.json())
+    finally:
+        assert stop(connector) == 0, (tmp_path / "connector.log").read_text()
+    log = (tmp_path / "connector.log").read_text(errors="replace")
+    for name in SECRETS:
+        if env.get(name):
+            assert env[name] not in log, name
+
+
+def test_the_contract_command_starts_as_the_image_would_with_composes_settings(tmp_path):
+    """The image's CMD with its ENV, compose's environment and .env.example: every setting
+    the connector requires is there on a fresh clone, and it starts."""
+    app, env = image_environment(tmp_path)
+    env = {**env, **compose_environment(connector_service()), "PORT": str(free_port())}
+    serve_as_the_image_would(app, env, tmp_path, collection=None)
+
+
+def test_the_contract_command_serves_the_demo_as_compose_runs_it(tmp_path):
+    if not (compose_runs_the_demo() and reads_the_demo(ConnectorSettings)):
+        pytest.skip("compose runs no demo Records API for this connector")
+    app, image_env = image_environment(tmp_path)
+    services = compose()["services"]
 
     # The demo upstream, as compose runs it (on loopback, on a free port), from the stage
     # compose builds it from: a tool, so not the runtime stage.
@@ -575,7 +641,7 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
     command = python_command(services["upstream"]["command"])
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--port") + 1] = upstream_port
-    upstream_env = {**base_env, **image_env, **compose_environment(services["upstream"])}
+    upstream_env = {**image_env, **compose_environment(services["upstream"])}
     upstream = start(command, upstream_app, upstream_env, tmp_path / "upstream.log")
     try:
         wait_for(
@@ -586,32 +652,15 @@ def test_the_contract_command_starts_as_the_image_would_and_serves_the_demo(tmp_
         assert subprocess.run(check, env=upstream_env, timeout=30).returncode == 0
 
         # The connector: the Dockerfile's CMD with its ENV, then compose's environment.
-        port = str(free_port())
         env = {
-            **base_env,
             **image_env,
             **compose_environment(services[connector_name()]),
             "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
-            "PORT": port,
+            "PORT": str(free_port()),
         }
-        cmd = exec_form(final.last("CMD"))
-        gunicorn = [str(Path(sys.executable).with_name(cmd[0])), *cmd[1:]]
-        connector = start(gunicorn, app, env, tmp_path / "connector.log")
-        try:
-            health = wait_for(
-                f"http://127.0.0.1:{port}/health", connector, tmp_path / "connector.log"
-            )
-            assert health.json() == {"status": "ok"}
-            check = python_command(healthcheck_command(final))
-            assert subprocess.run(check, env=env, timeout=30).returncode == 0
-            shown = env_file(ROOT / ".env.example")["DEV_COLLECTION"]
-            feed = requests.get(f"http://127.0.0.1:{port}/{shown}", timeout=60)
-            assert feed.status_code == 200, feed.text  # .env.example's tokens agree
-            assert feed.json() and all("_id" in entity for entity in feed.json())
-        finally:
-            assert stop(connector) == 0, (tmp_path / "connector.log").read_text()
-        log = (tmp_path / "connector.log").read_text(errors="replace")
-        assert env["UPSTREAM_TOKEN"] not in log
+        shown = env_file(ROOT / ".env.example")["DEV_COLLECTION"]
+        serve_as_the_image_would(app, env, tmp_path, collection=shown)
+        assert env["UPSTREAM_TOKEN"]  # a secret the log was checked for
     finally:
         stop(upstream)
 

@@ -2,8 +2,8 @@
 the client goes away. It reads one page ahead, never more; an upstream API that counts
 requests (or bills them) must not see a whole collection read for five entities.
 
-The connector runs under gunicorn (UPSTREAM_PAGE_SIZE=100), the demo Records API on
-loopback counts the list pages it served (``/_admin/stats``).
+The reference connector runs under gunicorn (100 records a page, ``DEMO_SETTINGS``), the
+demo Records API on loopback counts the list pages it served (``/_admin/stats``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+from service.tests.framework_kit import DEMO_SETTINGS
+
 PAGES = 50
-PAGE_SIZE = 100  # UPSTREAM_PAGE_SIZE in framework_kit.connector_environment
+PAGE_SIZE = int(DEMO_SETTINGS["UPSTREAM_PAGE_SIZE"])  # the reference connector's
 AHEAD = 2  # the page in the slot, and the one waiting to be put there
 WATCH_SECONDS = 1.5
 

@@ -1,7 +1,10 @@
 """The Sesam config in sesam/ stays consistent with the code a user uploads it beside.
 
 A drift here shows only on a Sesam node: a pipe that reads a path the connector does not
-serve, a system that talks to the wrong port, a variable the connector never reads.
+serve, a system that talks to the wrong port, a variable the connector never reads. What
+the config must hold comes from this repository's connector (its adapter and settings
+class, found by the gunicorn command: ``service.tools.apps``), so these checks run
+unchanged in a fork to any upstream.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from typing import Any
 import pytest
 import yaml
 
-from service.connector import ConnectorSettings
-from service.connector import Records
+from service.framework.adapter import Adapter
 from service.framework.settings import load_settings
+from service.framework.settings import url
 from service.framework.settings import variables
+from service.tools.apps import connector_factory
+from service.tools.apps import reads_the_demo
 from service.tools.demo_upstream import seed_collections
 
 ROOT = Path(__file__).resolve().parents[3]
 SESAM = ROOT / "sesam"
+ConnectorSettings = connector_factory().settings_class
+ConnectorAdapter = connector_factory().adapter_class
 SECRET = re.compile(r"\$SECRET\(([a-z0-9][a-z0-9_-]*)\)")
 ENV = re.compile(r"\$ENV\(([a-z0-9][a-z0-9_-]*)\)")
 DEFAULTS = {variable.name: variable.default for variable in variables(ConnectorSettings)}
@@ -122,6 +129,7 @@ def test_the_environment_parses_as_the_connector_would_read_it():
     }
     settings = load_settings(ConnectorSettings, as_text)
     assert settings.port == the_system()["docker"]["port"]
+    assert "a-secret-value" not in repr(settings)  # with_variables' made-up secrets
 
 
 def test_the_memory_fits_the_workers():
@@ -136,7 +144,7 @@ def test_the_sesam_page_names_the_secret_to_set():
     assert names
     page = (ROOT / "docs" / "sesam.md").read_text(encoding="utf-8")
     for name in names:
-        assert name in page, f"docs/sesam.md does not name secret {name}"
+        assert name in page, f"docs/sesam.md does not name secret {name} (the system sets it)"
 
 
 def test_the_system_runs_the_image_ci_pushes_under_a_name_docker_hub_takes():
@@ -162,10 +170,15 @@ def test_docker_compose_push_cannot_publish_the_test_stage_as_the_image_sesam_pu
             assert target == "runtime", name
 
 
-def the_adapter() -> Records:
+def the_adapter() -> Adapter:
     environment = the_system()["docker"]["environment"]
     settings = {name: with_variables(value) for name, value in environment.items()}
-    return Records(load_settings(ConnectorSettings, settings))
+    return ConnectorAdapter(load_settings(ConnectorSettings, settings))
+
+
+def has_transforms() -> bool:
+    """Whether the connector serves HTTP transforms (``Adapter.transform`` overridden)."""
+    return ConnectorAdapter.transform is not Adapter.transform
 
 
 def transform_pipes() -> list[dict[str, Any]]:
@@ -191,7 +204,7 @@ def test_every_pipe_uses_the_system_and_a_collection_or_transform_the_connector_
         return
     for endpoint in endpoints:
         assert endpoint["system"] == the_system()["_id"]
-        assert Records.collection.fullmatch(endpoint["url"]), endpoint["url"]
+        assert ConnectorAdapter.collection.fullmatch(endpoint["url"]), endpoint["url"]
         if compose_runs_the_demo_upstream():
             # The demo has it, so the config works against docker-compose too.
             assert endpoint["url"] in seed_collections()
@@ -205,6 +218,9 @@ def test_every_pipe_uses_the_system_and_a_collection_or_transform_the_connector_
 
 
 def test_the_transform_pipe_reads_only_so_previews_may_call_it():
+    if not has_transforms():
+        assert not transform_pipes(), "the connector serves no HTTP transform"
+        return
     assert transform_pipes(), "no pipe runs the connector's HTTP transform"
     for pipe in transform_pipes():
         # The reference transform only reads: Sesam may call it in previews.
@@ -275,7 +291,13 @@ def test_the_profile_holds_every_variable_the_config_reads_and_no_secret():
     for name, value in profile().items():
         assert isinstance(value, str), name
         assert "$SECRET(" not in value and not re.search(r"token|password|secret", name), name
-    assert "$ENV(" in the_system()["docker"]["environment"]["UPSTREAM_URL"]
+    # The upstream's address differs per environment: every URL setting comes from it.
+    environment = the_system()["docker"]["environment"]
+    urls = [v.name for v in variables(ConnectorSettings) if v.parse is url]
+    assert any(name in environment for name in urls), f"the system sets none of {urls}"
+    for name in urls:
+        if name in environment:
+            assert "$ENV(" in environment[name], name
 
 
 def test_every_output_and_endpoint_pipe_has_a_test_spec_and_each_spec_its_file():
@@ -300,9 +322,11 @@ def test_every_output_and_endpoint_pipe_has_a_test_spec_and_each_spec_its_file()
 
 
 def compose_runs_the_demo_upstream() -> bool:
+    """docker-compose.yml starts the demo Records API beside a connector that reads it (a
+    fork to another upstream drops or replaces that service: test_docker_artifacts.py)."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     command = compose["services"].get("upstream", {}).get("command", [])
-    return "service.tools.demo_upstream" in command
+    return "service.tools.demo_upstream" in command and reads_the_demo(ConnectorSettings)
 
 
 def test_the_feed_pipe_pages_by_since():
