@@ -404,7 +404,9 @@ def plan(root: Path, new: Names, old: Names) -> Plan:
         named = re.compile(rf"\b{re.escape(former.name)}\b")
         for config in sorted((root / "sesam").glob("**/*.json")):
             if named.search(config.name):
-                moves.append((config, config.with_name(named.sub(new.name, config.name))))
+                # the first, as in the ids inside (a collection may share the name)
+                moved = named.sub(new.name, config.name, count=1)
+                moves.append((config, config.with_name(moved)))
     for source, target in moves:
         if target.exists():
             raise Refused(

@@ -238,6 +238,21 @@ def test_a_second_rename_needs_force(tmp_path, capsys):
     assert (fork / "README.md").read_text().startswith("# billing-hub: a Sesam connector")
 
 
+def test_a_pipe_whose_id_names_the_connector_twice_keeps_its_file_and_id_in_step(tmp_path):
+    """A fork named after its collection (``invoices``) has a pipe ``invoices-invoices``;
+    renamed again, the pipe's id and its file's name must change alike (Sesam's expected
+    output is found by the pipe's id)."""
+    fork = make_fork(tmp_path)
+    assert run(fork, "invoices") == 0
+    pipe = fork / "sesam/pipes/invoices-invoices.conf.json"
+    (fork / "sesam/pipes/invoices-people.conf.json").rename(pipe)
+    pipe.write_text(pipe.read_text().replace('"invoices-people"', '"invoices-invoices"'))
+    assert run(fork, "acme-crm", "--force") == 0
+    moved = sorted(p.name for p in (fork / "sesam/pipes").iterdir())
+    assert moved == ["acme-crm-invoices.conf.json"]
+    assert '"_id": "acme-crm-invoices"' in (fork / "sesam/pipes" / moved[0]).read_text()
+
+
 def test_a_rerun_repairs_places_that_still_name_the_original(tmp_path):
     """After merging a change from the reference, a file may name service.connector again."""
     fork = make_fork(tmp_path)
