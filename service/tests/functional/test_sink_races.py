@@ -36,23 +36,41 @@ def test_two_copies_of_one_request_at_once_are_a_continue_and_a_retry(connector,
     assert ok(sync.send([], is_last=True))["full_sync"]["verdict"] == "continue"
 
 
+def in_process_app(upstream, tmp_path, **settings):
+    return create_app(
+        {
+            "UPSTREAM_URL": upstream.url,
+            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
+            "STATE_DIR": str(tmp_path / "state"),
+            **settings,
+        }
+    )
+
+
+def hold_upserts(app, held):
+    """Hold each upsert for which ``held(entity_id)`` is true: ``writing`` is set when one
+    has begun, and it goes on when ``release`` is set."""
+    adapter = app.view_functions["sink"].__self__.adapter
+    writing, release = threading.Event(), threading.Event()
+    upsert = adapter.upsert
+
+    def held_upsert(collection, entity_id, record):
+        if held(entity_id):
+            writing.set()
+            assert release.wait(60)
+        upsert(collection, entity_id, record)
+
+    adapter.upsert = held_upsert
+    return writing, release
+
+
 def test_the_copy_accepted_second_answers_retry_though_both_were_checked_first(upstream, tmp_path):
     """Sesam's retry of a request whose answer is late arrives while the first copy is
     still being written: both pass the check, both are written, one advances. The copy
     held in its write is accepted second, and its answer must say so: "retry", not the
     "continue" of its check, which would tell Sesam the sequence moved twice."""
     app = in_process_app(upstream, tmp_path)
-    adapter = app.view_functions["sink"].__self__.adapter
-    writing, release = threading.Event(), threading.Event()
-    upsert = adapter.upsert
-
-    def held_upsert(collection, entity_id, record):
-        if threading.current_thread().name == "held":
-            writing.set()
-            assert release.wait(60)
-        upsert(collection, entity_id, record)
-
-    adapter.upsert = held_upsert
+    writing, release = hold_upserts(app, lambda _: threading.current_thread().name == "held")
     first = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
     client = app.test_client()
     assert client.post("/people", json=[{"_id": "p-1"}], query_string=first).status_code == 200
@@ -85,24 +103,8 @@ def test_a_sync_that_starts_while_a_request_is_written_makes_that_request_a_409(
     still being written. That request must not advance anything: 409, its writes stand.
     The app runs in this process, against the real upstream, so that the write can be
     held until the new sync has started."""
-    app = create_app(
-        {
-            "UPSTREAM_URL": upstream.url,
-            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-            "STATE_DIR": str(tmp_path / "state"),
-        }
-    )
-    adapter = app.view_functions["sink"].__self__.adapter
-    writing, release = threading.Event(), threading.Event()
-    upsert = adapter.upsert
-
-    def held_upsert(collection, entity_id, record):
-        if entity_id == "held":
-            writing.set()
-            assert release.wait(60)
-        upsert(collection, entity_id, record)
-
-    adapter.upsert = held_upsert
+    app = in_process_app(upstream, tmp_path)
+    writing, release = hold_upserts(app, lambda entity_id: entity_id == "held")
     old = {"is_full": "true", "sequence_id": "old", "request_id": "o1", "is_first": "true"}
     new = {"is_full": "true", "sequence_id": "new", "request_id": "n1", "is_first": "true"}
     client = app.test_client()
@@ -130,17 +132,6 @@ def test_a_sync_that_starts_while_a_request_is_written_makes_that_request_a_409(
     after = {**new, "request_id": "n2", "is_first": "false", "previous_request_id": "n1"}
     assert client.post("/people", json=[], query_string=after).json["full_sync"]["verdict"] == (
         "continue"
-    )
-
-
-def in_process_app(upstream, tmp_path, **settings):
-    return create_app(
-        {
-            "UPSTREAM_URL": upstream.url,
-            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-            "STATE_DIR": str(tmp_path / "state"),
-            **settings,
-        }
     )
 
 
