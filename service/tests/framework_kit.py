@@ -119,6 +119,20 @@ def upstream(upstream_server: Upstream) -> Iterator[Upstream]:
     upstream_server.clear_faults()
 
 
+def reference_app(
+    upstream: Upstream, state_dir: Path, adapter_class: Any = None, **settings: str
+) -> Any:
+    """The reference adapter (or ``adapter_class``, a subclass of it) as an app in this
+    process, over the demo upstream: for tests that patch or count what runs inside."""
+    from service.framework.app import build_app
+    from service.tools.reference import Records
+    from service.tools.reference import ReferenceSettings
+
+    environ = {"UPSTREAM_URL": upstream.url, "UPSTREAM_TOKEN": upstream.token}
+    environ.update(STATE_DIR=str(state_dir), **settings)
+    return build_app(adapter_class or Records, ReferenceSettings, environ)
+
+
 def connector_environment(
     upstream_url: str, port: int, state_dir: Path, *, app: str = REFERENCE_APP, **extra: str
 ) -> dict[str, str]:

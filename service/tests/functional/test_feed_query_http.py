@@ -9,6 +9,7 @@ import threading
 import time
 
 from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tests.framework_kit import reference_app
 from service.tools.reference import create_app
 
 
@@ -42,14 +43,7 @@ def test_the_read_ahead_thread_ends_with_each_answer(upstream, tmp_path):
     """In process, so the connector's threads can be counted: a feed that stopped its
     read-ahead thread at neither the limit nor the end would leak one per request."""
     upstream.insert("bulk", [{"id": f"r-{i:04d}"} for i in range(1000)])
-    app = create_app(
-        {
-            "UPSTREAM_URL": upstream.url,
-            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-            "UPSTREAM_PAGE_SIZE": "100",
-            "STATE_DIR": str(tmp_path / "state"),
-        }
-    )
+    app = reference_app(upstream, tmp_path / "state", UPSTREAM_PAGE_SIZE="100")
     client = app.test_client()
     before = threading.active_count()
     for params in ({"limit": "5"}, {"limit": "150"}, {}):

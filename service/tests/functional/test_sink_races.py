@@ -8,12 +8,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from service.tests.framework_kit import UPSTREAM_TOKEN
+from service.tests.framework_kit import reference_app
 from service.tests.functional.test_sink_http import Sync
 from service.tests.functional.test_sink_http import ok
 from service.tests.functional.test_sink_http import people
 from service.tests.functional.test_sink_http import post
-from service.tools.reference import create_app
 
 
 def test_two_copies_of_one_request_at_once_are_a_continue_and_a_retry(connector, upstream):
@@ -34,17 +33,6 @@ def test_two_copies_of_one_request_at_once_are_a_continue_and_a_retry(connector,
     upstream.clear_faults()
     sync.previous = params["request_id"]
     assert ok(sync.send([], is_last=True))["full_sync"]["verdict"] == "continue"
-
-
-def in_process_app(upstream, tmp_path, **settings):
-    return create_app(
-        {
-            "UPSTREAM_URL": upstream.url,
-            "UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-            "STATE_DIR": str(tmp_path / "state"),
-            **settings,
-        }
-    )
 
 
 def hold_upserts(app, held):
@@ -69,7 +57,7 @@ def test_the_copy_accepted_second_answers_retry_though_both_were_checked_first(u
     still being written: both pass the check, both are written, one advances. The copy
     held in its write is accepted second, and its answer must say so: "retry", not the
     "continue" of its check, which would tell Sesam the sequence moved twice."""
-    app = in_process_app(upstream, tmp_path)
+    app = reference_app(upstream, tmp_path / "state")
     writing, release = hold_upserts(app, lambda _: threading.current_thread().name == "held")
     first = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
     client = app.test_client()
@@ -103,7 +91,7 @@ def test_a_sync_that_starts_while_a_request_is_written_makes_that_request_a_409(
     still being written. That request must not advance anything: 409, its writes stand.
     The app runs in this process, against the real upstream, so that the write can be
     held until the new sync has started."""
-    app = in_process_app(upstream, tmp_path)
+    app = reference_app(upstream, tmp_path / "state")
     writing, release = hold_upserts(app, lambda entity_id: entity_id == "held")
     old = {"is_full": "true", "sequence_id": "old", "request_id": "o1", "is_first": "true"}
     new = {"is_full": "true", "sequence_id": "new", "request_id": "n1", "is_first": "true"}
@@ -140,7 +128,7 @@ def test_two_copies_of_a_last_request_at_once_delete_only_what_the_sync_did_not_
 ):
     """Deletion detection, twice at once: the copy that lists the upstream's live records
     after the other copy ended the sequence must not take every record for missing."""
-    app = in_process_app(upstream, tmp_path, FULL_SYNC_DELETE="true")
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
     adapter = app.view_functions["sink"].__self__.adapter
     listing = {"first": threading.Event(), "second": threading.Event()}
     go_on = {"first": threading.Event(), "second": threading.Event()}
@@ -183,7 +171,7 @@ def test_two_copies_of_a_last_request_at_once_delete_only_what_the_sync_did_not_
 def test_a_new_sync_that_starts_while_the_old_one_ends_deletes_nothing(upstream, tmp_path):
     """Sesam gave up on a sync while its last request was listing the upstream's records,
     and started a new one, which dropped the old sync's ids: the old end must not delete."""
-    app = in_process_app(upstream, tmp_path, FULL_SYNC_DELETE="true")
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
     adapter = app.view_functions["sink"].__self__.adapter
     listing, go_on = threading.Event(), threading.Event()
     live_ids = adapter.live_ids

@@ -7,13 +7,12 @@ import json
 
 import pytest
 
-from service.framework.app import build_app
 from service.framework.errors import UpstreamContractError
 from service.framework.feed import entity_chunks
 from service.framework.positions import INTEGER
 from service.framework.positions import Positions
+from service.tests.framework_kit import reference_app
 from service.tools.reference import Records
-from service.tools.reference import ReferenceSettings
 
 POSITIONS = Positions((INTEGER,))
 TICKETS = [{"id": n} for n in (3, 9, 17, 40)]
@@ -55,15 +54,7 @@ class FullRunsOnly(Records):
 
 @pytest.fixture
 def full_runs_only(upstream, tmp_path):
-    app = build_app(
-        FullRunsOnly,
-        ReferenceSettings,
-        {
-            "UPSTREAM_URL": upstream.url,
-            "UPSTREAM_TOKEN": upstream.token,
-            "STATE_DIR": str(tmp_path / "state"),
-        },
-    )
+    app = reference_app(upstream, tmp_path / "state", FullRunsOnly)
     return app.test_client()
 
 

@@ -16,6 +16,7 @@ from service.framework.sink import run_writes
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
 from service.framework.upstream import UpstreamTimeout
+from service.tests.framework_kit import reference_app
 from service.tools.reference import Records
 
 
@@ -291,22 +292,12 @@ def test_a_batch_waiting_for_room_goes_on_as_soon_as_room_is_freed():
 def test_the_sink_writes_and_deletes_under_the_adapters_key_not_the_id(upstream, tmp_path):
     """An adapter whose upstream key differs from the entity's _id (an integer id, a
     prefix): the write goes to the key, never to the _id."""
-    from service.framework.app import build_app
-    from service.tools.reference import ReferenceSettings
 
     class Prefixed(Records):
         def key(self, entity_id: str) -> str:
             return f"crm-{entity_id}"
 
-    app = build_app(
-        Prefixed,
-        ReferenceSettings,
-        {
-            "UPSTREAM_URL": upstream.url,
-            "UPSTREAM_TOKEN": upstream.token,
-            "STATE_DIR": str(tmp_path / "state"),
-        },
-    )
+    app = reference_app(upstream, tmp_path / "state", Prefixed)
     client = app.test_client()
     assert client.post("/people", json=[{"_id": "k-1", "name": "one"}]).status_code == 200
     live = upstream.live("people")
