@@ -119,6 +119,16 @@ def upstream(upstream_server: Upstream) -> Iterator[Upstream]:
     upstream_server.clear_faults()
 
 
+def compose_runs_the_demo() -> bool:
+    """docker-compose.yml runs the demo Records API as the connector's upstream service."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    return "service.tools.demo_upstream" in compose["services"].get("upstream", {}).get(
+        "command", []
+    )
+
+
 def reference_app(
     upstream: Upstream, state_dir: Path, adapter_class: Any = None, **settings: str
 ) -> Any:

@@ -32,6 +32,7 @@ from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.framework.settings import variables
+from service.tests.framework_kit import compose_runs_the_demo
 from service.tools import servers
 from service.tools.apps import connector_factory
 from service.tools.apps import reads_the_demo
@@ -423,11 +424,6 @@ def test_compose_stops_later_than_gunicorn_finishes_its_streams():
     # gthread (hardened, service/framework/worker.py): a sync worker is killed mid-stream
     worker = gunicorn_util.load_class(gunicorn_setting("worker_class"))
     assert issubclass(worker, ThreadWorker)
-
-
-def compose_runs_the_demo() -> bool:
-    command = compose()["services"].get("upstream", {}).get("command", [])
-    return "service.tools.demo_upstream" in command
 
 
 def test_compose_runs_the_demo_upstream_only_beside_a_connector_that_reads_it():

@@ -21,14 +21,16 @@ from service.framework.adapter import Adapter
 from service.framework.settings import load_settings
 from service.framework.settings import url
 from service.framework.settings import variables
+from service.tests.framework_kit import compose_runs_the_demo
 from service.tools.apps import connector_factory
 from service.tools.apps import reads_the_demo
 from service.tools.demo_upstream import seed_collections
 
 ROOT = Path(__file__).resolve().parents[3]
 SESAM = ROOT / "sesam"
-ConnectorSettings = connector_factory().settings_class
-ConnectorAdapter = connector_factory().adapter_class
+CONNECTOR = connector_factory()
+ConnectorSettings = CONNECTOR.settings_class
+ConnectorAdapter = CONNECTOR.adapter_class
 SECRET = re.compile(r"\$SECRET\(([a-z0-9][a-z0-9_-]*)\)")
 ENV = re.compile(r"\$ENV\(([a-z0-9][a-z0-9_-]*)\)")
 DEFAULTS = {variable.name: variable.default for variable in variables(ConnectorSettings)}
@@ -324,9 +326,7 @@ def test_every_output_and_endpoint_pipe_has_a_test_spec_and_each_spec_its_file()
 def compose_runs_the_demo_upstream() -> bool:
     """docker-compose.yml starts the demo Records API beside a connector that reads it (a
     fork to another upstream drops or replaces that service: test_docker_artifacts.py)."""
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    command = compose["services"].get("upstream", {}).get("command", [])
-    return "service.tools.demo_upstream" in command and reads_the_demo(ConnectorSettings)
+    return compose_runs_the_demo() and reads_the_demo(ConnectorSettings)
 
 
 def test_the_feed_pipe_pages_by_since():
