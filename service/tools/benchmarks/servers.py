@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from service.tools import servers
+from service.tools.apps import REFERENCE_APP  # never a fork's module
 from service.tools.servers import Server as _Server
 from service.tools.servers import free_port
 
@@ -37,8 +38,6 @@ __all__ = [
     "stop_all",
 ]
 
-# The apps the benchmarks start: the framework's reference adapter (never a fork's module).
-REFERENCE_APP = "service.tools.reference:create_app()"
 TOKEN = "bench-token"  # the demo upstream's, given to every competitor as UPSTREAM_TOKEN
 RESOURCE = "bench"  # the one collection every benchmark reads, writes or looks up
 
