@@ -21,6 +21,7 @@ from service.framework.adapter import Entity
 from service.framework.adapter import Record
 from service.framework.adapter import Transform
 from service.framework.app import AppFactory
+from service.framework.paging import LoopGuard
 from service.framework.positions import TEXT
 from service.framework.positions import TIMESTAMP
 from service.framework.positions import utc_text
@@ -83,14 +84,18 @@ class Records(Adapter):
         if since is not None:
             params["updated_since"] = utc_text(since[0])
         url = self.client.url(collection)
+        guard = LoopGuard(url)  # an upstream whose cursor loops fails the run
         while True:
             body = self.client.get_json(url, params)
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
                 raise UpstreamError(f"upstream list answer has no data list: GET {url}", url=url)
-            yield body["data"]
+            records = body["data"]
+            guard.page(self.position(records[-1]) if records else None)
+            yield records
             cursor = body.get("next_cursor")
             if not cursor:
                 return
+            guard.step(cursor)
             params["cursor"] = cursor
 
     def position(self, record: Record) -> tuple[Any, ...]:

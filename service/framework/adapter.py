@@ -48,6 +48,10 @@ class Adapter(abc.ABC):
     #: True: its ``pages`` ignores ``since``, and the feed skips what Sesam has.
     supports_since: bool = True
 
+    #: Empty pages in a row that ``pages`` may yield before the feed takes the upstream
+    #: for looping and fails the run (the paging blocks end their own loops sooner).
+    max_empty_pages: int = 20
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.positions = Positions(self.position_parts)

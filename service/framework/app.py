@@ -10,10 +10,13 @@ from flask import Flask
 from flask import Response
 from flask import jsonify
 
+from service.framework import deadlines
 from service.framework.adapter import Adapter
 from service.framework.auth import register_basic_auth
 from service.framework.errors import register_error_handlers
 from service.framework.feed import register_feed
+from service.framework.memory import SLOTS_KEPT_FREE
+from service.framework.memory import MemoryBudget
 from service.framework.settings import Settings
 from service.framework.settings import configure_logging
 from service.framework.settings import load_settings
@@ -49,11 +52,19 @@ def build_app(
     register_error_handlers(app)
     register_basic_auth(app, settings)
     register_health(app)
-    register_feed(app, adapter)
-    bodies = Bodies(settings)  # one budget for the sink's and the transform's bodies
+    deadlines.start()  # the thread that ends upstream requests at their deadlines
+    budget = memory_budget(settings)  # one budget for feeds, sink and transform bodies
+    register_feed(app, adapter, budget)
+    bodies = Bodies(settings, budget)
     Sink(adapter, settings, bodies).register(app)
     TransformEndpoint(adapter, settings, bodies).register(app)
     return app
+
+
+def memory_budget(settings: Settings) -> MemoryBudget:
+    """The worker's budget: ``WORKER_MEMORY_BUDGET`` bytes, and ``THREADS`` less one
+    requests at once (so ``/health`` always finds a thread)."""
+    return MemoryBudget(settings.worker_memory_budget, settings.threads - SLOTS_KEPT_FREE)
 
 
 def register_health(app: Flask) -> None:

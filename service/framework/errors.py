@@ -15,8 +15,9 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
-from service.framework.upstream import UpstreamError
-from service.framework.upstream import UpstreamTimeout
+from service.framework.masking import mask
+from service.framework.upstream_errors import UpstreamError
+from service.framework.upstream_errors import UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ class PayloadTooLarge(ApiError):
     title = "Request Entity Too Large"
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+    title = "Unsupported Media Type"
+
+
 class RequestTimeout(ApiError):
     status = 408
     title = "Request Timeout"
@@ -79,9 +85,24 @@ class UpstreamTimedOut(ApiError):
     title = "Upstream Timeout"
 
 
+class ClientGone(ApiError):
+    """Sesam closed the connection before its answer was complete: nothing more is read
+    or written for it (499, as nginx logs it; nobody receives it)."""
+
+    status = 499
+    title = "Client Closed Request"
+
+    def __init__(self, detail: str = "the client closed the connection") -> None:
+        super().__init__(detail)
+
+
 class UpstreamContractError(Exception):
     """The upstream broke a promise the connector relies on (its order, a field's form):
-    a 502, and a feed that had begun streaming breaks instead of ending."""
+    a 502, and a feed that had begun streaming breaks instead of ending. The message may
+    quote the upstream's data: secrets are masked in it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(mask(message))
 
 
 def upstream_failure(timeout: bool, detail: str, **extra: Any) -> ApiError:

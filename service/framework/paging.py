@@ -42,18 +42,26 @@ What every block needs of the upstream: a list in a stable order that is the ord
 ``position`` (the feed checks it); for re-anchoring, a filter that is inclusive (for an
 exclusive one, ``modified_after``, step the time back by one tick of the upstream's clock
 in ``since_params``).
+
+Progress or stop: an upstream with a bug can send the same cursor or next link again, or
+pages that bring nothing past what the walk has already seen (the same page again, empty
+pages that are not the last); a walk would then read for ever. Every block fails the run
+instead (``UpstreamError``): at once when a cursor or next link repeats one of the last
+``LoopGuard.REMEMBERED``, and after ``max_idle_pages`` pages in a row without progress. A
+hand-written loop over another kind of cursor uses ``LoopGuard`` itself.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin
-from urllib.parse import urlsplit
 
+from service.framework.bounded import same_origin
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
 
@@ -61,11 +69,65 @@ Record = dict[str, Any]
 Position = tuple[Any, ...]
 Page = tuple[list[Record], bool]  # a page's records, and whether it is the query's last
 
-__all__ = ["CursorPaging", "NextUrlPaging", "OffsetPaging", "PageNumberPaging", "Paging"]
+__all__ = [
+    "CursorPaging",
+    "LoopGuard",
+    "NextUrlPaging",
+    "OffsetPaging",
+    "PageNumberPaging",
+    "Paging",
+]
 
 
 class ListShifted(Exception):
     """The upstream's list moved under an offset or page-number walk: read it again."""
+
+
+class LoopGuard:
+    """Stops a paging walk that makes no progress, for the blocks and hand-written loops.
+
+    ``step(cursor)`` before asking for the page a cursor (or next link, or page window)
+    names: it fails when the cursor repeats one of the last ``REMEMBERED``, since asking
+    again would bring the same answer, and the same cursor again. ``page(last)`` after
+    each page, with the position of its last record (None for an empty page): it fails
+    after ``max_idle`` pages in a row that bring nothing past the greatest position seen.
+    """
+
+    REMEMBERED = 64
+
+    def __init__(self, url: str, max_idle: int = 3) -> None:
+        self.url = url
+        self.max_idle = max_idle
+        self._recent: collections.deque[str] = collections.deque(maxlen=self.REMEMBERED)
+        self._seen: Any = None
+        self._idle = 0
+        self.pages = 0
+
+    def step(self, cursor: Any, what: str = "cursor") -> None:
+        key = repr(cursor)
+        if key in self._recent:
+            raise UpstreamError(
+                f"the upstream sent the {what} {cursor!r} again after {self.pages} pages: "
+                f"following it would read the same pages for ever, so the run stops: "
+                f"GET {self.url}",
+                url=self.url,
+            )
+        self._recent.append(key)
+
+    def page(self, last: Any) -> None:
+        self.pages += 1
+        if last is not None and (self._seen is None or last > self._seen):
+            self._seen = last
+            self._idle = 0
+            return
+        self._idle += 1
+        if self._idle >= self.max_idle:
+            raise UpstreamError(
+                f"the upstream sent {self._idle} pages in a row that bring nothing past what "
+                f"it sent before (empty, or records already seen): it loops, so the run "
+                f"stops after {self.pages} pages: GET {self.url}",
+                url=self.url,
+            )
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -83,6 +145,8 @@ class Paging(abc.ABC):
     since_params: Callable[[Any], dict[str, Any]] | None = None
     records: str | None = "data"
     max_restarts: int = 20
+    #: Pages in a row that bring nothing past what the walk has seen before it fails.
+    max_idle_pages: int = 3
     #: The adapter's ``positions`` codec (``encode``/``decode``), when ``position``
     #: returns raw values (ISO text of any precision, ids) rather than typed ones: each
     #: record's position is then normalised through it before it is compared or used as
@@ -151,11 +215,21 @@ class Paging(abc.ABC):
             if not moved_on:
                 return
 
-    @abc.abstractmethod
     def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
         """The pages of one query, in order, as the upstream's paging steps through it,
         each with whether the upstream says it is the last. May raise ``ListShifted``
-        (then the query is asked again from its start)."""
+        (then the query is asked again from its start). Fails a query that loops."""
+        guard = LoopGuard(url, self.max_idle_pages)
+        for records, final in self.steps(client, url, params, guard):
+            guard.page(self.key(records[-1]) if records else None)
+            yield records, final
+
+    @abc.abstractmethod
+    def steps(
+        self, client: UpstreamClient, url: str, params: dict[str, Any], guard: LoopGuard
+    ) -> Iterator[Page]:
+        """``walk``'s pages as the upstream's paging gives them; ``guard.step`` before
+        each request that follows a cursor, a link or a window."""
 
     def extract(self, body: Any, url: str) -> list[Record]:
         """The answer's list of records; an answer without one is the upstream's error."""
@@ -176,14 +250,26 @@ class CursorPaging(Paging):
     cursor_key: str = "next_cursor"
     cursor_param: str = "cursor"
 
-    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+    def steps(
+        self, client: UpstreamClient, url: str, params: dict[str, Any], guard: LoopGuard
+    ) -> Iterator[Page]:
         query = dict(params)
         while True:
             body = client.get_json(url, query)
             cursor = dig(body, self.cursor_key)
-            yield self.extract(body, url), cursor is None or cursor == ""
-            if cursor is None or cursor == "":
+            if cursor is not None and (
+                isinstance(cursor, bool) or not isinstance(cursor, str | int)
+            ):
+                raise UpstreamError(
+                    f"the upstream's cursor at {self.cursor_key!r} is a JSON "
+                    f"{type(cursor).__name__}, not a string or a number: GET {url}",
+                    url=url,
+                )
+            final = cursor is None or cursor == ""
+            yield self.extract(body, url), final
+            if final:
                 return
+            guard.step(cursor)
             query = {**params, self.cursor_param: cursor}
 
 
@@ -197,7 +283,9 @@ class NextUrlPaging(Paging):
 
     next_key: str | None = None
 
-    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+    def steps(
+        self, client: UpstreamClient, url: str, params: dict[str, Any], guard: LoopGuard
+    ) -> Iterator[Page]:
         target: str = url
         query: dict[str, Any] | None = params
         while True:
@@ -206,16 +294,23 @@ class NextUrlPaging(Paging):
                 link = dig(body, self.next_key)
             else:
                 link = response.links.get("next", {}).get("url")
-            final = not isinstance(link, str) or not link
+            if link is not None and not isinstance(link, str):
+                raise UpstreamError(
+                    f"the upstream's next link is a JSON {type(link).__name__}, not a URL: "
+                    f"GET {target}",
+                    url=target,
+                )
+            final = not link
             yield self.extract(body, target), final
             if final:
                 return
             following = urljoin(target, link)
-            if not _same_origin(following, url):
+            if not same_origin(following, url):
                 raise UpstreamError(
                     f"the upstream's next page is on another origin, not followed: GET {url}",
                     url=url,
                 )
+            guard.step(following, "next link")
             target, query = following, None
 
 
@@ -243,7 +338,9 @@ class _Windows(Paging):
         """Whether the upstream says that the window from ``index``, which brought
         ``count`` records, is the last."""
 
-    def walk(self, client: UpstreamClient, url: str, params: dict[str, Any]) -> Iterator[Page]:
+    def steps(
+        self, client: UpstreamClient, url: str, params: dict[str, Any], guard: LoopGuard
+    ) -> Iterator[Page]:
         index = 0
         previous: Position | None = None  # the last record of the window before
         short = False  # the window before brought fewer records than asked
@@ -342,14 +439,3 @@ def dig(body: Any, path: str | None) -> Any:
             return None
         body = body.get(key)
     return body
-
-
-def _same_origin(url: str, base: str) -> bool:
-    one, other = urlsplit(url), urlsplit(base)
-    return (
-        one.scheme == other.scheme
-        and one.hostname == other.hostname
-        and one.port == other.port
-        and one.username is None
-        and one.password is None
-    )

@@ -62,7 +62,10 @@ def timestamp(value: str | datetime) -> datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 timestamp")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{value!r} has no time zone (Z or an offset)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
+        raise ValueError(f"{value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def utc_text(moment: datetime) -> str:
@@ -267,10 +270,13 @@ class Positions:
         """The ``_updated`` token of a position; ValueError names what is wrong."""
         if len(values) != len(self.parts):
             raise ValueError(f"a position has {len(self.parts)} parts, not {len(values)}")
-        return SEPARATOR.join(
-            part.encode(value, index == self.last)
-            for index, (part, value) in enumerate(zip(self.parts, values, strict=True))
-        )
+        try:
+            return SEPARATOR.join(
+                part.encode(value, index == self.last)
+                for index, (part, value) in enumerate(zip(self.parts, values, strict=True))
+            )
+        except ArithmeticError as error:  # a time beyond the calendar, a number beyond Decimal
+            raise ValueError(f"{values!r} is out of range: {type(error).__name__}") from None
 
     def _encode_timestamp_text(self, values: tuple[Any, ...]) -> str:
         """``encode`` for (TIMESTAMP, TEXT), the feed's hot path: a canonical timestamp in
@@ -291,7 +297,12 @@ class Positions:
         values: list[Any] = []
         index = 0
         for number, part in enumerate(self.parts):
-            value, index = part.decode(token, index, number == self.last)
+            try:
+                value, index = part.decode(token, index, number == self.last)
+            except ArithmeticError as error:  # decimal's InvalidOperation, an overflow
+                raise ValueError(
+                    f"a {part.name} part is malformed: {type(error).__name__}"
+                ) from None
             values.append(value)
             if index == len(token):
                 return tuple(values)

@@ -14,6 +14,14 @@ A request that repeats the last *accepted* one is accepted again without advanci
 
 For deletion detection the ids a sequence sent are stored too (``sent_ids``), and
 dropped when the sequence ends or is replaced.
+
+Overlapping syncs: a new sequence's first request claims the collection when it is
+checked, before it writes (``claims``): from then on every later request of the sequence it
+replaces gets 409, though the new one is not accepted yet. A sequence's deletion of what it
+did not send holds a lease (``leases``), renewed before each group of deletions and given
+up as soon as a newer sequence has claimed the collection; a new sequence's first request
+waits for the lease to end before it writes. So nothing the newest sequence sent is ever
+deleted by an older one.
 """
 
 from __future__ import annotations
@@ -45,6 +53,17 @@ CREATE TABLE IF NOT EXISTS sequences (
     requests INTEGER NOT NULL,
     started_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    collection TEXT PRIMARY KEY,
+    sequence_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    claimed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    collection TEXT PRIMARY KEY,
+    sequence_id TEXT NOT NULL,
+    until REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sent_ids (
     collection TEXT NOT NULL,
@@ -129,8 +148,9 @@ def parse_params(args: Mapping[str, str]) -> SyncParams:
     return params
 
 
-def decide(current: Sequence | None, params: SyncParams) -> Verdict:
-    """The protocol's sequence rules: what this request is, or SequenceConflict."""
+def decide(current: Sequence | None, params: SyncParams, claimed: str | None = None) -> Verdict:
+    """The protocol's sequence rules: what this request is, or SequenceConflict.
+    ``claimed``: the sequence whose first request was checked last, accepted or not."""
     if not params.is_full:
         if current is not None and not current.ended and params.sequence_id == current.sequence_id:
             raise SequenceConflict(
@@ -138,6 +158,16 @@ def decide(current: Sequence | None, params: SyncParams) -> Verdict:
                 "is_full=false for a full sync"
             )
         return Verdict.INCREMENTAL
+    if (
+        claimed is not None
+        and not params.is_first
+        and claimed != params.sequence_id
+        and (current is None or claimed != current.sequence_id)
+    ):
+        raise SequenceConflict(
+            f"sequence {params.sequence_id!r} was replaced by sequence {claimed!r}, which "
+            "has begun: its later requests are refused"
+        )
     if (
         current is not None
         and current.sequence_id == params.sequence_id
@@ -227,10 +257,80 @@ class SequenceStore:
         with self._transaction(immediate=False) as connection:
             return self._load(connection, collection)
 
+    @staticmethod
+    def _claimed(connection: sqlite3.Connection, collection: str) -> str | None:
+        row = connection.execute(
+            "SELECT sequence_id FROM claims WHERE collection = ?", (collection,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def check(self, collection: str, params: SyncParams) -> tuple[Verdict, Sequence | None]:
-        """The verdict before any write, with the state it was made on."""
-        current = self.current(collection)
-        return decide(current, params), current
+        """The verdict before any write, with the state it was made on. A write, so that
+        a state directory that cannot be written fails here, before the upstream is: a
+        first request claims the collection (``claims``), any other marks its sequence
+        as seen now."""
+        now = time.time()
+        with self._transaction() as connection:
+            current = self._load(connection, collection)
+            verdict = decide(current, params, self._claimed(connection, collection))
+            if verdict is Verdict.START:
+                connection.execute(
+                    "INSERT OR REPLACE INTO claims (collection, sequence_id, request_id, "
+                    "claimed_at) VALUES (?, ?, ?, ?)",
+                    (collection, params.sequence_id, params.request_id, now),
+                )
+            elif current is not None:
+                connection.execute(
+                    "UPDATE sequences SET updated_at = ? WHERE collection = ?", (now, collection)
+                )
+        return verdict, current
+
+    def lease_held_by_other(self, collection: str, sequence_id: str) -> float:
+        """Seconds until the deletion lease another sequence holds ends (0: none)."""
+        with self._transaction(immediate=False) as connection:
+            row = connection.execute(
+                "SELECT sequence_id, until FROM leases WHERE collection = ?", (collection,)
+            ).fetchone()
+        if row is None or row[0] == sequence_id:
+            return 0.0
+        return max(0.0, float(row[1]) - time.time())
+
+    def lease_deletion(
+        self, collection: str, sequence_id: str, expected: Sequence | None, seconds: float
+    ) -> bool:
+        """Take (or renew) the deletion lease for ``seconds``, if the sequence is still
+        the state ``expected`` describes (a first lease) or still current (a renewal), and
+        no newer sequence has claimed the collection. False: delete nothing more."""
+        now = time.time()
+        with self._transaction() as connection:
+            current = self._load(connection, collection)
+            claimed = self._claimed(connection, collection)
+            held = connection.execute(
+                "SELECT sequence_id FROM leases WHERE collection = ?", (collection,)
+            ).fetchone()
+            renewal = held is not None and held[0] == sequence_id
+            if claimed is not None and claimed != sequence_id:
+                return False  # a newer sequence has begun
+            if not renewal and current != expected:
+                return False  # the sequence moved on while its ids were listed
+            ours = claimed == sequence_id or (
+                current is not None and current.sequence_id == sequence_id
+            )
+            if not ours:
+                return False
+            connection.execute(
+                "INSERT OR REPLACE INTO leases (collection, sequence_id, until) VALUES (?, ?, ?)",
+                (collection, sequence_id, now + seconds),
+            )
+        return True
+
+    def end_deletion(self, collection: str, sequence_id: str) -> None:
+        """Give the deletion lease back."""
+        with self._transaction() as connection:
+            connection.execute(
+                "DELETE FROM leases WHERE collection = ? AND sequence_id = ?",
+                (collection, sequence_id),
+            )
 
     def record_ids(self, collection: str, sequence_id: str, ids: Iterable[str]) -> None:
         """Remember ids a sequence sent. Stored before the writes: an id stored for a
@@ -271,7 +371,7 @@ class SequenceStore:
         now = time.time()
         with self._transaction() as connection:
             current = self._load(connection, collection)
-            verdict = decide(current, params)
+            verdict = decide(current, params, self._claimed(connection, collection))
             if verdict is Verdict.START:
                 connection.execute(
                     "INSERT OR REPLACE INTO sequences (collection, sequence_id, "
@@ -292,6 +392,10 @@ class SequenceStore:
                 )
                 connection.execute(
                     "DELETE FROM sent_ids WHERE collection = ? AND sequence_id != ?",
+                    (collection, params.sequence_id),
+                )
+                connection.execute(
+                    "DELETE FROM claims WHERE collection = ? AND sequence_id = ?",
                     (collection, params.sequence_id),
                 )
             elif verdict is Verdict.CONTINUE:

@@ -19,6 +19,8 @@ from typing import Any
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from service.framework import masking
+
 
 class ConfigError(Exception):
     """A variable is missing or malformed; the message names it."""
@@ -113,6 +115,7 @@ class Variable:
     default: str | None  # None: required
     secret: bool
     meaning: str
+    multiline: bool = False  # line breaks and tabs allowed (a PEM key); other controls never
 
 
 def setting(
@@ -122,11 +125,16 @@ def setting(
     default: str | None = None,
     secret: bool = False,
     meaning: str,
+    multiline: bool = False,
 ) -> Any:
     """Declare a setting as a field of a settings class: its variable, how to read it, its
-    default (None: required), whether it is a secret (never printed), what it means."""
+    default (None: required), whether it is a secret (never printed, masked wherever it
+    would show), what it means. Control characters are refused in every value (a token
+    copied with its line break would fail every request, quoting the token in the error);
+    ``multiline`` lets line breaks and tabs through, for a value such as a PEM key."""
     return dataclasses.field(
-        metadata={"variable": Variable(name, parse, default, secret, meaning)}, repr=not secret
+        metadata={"variable": Variable(name, parse, default, secret, meaning, multiline)},
+        repr=not secret,
     )
 
 
@@ -154,8 +162,9 @@ class Settings:
         "THREADS",
         int_between(1, 256),
         default="32",
-        meaning="Threads per gunicorn worker: requests served at once (a stalled client "
-        "holds one for at most CLIENT_TIMEOUT).",
+        meaning="Threads per gunicorn worker: requests served at once, one kept free for "
+        "/health (feeds and batches beyond the rest get 503; a stalled client holds one "
+        "for at most CLIENT_TIMEOUT).",
     )
     client_timeout: float = setting(
         "CLIENT_TIMEOUT",
@@ -196,6 +205,35 @@ class Settings:
         meaning="Most seconds one upstream request of a sink or transform batch may spend "
         "waiting between retries: Sesam retries the batch itself, so fail fast.",
     )
+    upstream_request_deadline: float = setting(
+        "UPSTREAM_REQUEST_DEADLINE",
+        seconds,
+        default="180",
+        meaning="Most seconds one upstream request may take in all: connecting, the answer's "
+        "head and whole body, retries and the waits between them (an upstream that trickles "
+        "its answer is cut off here; UPSTREAM_READ_TIMEOUT bounds each wait within it).",
+    )
+    upstream_sink_deadline: float = setting(
+        "UPSTREAM_SINK_DEADLINE",
+        seconds,
+        default="60",
+        meaning="Most seconds the upstream requests of one sink or transform batch may take in "
+        "all, attempts and waits included: past it the batch fails (504) and Sesam retries it.",
+    )
+    upstream_max_answer_bytes: int = setting(
+        "UPSTREAM_MAX_ANSWER_BYTES",
+        int_between(1024, 2**31),
+        default="8388608",
+        meaning="Largest upstream answer read, on the wire and after decompression; a larger "
+        "one fails the request (the feed's run, the batch) with a 502 naming it.",
+    )
+    upstream_max_record_bytes: int = setting(
+        "UPSTREAM_MAX_RECORD_BYTES",
+        int_between(1024, 2**31),
+        default="1048576",
+        meaning="Largest upstream record, as the entity's JSON text: a larger one fails the "
+        "feed's run (502, or a broken stream) naming it.",
+    )
     upstream_pool_size: int = setting(
         "UPSTREAM_POOL_SIZE",
         int_between(1, 256),
@@ -216,13 +254,13 @@ class Settings:
         default="8388608",
         meaning="Largest sink or transform request body accepted (413 above it).",
     )
-    sink_bytes_in_flight: int = setting(
-        "SINK_BYTES_IN_FLIGHT",
-        int_between(1, 2**31),
-        default="8388608",
-        meaning="Sink and transform bodies one worker holds at once, in bytes (each costs "
-        "about twice its size); a batch that does not fit waits, then gets 503 with "
-        "Retry-After.",
+    worker_memory_budget: int = setting(
+        "WORKER_MEMORY_BUDGET",
+        int_between(1048576, 2**40),
+        default="50331648",
+        meaning="Bytes the requests of one worker may hold at once: feeds' upstream pages "
+        "(estimated as parsed), sink and transform bodies (three times their size). A "
+        "request that does not fit waits, then gets 503 with Retry-After.",
     )
     sink_concurrency: int = setting(
         "SINK_CONCURRENCY",
@@ -266,10 +304,10 @@ class Settings:
         """Rules across settings; a subclass adds its own and calls this one."""
         if bool(self.auth_username) != bool(self.auth_password):
             raise ConfigError("AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither")
-        if self.sink_bytes_in_flight < self.sink_max_body_bytes:
+        if self.worker_memory_budget < BODY_COST * self.sink_max_body_bytes:
             raise ConfigError(
-                "SINK_BYTES_IN_FLIGHT must be at least SINK_MAX_BODY_BYTES: a batch of the "
-                "largest size must fit"
+                f"WORKER_MEMORY_BUDGET must be at least {BODY_COST} times SINK_MAX_BODY_BYTES: "
+                "a batch of the largest size must fit"
             )
 
 
@@ -280,7 +318,11 @@ S = TypeVar("S", bound=Settings)
 RENAMED = {
     "UPSTREAM_RETRY_BUDGET": "UPSTREAM_FEED_RETRY_BUDGET and UPSTREAM_SINK_RETRY_BUDGET "
     "(one budget per direction)",
+    "SINK_BYTES_IN_FLIGHT": "WORKER_MEMORY_BUDGET (one budget for feeds, sink and transform "
+    "bodies; a body counts three times its size in it)",
 }
+#: What a sink or transform body costs in ``WORKER_MEMORY_BUDGET``, per byte.
+BODY_COST = 3
 
 
 def variables(settings_class: type[Settings]) -> tuple[Variable, ...]:
@@ -303,12 +345,37 @@ def load_settings(settings_class: type[S], environ: Mapping[str, str] | None = N
             if variable.default is None:
                 raise ConfigError(f"{variable.name} is required: {variable.meaning}")
             raw = variable.default
+        check_characters(variable, raw)
         try:
             values[field.name] = variable.parse(raw)
         except ValueError as error:
             value = "(secret)" if variable.secret else shown(raw)
             raise ConfigError(f"{variable.name}={value} {error}") from None
+        if variable.secret and raw:
+            if len(raw) < masking.MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    f"{variable.name} is shorter than {masking.MIN_SECRET_LENGTH} characters: "
+                    "a secret that short cannot be told from other text, to keep it out of "
+                    "logs and answers"
+                )
+            masking.register(raw)
     return settings_class(**values)
+
+
+def check_characters(variable: Variable, raw: str) -> None:
+    """Refuse control characters, naming the setting and where, never the value."""
+    allowed = "\n\r\t" if variable.multiline else ""
+    for index, character in enumerate(raw):
+        if (character < " " or "\x7f" <= character <= "\x9f") and character not in allowed:
+            what = (
+                "a line break"
+                if character in "\n\r"
+                else f"the control character U+{ord(character):04X}"
+            )
+            raise ConfigError(
+                f"{variable.name} holds {what} at character {index + 1} of {len(raw)}: "
+                "remove it (a value copied from a file often ends in a line break)"
+            )
 
 
 def load_settings_or_exit(settings_class: type[S], environ: Mapping[str, str] | None = None) -> S:
@@ -325,7 +392,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_connector", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler.setFormatter(masking.MaskingFormatter(formatter))  # no secret in any line
         handler._connector = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)

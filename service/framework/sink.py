@@ -34,6 +34,7 @@ Sesam's one-entity-at-a-time fallback safe.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import itertools
@@ -60,19 +61,25 @@ from flask import request
 from service.framework import jsontext
 from service.framework.adapter import Adapter
 from service.framework.adapter import require_collection
+from service.framework.deadlines import deadline
 from service.framework.errors import ApiError
 from service.framework.errors import BadRequest
 from service.framework.errors import Conflict
 from service.framework.errors import PayloadTooLarge
 from service.framework.errors import RequestTimeout
 from service.framework.errors import ServiceUnavailable
+from service.framework.errors import UnsupportedMediaType
 from service.framework.errors import upstream_failure
+from service.framework.masking import mask
+from service.framework.memory import Ledger
+from service.framework.memory import MemoryBudget
 from service.framework.sequences import Sequence
 from service.framework.sequences import SequenceConflict
 from service.framework.sequences import SequenceStore
 from service.framework.sequences import SyncParams
 from service.framework.sequences import Verdict
 from service.framework.sequences import parse_params
+from service.framework.settings import BODY_COST
 from service.framework.settings import Settings
 from service.framework.upstream import REFUSED_STATUSES
 from service.framework.upstream import UpstreamError
@@ -84,8 +91,14 @@ log = logging.getLogger(__name__)
 MAX_FAILURES_SHOWN = 100
 LIVE_ID_CHUNK = 1000
 READ_CHUNK = 65536
-ADMISSION_WAIT_SECONDS = 15.0  # a batch waits this long for room before its 503
 RETRY_AFTER_SECONDS = 5
+#: A full sync's deletions hold a lease this long, renewed before each group of them; a
+#: group's deletes must end within it (their deadline), so a newer sequence never waits
+#: longer, and no deletion of an older one is in flight once it writes.
+DELETION_LEASE_SECONDS = 60.0
+#: An adapter's mistakes on the upstream's data (a record without its id, an id it cannot
+#: map): the listing for deletion detection fails as an upstream failure (502).
+DATA_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
 
 T = TypeVar("T")
 
@@ -504,7 +517,8 @@ def run_bounded(
         with ThreadPoolExecutor(
             max_workers=min(concurrency, len(items)), thread_name_prefix=name
         ) as pool:
-            for future in [pool.submit(run, index) for index in range(len(items))]:
+            tasks = [pool.submit(contextvars.copy_context().run, run, i) for i in range(len(items))]
+            for future in tasks:
                 future.result()  # run() catches UpstreamError; anything else is a bug: raise
     return done
 
@@ -559,53 +573,31 @@ def run_writes(
         drain()
     else:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sink-write") as pool:
-            for future in [pool.submit(drain) for _ in range(concurrency)]:
+            # Each thread in a copy of this context: the request's deadline and ledger.
+            tasks = [pool.submit(contextvars.copy_context().run, drain) for _ in range(concurrency)]
+            for future in tasks:
                 future.result()  # run() catches UpstreamError; anything else is a bug: raise
     return outcome
 
 
-class BodyBudget:
-    """The bytes of sink and transform bodies one worker holds at once: memory, not
-    threads, bounds how many batches are handled together. A batch that does not fit waits
-    for room."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.held = 0
-        self._room = threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, size: int, wait: float) -> Iterator[None]:
-        with self._room:
-            if not self._room.wait_for(lambda: self.held + size <= self.capacity, wait):
-                raise ServiceUnavailable(
-                    f"the connector is busy with other batches ({self.held} bytes in "
-                    f"flight, SINK_BYTES_IN_FLIGHT={self.capacity}); retry",
-                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                )
-            self.held += size
-        try:
-            yield
-        finally:
-            with self._room:
-                self.held -= size
-                self._room.notify_all()
-
-
 class Bodies:
     """How the sink and the transform read a request's body, one object per worker so
-    that they share one ``BodyBudget``: held within ``SINK_BYTES_IN_FLIGHT`` (``held``),
+    that they share its ``MemoryBudget``: held within ``WORKER_MEMORY_BUDGET`` (``held``),
     then read whatever the Content-Type says and however it is framed (``text``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, budget: MemoryBudget | None = None) -> None:
         self.max_body_bytes = settings.sink_max_body_bytes
         self.client_timeout = settings.client_timeout
-        self.budget = BodyBudget(settings.sink_bytes_in_flight)
+        self.concurrency = settings.sink_concurrency
+        self.budget = budget or MemoryBudget(settings.worker_memory_budget, settings.threads)
 
-    def held(self) -> contextlib.AbstractContextManager[None]:
-        """Room for this request's body in the budget, held while the batch is handled:
-        a 413 at once for a declared length over the limit, else a wait, then a 503."""
-        return self.budget.hold(self.body_size(), ADMISSION_WAIT_SECONDS)
+    def held(self, what: str) -> contextlib.AbstractContextManager[Ledger]:
+        """Room for this request in the budget, held while the batch is handled: a 413 at
+        once for a declared length over the limit, else a wait, then a 503. Its body
+        counts ``BODY_COST`` times its size, and the upstream's answers to its requests
+        (``SINK_CONCURRENCY`` at once) count as they come."""
+        size = self.body_size()
+        return self.budget.admit(what, base=BODY_COST * size, holds=self.concurrency)
 
     def too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(
@@ -625,6 +617,7 @@ class Bodies:
         """The body, whatever the Content-Type says and however it is framed: a chunked
         body is counted as it arrives, so it is refused (413) past the limit, not cut."""
         environ = request.environ
+        refuse_codings(environ)
         length = request.content_length
         if length is None and not environ.get("wsgi.input_terminated"):
             return bytearray()  # WSGI: no length and no framing means no body
@@ -659,6 +652,24 @@ class Bodies:
             return body_text(data)
         except BatchError as error:
             raise BadRequest(str(error)) from None
+
+
+def refuse_codings(environ: dict[str, Any]) -> None:
+    """A body sent compressed (``Content-Encoding``) or with a transfer coding other than
+    ``chunked`` (``Transfer-Encoding: gzip, chunked``) is refused (415): the server takes
+    off the chunking only, and the rest would be read as JSON text."""
+    encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"the body is sent with Content-Encoding: {encoding[:50]}; send it as it is "
+            "(Sesam does): nothing was written"
+        )
+    codings = [c.strip().lower() for c in environ.get("HTTP_TRANSFER_ENCODING", "").split(",")]
+    if any(coding not in ("", "chunked") for coding in codings):
+        raise UnsupportedMediaType(
+            f"the body is sent with Transfer-Encoding: {', '.join(codings)[:80]}; only "
+            "chunked is read: nothing was written"
+        )
 
 
 def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
@@ -697,8 +708,8 @@ def write_failed(outcome: Outcome, summary: Summary, what: str) -> ApiError:
     )
 
 
-def _chunks(values: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def _chunks(values: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
     for value in values:
         chunk.append(value)
         if len(chunk) == size:
@@ -717,6 +728,8 @@ class Sink:
         self.bodies = bodies or Bodies(settings)
         self.concurrency = settings.sink_concurrency
         self.retry_budget = settings.upstream_sink_retry_budget
+        self.deadline = settings.upstream_sink_deadline
+        self.state_dir = settings.state_dir
         self.full_sync_delete = settings.full_sync_delete
         self.allow_empty_delete = settings.full_sync_allow_empty_delete
         try:
@@ -756,18 +769,35 @@ class Sink:
         sync did not send, accept."""
         params = self.read_params()
         summary.is_full = params.is_full
-        with self.bodies.held():
+        with self.bodies.held(f"a sink batch for {collection}") as ledger, self.state_errors():
             batch = self.read_batch(params)
             summary.entities = batch.entities
             summary.duplicates = batch.duplicates
             check = self.check_sequence(collection, batch, summary)
-            self.write(collection, batch.writes(), summary)
+            with deadline(self.deadline, f"UPSTREAM_SINK_DEADLINE ({self.deadline:g}s)"):
+                self.write(collection, batch.writes(), summary)
             batch.text = ""  # memory: what follows needs the counts, not the body
-        if not check.full:
-            return
-        assert summary.full_sync is not None  # nosec B101: narrows the type; holds by construction
-        summary.full_sync.deletion = self.delete_missing(collection, batch, check, summary)
-        summary.full_sync.verdict = self.accept(collection, batch, check).value
+            ledger.drop_base()
+            if not check.full:
+                return
+            assert summary.full_sync is not None  # nosec B101: narrows the type; holds by construction
+            summary.full_sync.deletion = self.delete_missing(collection, batch, check, summary)
+            summary.full_sync.verdict = self.accept(collection, batch, check).value
+
+    @contextlib.contextmanager
+    def state_errors(self) -> Iterator[None]:
+        """The full-sync state cannot be read or written (a full or read-only disk, a
+        broken file): 503 naming STATE_DIR. The sequence is checked, and written, before
+        the upstream is, so such a request writes nothing upstream."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            log.error("sink: the full-sync state at STATE_DIR=%r failed: %s", self.state_dir, error)
+            raise ServiceUnavailable(
+                f"the connector cannot keep its full-sync state in STATE_DIR="
+                f"{self.state_dir!r} ({error}): check the disk; retry",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
 
     def read_params(self) -> SyncParams:
         try:
@@ -804,10 +834,25 @@ class Sink:
             params.sequence_id, params.request_id, params.is_first, params.is_last, verdict.value
         )
         retry_of_ended = current is not None and current.ended and verdict is Verdict.RETRY
+        assert params.sequence_id is not None  # nosec B101: narrows the type; holds by construction
+        if verdict is Verdict.START:
+            self.wait_for_deletion(collection, params.sequence_id)
         if self.full_sync_delete and tracking and not retry_of_ended:
-            assert params.sequence_id is not None  # nosec B101: narrows the type; holds by construction
             self.store.record_ids(collection, params.sequence_id, batch.ids())
         return SequenceCheck(verdict, current, tracking)
+
+    def wait_for_deletion(self, collection: str, sequence_id: str) -> None:
+        """A new sequence writes only once the sequence it replaces deletes no more: that
+        one gives its lease up at its next group of deletions (it sees this claim), or
+        its lease runs out, and with it every deletion it had in flight."""
+        started = time.monotonic()
+        while (left := self.store.lease_held_by_other(collection, sequence_id)) > 0:
+            if time.monotonic() - started > DELETION_LEASE_SECONDS + 5:
+                raise ServiceUnavailable(
+                    f"an earlier full sync of {collection} is still deleting; retry",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            time.sleep(min(0.1, left))
 
     def write(self, collection: str, writes: Iterable[Write], summary: Summary) -> None:
         """One write per distinct ``_id``; any failure is a 502/504 naming the ids."""
@@ -857,33 +902,55 @@ class Sink:
             )
             return "skipped_empty"
         assert params.sequence_id is not None  # nosec B101: narrows the type; holds by construction
-        missing = [
-            Write(i, None, self.adapter.key(i))
-            for i in self.missing_ids(collection, params.sequence_id)
-        ]
-        if self.store.current(collection) != check.current:
-            # The sequence moved on while the live ids were listed: a copy of this request
-            # ended it, or a new sync replaced it, and either dropped the ids it sent, so
-            # every record may look missing. Delete nothing; accept says retry or 409.
-            return "already_done"
-        outcome = run_writes(missing, functools.partial(self.perform, collection), self.concurrency)
-        full_sync.deleted_missing = outcome.deletes
-        if outcome.failures:
-            raise write_failed(outcome, summary, "deletions of records the full sync did not send")
-        return "done"
+        sequence_id = params.sequence_id
+        missing = self.missing_ids(collection, sequence_id)
+        # The lease: taken only if the sequence is still as it was checked (no copy of
+        # this request ended it, no new sync replaced it: either would have dropped the
+        # ids it sent, and every record would look missing), renewed before each group,
+        # and given up when a newer sequence has begun. Deletes run within it.
+        store, lease = self.store, DELETION_LEASE_SECONDS
+        if not store.lease_deletion(collection, sequence_id, check.current, lease):
+            return "already_done" if store.current(collection) != check.current else "superseded"
+        deleted, stopped = 0, False
+        try:
+            for group in _chunks(missing, self.concurrency * 8):
+                if not store.lease_deletion(collection, sequence_id, check.current, lease):
+                    stopped = True
+                    break
+                with deadline(lease, f"the deletion lease ({lease:g}s)"):
+                    outcome = run_writes(
+                        group, functools.partial(self.perform, collection), self.concurrency
+                    )
+                deleted += outcome.deletes
+                full_sync.deleted_missing = deleted
+                if outcome.failures:
+                    raise write_failed(
+                        outcome, summary, "deletions of records the full sync did not send"
+                    )
+        finally:
+            store.end_deletion(collection, sequence_id)
+        return "superseded" if stopped else "done"
 
-    def missing_ids(self, collection: str, sequence_id: str) -> list[str]:
-        """Live upstream ids the sequence did not send (asked a page at a time)."""
-        missing: list[str] = []
+    def missing_ids(self, collection: str, sequence_id: str) -> list[Write]:
+        """The deletes of live upstream ids the sequence did not send (asked a page at a
+        time), every one mapped to its key before any is deleted."""
+        missing: list[Write] = []
+        key = self.adapter.key
         try:
             with retry_budget(self.retry_budget):
                 for chunk in _chunks(self.adapter.live_ids(collection), LIVE_ID_CHUNK):
                     sent = self.store.sent_among(collection, sequence_id, chunk)
-                    missing.extend(i for i in chunk if i not in sent)
+                    missing.extend(Write(i, None, key(i)) for i in chunk if i not in sent)
         except UpstreamError as error:
             raise upstream_failure(
                 isinstance(error, UpstreamTimeout),
                 f"listing the upstream's live records failed: {error}",
+            ) from None
+        except DATA_ERRORS as error:
+            raise upstream_failure(
+                False,
+                "listing the upstream's live records failed: a record the adapter could not "
+                f"read ({type(error).__name__}: {mask(str(error))[:200]}); nothing was deleted",
             ) from None
         return missing
 

@@ -5,12 +5,13 @@ by default) and answers a JSON array of the entities transformed. In order:
 
 1. the name: a transform the adapter does not offer (``Adapter.transform``) is a 404;
 2. the body, as the sink reads it (``service.framework.sink.Bodies``): held within the
-   sink's ``SINK_BYTES_IN_FLIGHT`` (503 with ``Retry-After`` when there is no room), size
+   worker's ``WORKER_MEMORY_BUDGET`` (503 with ``Retry-After`` when there is no room), size
    (413 however it is framed), JSON, an array of objects, each with a non-empty string
    ``_id`` that is valid Unicode: 400 naming the entity's index;
 3. the transform, once per entity, at most ``SINK_CONCURRENCY`` at once with the sink's
-   short retry budget (``UPSTREAM_SINK_RETRY_BUDGET``), through the sink's bounded
-   executor; after the first upstream failure no new entity starts;
+   short retry budget (``UPSTREAM_SINK_RETRY_BUDGET``) and the batch's deadline
+   (``UPSTREAM_SINK_DEADLINE``), through the sink's bounded executor; after the first
+   upstream failure no new entity starts;
 4. the answer, in the batch's order: an entity the transform returns keeps the input's
    reserved fields (``_id``, ``_updated``, ``_deleted``, ...) unless it sets them; a list
    it returns (zero or more entities) is taken as it is, each needing a string ``_id``.
@@ -45,10 +46,12 @@ from flask import Response
 from service.framework.adapter import Adapter
 from service.framework.adapter import Entity
 from service.framework.adapter import Transform
+from service.framework.deadlines import deadline
 from service.framework.errors import ApiError
 from service.framework.errors import BadRequest
 from service.framework.errors import NotFound
 from service.framework.errors import upstream_failure
+from service.framework.memory import Ledger
 from service.framework.settings import Settings
 from service.framework.sink import MAX_FAILURES_SHOWN
 from service.framework.sink import BatchError
@@ -106,6 +109,7 @@ class TransformEndpoint:
         self.bodies = bodies or Bodies(settings)
         self.concurrency = settings.sink_concurrency
         self.retry_budget = settings.upstream_sink_retry_budget
+        self.deadline = settings.upstream_sink_deadline
 
     def register(self, app: Flask) -> None:
         # Two path segments: never the sink's or the feed's /<collection> (one segment).
@@ -118,10 +122,11 @@ class TransformEndpoint:
         started = time.monotonic()
         count, made, status, outcome = 0, 0, 500, "failed: unexpected error (logged below)"
         try:
-            with self.bodies.held():
+            with self.bodies.held(f"the transform {name!r}") as ledger:
                 text = self.read()
                 count = self.check(text)
-                body, made = self.run(name, transform, text, count)
+                with deadline(self.deadline, f"UPSTREAM_SINK_DEADLINE ({self.deadline:g}s)"):
+                    body, made = self.run(name, transform, text, count, ledger)
                 del text
             status, outcome = 200, "ok"
             return Response(body, mimetype="application/json")
@@ -156,8 +161,11 @@ class TransformEndpoint:
             raise BadRequest(str(error)) from None
         return count
 
-    def run(self, name: str, transform: Transform, text: str, count: int) -> tuple[str, int]:
-        """The answer's text and how many entities it holds, a window at a time."""
+    def run(
+        self, name: str, transform: Transform, text: str, count: int, ledger: Ledger | None = None
+    ) -> tuple[str, int]:
+        """The answer's text and how many entities it holds, a window at a time; the
+        text counts against the request's memory as it grows (``ledger``)."""
         entities: Iterator[Entity] = walk(text)
         pieces: list[str] = []
         made = 0
@@ -180,6 +188,8 @@ class TransformEndpoint:
             if output:
                 pieces.append(self.answer(name, output)[1:-1])
                 made += len(output)
+                if ledger is not None:
+                    ledger.add(2 * len(pieces[-1]))  # the piece, and the answer joined
         return "[" + ", ".join(pieces) + "]", made
 
     @staticmethod
@@ -187,6 +197,10 @@ class TransformEndpoint:
         """The answer's text: strict JSON (no NaN), or the transform is broken."""
         try:
             return json.dumps(output, ensure_ascii=False, allow_nan=False)
+        except RecursionError:
+            raise TransformBroken(
+                f"transform {name!r} made entities nested too deeply to write as JSON"
+            ) from None
         except (TypeError, ValueError) as error:
             raise TransformBroken(
                 f"transform {name!r} made entities that are not JSON: {error}"

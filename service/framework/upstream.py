@@ -1,4 +1,4 @@
-"""The upstream HTTP client: one pooled session, timeouts, bounded retries.
+"""The upstream HTTP client: one pooled session, timeouts, bounded retries, and no trust.
 
 Retries are urllib3's ``Retry`` (exponential backoff with jitter, ``Retry-After`` for
 429 and 503), with one addition: a budget on the total time spent waiting, so a request
@@ -7,6 +7,20 @@ depends on who waits: the client's own (the feed's) by default, a shorter one in
 ``retry_budget(seconds)`` (the sink's and the transform's, whose batches Sesam retries
 itself). Errors name the upstream status and URL, never the token; a 401 or 403 says
 that the upstream refused the credentials, and is never retried.
+
+The upstream is untrusted, so every answer is bounded:
+
+- in bytes: at most ``max_answer_bytes`` (``UPSTREAM_MAX_ANSWER_BYTES``) on the wire and
+  after decompression (a small gzip body can inflate a thousandfold), read in pieces and
+  refused past the limit (``AnswerTooLarge``); an error's body is read up to 64 KiB;
+- in time: every request, from connecting to the last byte of the answer, retries and
+  waits included, ends by its deadline (``UPSTREAM_REQUEST_DEADLINE``, or an enclosing
+  one: ``service.framework.deadlines``), however slowly the upstream trickles;
+- in memory: each answer is counted against the request being served
+  (``service.framework.memory``) before it is parsed;
+- in where it leads: a write never follows a redirect (a 3xx is a failure that names the
+  Location: nothing was written), a read follows one only within the configured origin,
+  so no credential of any auth block, retries and refreshes included, leaves it.
 """
 
 from __future__ import annotations
@@ -21,19 +35,24 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import quote
+from urllib.parse import urljoin
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import DecodeError
 from urllib3.exceptions import InvalidHeader
 from urllib3.exceptions import MaxRetryError
-from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import ResponseError
-from urllib3.exceptions import SSLError
 from urllib3.util.retry import Retry
 
+from service.framework import deadlines
 from service.framework import jsontext
+from service.framework import memory
+from service.framework.bounded import origin
+from service.framework.bounded import origin_text
+from service.framework.bounded import read_body
+from service.framework.deadlines import DeadlineAdapter
+from service.framework.deadlines import DeadlinePassed
+from service.framework.masking import mask
 from service.framework.settings import Settings
 from service.framework.upstream_auth import BearerToken
 from service.framework.upstream_errors import UpstreamError
@@ -47,6 +66,9 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REFUSED_STATUSES = frozenset({401, 403})
+SAFE_METHODS = frozenset({"GET", "HEAD"})  # the only ones a redirect may be followed for
+MAX_REDIRECTS = 5
+ERROR_BODY_BYTES = 65536  # what is read of an error answer's body: its text, not a flood
 
 # The retry budget of the requests made in this context (thread), when not the client's.
 _budget: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -132,6 +154,9 @@ class BudgetRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> BudgetRetry:
+        scope = deadlines.current()
+        if scope is not None and scope.passed:
+            raise MaxRetryError(_pool, url or "", DeadlinePassed(scope.reason()))  # type: ignore[arg-type]
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         assert isinstance(new, BudgetRetry)  # nosec B101: narrows the type; Retry.new keeps it
         budget = _budget.get()
@@ -144,13 +169,22 @@ class BudgetRetry(Retry):
                 f"retry budget (next wait would be {delay:.1f}s)"
             )
             raise MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]
+        if scope is not None and delay >= scope.remaining():
+            reason = error or ResponseError(
+                f"gave up: the next wait ({delay:.1f}s) would pass the deadline ({scope.what})"
+            )
+            raise MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]
         new.planned_sleep = delay
         new.waited += delay
         return new
 
     def sleep(self, response: Any = None) -> None:
         if self.planned_sleep > 0:
-            time.sleep(self.planned_sleep)
+            scope = deadlines.current()
+            if scope is not None:
+                scope.sleep(self.planned_sleep)  # ends early when the request is cut
+            else:
+                time.sleep(self.planned_sleep)
 
 
 class UpstreamClient:
@@ -159,7 +193,8 @@ class UpstreamClient:
     Credentials: ``token`` alone means ``Authorization: Bearer <token>``; any other scheme
     is an ``auth`` object from ``service.framework.upstream_auth`` (API key, basic, OAuth2
     client credentials). ``pacer`` (``service.framework.rate_limit``) slows requests down
-    when the upstream announces that its quota runs out.
+    when the upstream announces that its quota runs out. The credentials go to
+    ``base_url``'s origin (scheme, host and port) only.
     """
 
     def __init__(
@@ -175,9 +210,14 @@ class UpstreamClient:
         retry_budget: float = 120,
         pool_size: int = 32,
         backoff_factor: float = 0.5,
+        deadline: float = 180,
+        max_answer_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.origin = origin(self.base_url)
         self.timeout = (connect_timeout, read_timeout)
+        self.deadline = deadline
+        self.max_answer_bytes = max_answer_bytes
         self.session = requests.Session()
         # The environment is read once, here: with trust_env requests reads the proxy
         # variables on every request (a fifth of a sink write's CPU) and may replace the
@@ -201,7 +241,7 @@ class UpstreamClient:
             respect_retry_after_header=True,
             wait_budget=retry_budget,
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -226,6 +266,8 @@ class UpstreamClient:
             retries=settings.upstream_retries,
             retry_budget=settings.upstream_feed_retry_budget,
             pool_size=settings.upstream_pool_size,
+            deadline=settings.upstream_request_deadline,
+            max_answer_bytes=settings.upstream_max_answer_bytes,
         )
 
     def url(self, *segments: str) -> str:
@@ -239,28 +281,26 @@ class UpstreamClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         ok: tuple[int, ...] = (200,),
+        max_bytes: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
-        """One request with retries; a status outside ``ok`` raises UpstreamError."""
-        if self.pacer is not None:
-            self.pacer.wait()
-        try:
-            response = self.session.request(
-                method, url, params=params, json=json_body, timeout=self.timeout, stream=True
-            )
-            _read_body(response)
-        except requests.exceptions.Timeout as error:
-            raise UpstreamTimeout(f"upstream timed out: {method} {url}", url=url) from error
-        except requests.exceptions.RequestException as error:
-            reason = error.args[0] if error.args else error
-            reason = getattr(reason, "reason", reason)
-            if isinstance(reason, ReadTimeoutError):
-                raise UpstreamTimeout(
-                    f"upstream timed out after retries: {method} {url}", url=url
-                ) from error
-            raise UpstreamError(
-                f"upstream unreachable after retries: {method} {url}: {type(reason).__name__}",
-                url=url,
-            ) from error
+        """One request with retries; a status outside ``ok`` raises UpstreamError.
+
+        The answer's body is read whole (``response.content``), at most ``max_bytes``
+        (the client's ``max_answer_bytes`` by default), by the request's deadline."""
+        limit = self.max_answer_bytes if max_bytes is None else max_bytes
+        what = f"UPSTREAM_REQUEST_DEADLINE ({self.deadline:g}s)"
+        with deadlines.deadline(self.deadline, what) as scope:
+            if self.pacer is not None:
+                self.pacer.wait()
+            try:
+                response = self._follow(method, url, params, json_body, headers)
+                good = response.status_code in ok
+                read_body(response, limit if good else ERROR_BODY_BYTES, scope, cut_off=not good)
+                scope.check()  # a cut socket can end a head or a body early, but look whole
+            except (requests.exceptions.RequestException, DeadlinePassed) as error:
+                raise _failure(method, url, error, scope) from error
+        memory.charge_answer(memory.estimate(response.content))
         if self.pacer is not None:
             self.pacer.observe(response.headers)
         if response.status_code not in ok and response.status_code in REFUSED_STATUSES:
@@ -280,6 +320,53 @@ class UpstreamClient:
             )
         return response
 
+    def _follow(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        json_body: Any,
+        headers: dict[str, str] | None,
+    ) -> requests.Response:
+        """Send, following a redirect only for a read, and only within the origin."""
+        target, query = url, params
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self.session.request(
+                method,
+                target,
+                params=query,
+                json=json_body,
+                headers=headers,
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=False,
+            )
+            if not response.is_redirect:
+                return response
+            response.close()  # its body is not read: it may be endless
+            location = urljoin(response.url, response.headers["location"])
+            status = response.status_code
+            if method not in SAFE_METHODS:
+                raise UpstreamError(
+                    f"the upstream answered {status} to {method} {response.url}, a redirect "
+                    f"to {location}: a write is never sent on, so nothing was written",
+                    status=status,
+                    url=response.url,
+                )
+            if origin(location) != self.origin:
+                raise UpstreamError(
+                    f"the upstream answered {status} to {method} {response.url}, a redirect "
+                    f"to another origin ({origin_text(location)}): not followed, so no "
+                    f"credential leaves {origin_text(self.base_url)}",
+                    status=status,
+                    url=response.url,
+                )
+            target, query = location, None
+        raise UpstreamError(
+            f"the upstream redirected {method} {url} more than {MAX_REDIRECTS} times",
+            url=url,
+        )
+
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
         return self.get_json_response(url, params)[0]
 
@@ -288,44 +375,45 @@ class UpstreamClient:
     ) -> tuple[Any, requests.Response]:
         """``get_json`` with the response too, for what the headers say (a ``Link``)."""
         response = self.request("GET", url, params=params)
-        try:
-            return jsontext.loads(response.content, _reject_constant, _finite_float), response
-        except ValueError as error:
-            raise UpstreamError(
-                f"upstream sent invalid JSON to GET {response.url}: {error}",
-                status=response.status_code,
-                url=response.url,
-            ) from error
+        return parse_json(response), response
 
     def close(self) -> None:
         self.session.close()
 
 
-def _read_body(response: requests.Response) -> None:
-    """Read the whole body in one call and hand the connection back to the pool.
-
-    What ``requests`` does without ``stream=True``, but it reads in 10 KB pieces, each
-    through several layers of Python: for a feed's 300 KB page that was a tenth of the
-    connector's CPU. Failures become the exceptions ``requests`` raises for them.
-    """
-    if response._content is not False:
-        return  # read already (a transport adapter or a hook did)
+def parse_json(response: requests.Response, method: str = "GET") -> Any:
+    """The answer's JSON; text that is not JSON (or nests deeper than a parser can go)
+    is the upstream's error."""
     try:
-        content = response.raw.read(decode_content=True)
-    except ProtocolError as error:
-        raise requests.exceptions.ChunkedEncodingError(error) from error
-    except DecodeError as error:
-        raise requests.exceptions.ContentDecodingError(error) from error
-    except ReadTimeoutError as error:
-        raise requests.exceptions.ConnectionError(error) from error
-    except SSLError as error:
-        raise requests.exceptions.SSLError(error) from error
-    finally:
-        response.raw.release_conn()
-    # requests' own fields for a body it has read: ``content``, ``text`` and ``json()``
-    # answer from it.
-    response._content = content
-    response._content_consumed = True
+        return jsontext.loads(response.content, _reject_constant, _finite_float)
+    except RecursionError:
+        problem = "JSON nested too deeply to parse"
+    except ValueError as error:
+        problem = f"invalid JSON: {error}"
+    raise UpstreamError(
+        f"upstream sent {problem} to {method} {response.url}",
+        status=response.status_code,
+        url=response.url,
+    )
+
+
+def _failure(
+    method: str, url: str, error: BaseException, scope: deadlines.Deadline
+) -> UpstreamError:
+    """The UpstreamError for a request that got no usable answer."""
+    reason = error.args[0] if error.args else error
+    reason = getattr(reason, "reason", reason)
+    if scope.passed:
+        return UpstreamTimeout(
+            f"upstream gave no complete answer in time: {method} {url}: {scope.reason()}",
+            url=url,
+        )
+    if isinstance(reason, ReadTimeoutError) or isinstance(error, requests.exceptions.Timeout):
+        return UpstreamTimeout(f"upstream timed out after retries: {method} {url}", url=url)
+    return UpstreamError(
+        f"upstream unreachable after retries: {method} {url}: {type(reason).__name__}",
+        url=url,
+    )
 
 
 def _auth(token: str | None, auth: requests.auth.AuthBase | None) -> requests.auth.AuthBase:
@@ -338,9 +426,9 @@ def _auth(token: str | None, auth: requests.auth.AuthBase | None) -> requests.au
 def _error_detail(response: requests.Response) -> str:
     """The upstream's own error text, short, when it sent one."""
     try:
-        body = response.json()
-    except ValueError:
+        body = jsontext.loads(response.content, _reject_constant)
+    except (ValueError, RecursionError):
         return ""
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return f": {body['error'][:200]}"
+        return f": {mask(body['error'])[:200]}"  # masked whole, then cut
     return ""

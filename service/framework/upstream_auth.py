@@ -12,12 +12,17 @@ Each is a ``requests.auth.AuthBase``: pass one as ``UpstreamClient(base_url, aut
 | HTTP basic                              | ``Basic(username, password)``                 |
 | OAuth2 client credentials               | ``OAuth2ClientCredentials(token_url, id, secret)`` |
 
-Secrets never reach a log line, an exception's text or a ``repr``. The credentials a fork
-needs are settings it declares in its adapter module (``docs/building-blocks.md``).
+Secrets never reach a log line, an exception's text or a ``repr``: each block registers
+what it sends (``service.framework.masking``), so an upstream that quotes it back is
+masked too. No credential leaves the origin it was sent to: the client follows no redirect
+to another origin, and the blocks' own hooks (the API key's, OAuth2's resend after a 401)
+act on the first origin only. The credentials a fork needs are settings it declares in its
+adapter module (``docs/building-blocks.md``).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -26,17 +31,26 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 from urllib.parse import urljoin
-from urllib.parse import urlsplit
 
 import requests
 from requests.auth import AuthBase
 from requests.auth import HTTPBasicAuth
 
+from service.framework import deadlines
+from service.framework import masking
+from service.framework.bounded import origin
+from service.framework.bounded import read_body
+from service.framework.deadlines import DeadlineAdapter
+from service.framework.deadlines import DeadlinePassed
 from service.framework.upstream_errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiKey", "Basic", "BearerToken", "OAuth2ClientCredentials"]
+
+TOKEN_ANSWER_BYTES = 65536  # a token endpoint's answer: a few hundred bytes, never more
+# RFC 6750's b64token, as a token may appear in an Authorization header.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class BearerToken(AuthBase):
@@ -45,6 +59,7 @@ class BearerToken(AuthBase):
 
     def __init__(self, token: str) -> None:
         self._token = token
+        masking.register(token)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self._token}"
@@ -71,6 +86,7 @@ class ApiKey(AuthBase):
         self._key = key
         self.header = header
         self.query = query
+        masking.register(key)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self.header is not None:
@@ -93,6 +109,11 @@ class ApiKey(AuthBase):
 
 class Basic(HTTPBasicAuth):
     """HTTP basic auth (requests' own), with a ``repr`` that hides the password."""
+
+    def __init__(self, username: str, password: str) -> None:
+        super().__init__(username, password)
+        masking.register(password)
+        masking.register(_basic(username, password))
 
     def __repr__(self) -> str:
         return f"Basic(username={self.username!r}, password=<hidden>)"
@@ -142,10 +163,15 @@ class OAuth2ClientCredentials(AuthBase):
         self._session = requests.Session()
         self._session.trust_env = False  # no ~/.netrc credentials in place of ours
         self._session.proxies = requests.utils.get_environ_proxies(token_url)
+        adapter = DeadlineAdapter()  # every token request under a deadline too
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        masking.register(client_secret)
+        masking.register(_basic(quote_plus(client_id), quote_plus(client_secret)))
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.token()}"
-        request.register_hook("response", self._once_more_on_401)
+        request.register_hook("response", _ResendOn401(self, request.url or ""))
         return request
 
     def __repr__(self) -> str:
@@ -183,16 +209,20 @@ class OAuth2ClientCredentials(AuthBase):
             form["client_id"] = self.client_id
             form["client_secret"] = self._client_secret
         started = self._clock()
+        limit = sum(self.timeout)
         try:
-            response = self._session.post(
-                self.token_url,
-                data=form,
-                auth=auth,
-                headers={"Accept": "application/json"},
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.exceptions.RequestException as error:
+            with deadlines.deadline(limit, f"the token request's timeout ({limit:g}s)") as scope:
+                response = self._session.post(
+                    self.token_url,
+                    data=form,
+                    auth=auth,
+                    headers={"Accept": "application/json"},
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                read_body(response, TOKEN_ANSWER_BYTES, scope, setting="the token answer's limit")
+        except (requests.exceptions.RequestException, DeadlinePassed) as error:
             raise UpstreamError(
                 f"the token endpoint is unreachable: POST {self.token_url}: {type(error).__name__}",
                 url=self.token_url,
@@ -206,7 +236,7 @@ class OAuth2ClientCredentials(AuthBase):
             )
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         token = body.get("access_token") if isinstance(body, dict) else None
         token_type = body.get("token_type", "bearer") if isinstance(body, dict) else None
@@ -216,6 +246,14 @@ class OAuth2ClientCredentials(AuthBase):
                 status=response.status_code,
                 url=self.token_url,
             )
+        if not _TOKEN.fullmatch(token):
+            raise UpstreamError(
+                "the token endpoint's access_token holds characters a token cannot have "
+                f"(a line break, a space): POST {self.token_url}",
+                status=response.status_code,
+                url=self.token_url,
+            )
+        masking.register(token, transient=True)
         lifetime = body.get("expires_in")  # type: ignore[union-attr]
         if isinstance(lifetime, str) and lifetime.isdigit():
             lifetime = int(lifetime)
@@ -228,22 +266,33 @@ class OAuth2ClientCredentials(AuthBase):
             self._expires_at = None  # no lifetime given: kept until the upstream answers 401
             log.info("fetched an upstream access token, lifetime not given")
 
-    def _once_more_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        """requests' response hook: on a 401, a new token and the same request once more
-        (as requests' own digest auth resends)."""
-        if response.status_code != 401:
+
+class _ResendOn401:
+    """requests' response hook for one request: on a 401 from the origin the request was
+    authorized for, a new token and the same request once more (as requests' own digest
+    auth resends). On any other origin (a redirect that something followed) it does
+    nothing: a new token is never sent there."""
+
+    def __init__(self, auth: OAuth2ClientCredentials, url: str) -> None:
+        self.auth = auth
+        self.origin = origin(url)
+
+    def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        if response.status_code != 401 or origin(response.url) != self.origin:
+            return response
+        if origin(response.request.url or "") != self.origin:
             return response
         sent = response.request.headers.get("Authorization", "")
-        self.forget(sent.removeprefix("Bearer "))
+        self.auth.forget(sent.removeprefix("Bearer "))
         retry = response.request.copy()
-        retry.headers["Authorization"] = f"Bearer {self.token()}"
+        retry.headers["Authorization"] = f"Bearer {self.auth.token()}"
         # Without this hook, so a second 401 is the answer instead of a loop.
         retry.hooks = {
-            name: [hook for hook in hooks if hook != self._once_more_on_401]
+            name: [hook for hook in hooks if not isinstance(hook, _ResendOn401)]
             for name, hooks in response.request.hooks.items()
         }
-        response.content  # noqa: B018 -- read it, so the connection goes back to the pool
-        response.close()
+        if response.raw is not None:
+            response.raw.close()  # its body is not read: the answer is the retry's
         assert response.connection is not None  # nosec B101: narrows the type; a sent response has one
         again: requests.Response = response.connection.send(retry, **kwargs)
         again.history.append(response)
@@ -251,16 +300,15 @@ class OAuth2ClientCredentials(AuthBase):
         return again
 
 
+def _basic(username: str, password: str) -> str:
+    """What HTTP basic auth sends for these credentials (requests' encoding)."""
+    return base64.b64encode(f"{username}:{password}".encode("latin1", "replace")).decode()
+
+
 def mask_query(url: str, name: str) -> str:
     """``url`` with the value of query parameter ``name`` replaced by ``<hidden>``."""
     key = re.escape(quote_plus(name))
     return re.sub(rf"([?&]{key}=)[^&#]*", r"\g<1><hidden>", url)
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or ""), port
 
 
 def _forget_on_cross_origin_redirect(header: str) -> Callable[..., requests.Response]:
@@ -270,7 +318,7 @@ def _forget_on_cross_origin_redirect(header: str) -> Callable[..., requests.Resp
     def hook(response: requests.Response, **_: Any) -> requests.Response:
         if response.is_redirect:
             target = urljoin(response.url, response.headers["location"])
-            if _origin(target) != _origin(response.request.url or ""):
+            if origin(target) != origin(response.request.url or ""):
                 response.request.headers.pop(header, None)
         return response
 
