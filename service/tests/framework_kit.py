@@ -41,6 +41,18 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("PYTEST_ADDOPTS", None)
 
 
+@pytest.fixture(autouse=True)
+def secrets_of_this_test_only() -> Iterator[None]:
+    """The secrets a test's settings and auth objects register (``masking``) are the
+    process's: forgotten after the test, so one test's token (``"token"``, say) does not
+    mask another test's text."""
+    from service.framework import masking
+
+    saved = masking.registered()
+    yield
+    masking.restore(saved)
+
+
 class Upstream:
     """The demo Records API on loopback, with its admin switches."""
 

@@ -19,7 +19,11 @@ from service.framework.settings import load_settings
 
 def test_health_answers_without_the_upstream(tmp_path):
     app = create_app(
-        {"UPSTREAM_URL": "http://127.0.0.1:9", "UPSTREAM_TOKEN": "t", "STATE_DIR": str(tmp_path)}
+        {
+            "UPSTREAM_URL": "http://127.0.0.1:9",
+            "UPSTREAM_TOKEN": "test-token",
+            "STATE_DIR": str(tmp_path),
+        }
     )
     response = app.test_client().get("/health")
     assert response.status_code == 200
@@ -29,7 +33,11 @@ def test_health_answers_without_the_upstream(tmp_path):
 def test_the_factory_refuses_bad_settings():
     with pytest.raises(ConfigError, match="UPSTREAM_PAGE_SIZE"):
         create_app(
-            {"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t", "UPSTREAM_PAGE_SIZE": "5000"}
+            {
+                "UPSTREAM_URL": "http://x",
+                "UPSTREAM_TOKEN": "test-token",
+                "UPSTREAM_PAGE_SIZE": "5000",
+            }
         )
 
 
@@ -107,7 +115,7 @@ def test_method_not_allowed_keeps_its_allow_header(client, upstream):
 def auth_app(tmp_path, **extra):
     config = {
         "UPSTREAM_URL": "http://127.0.0.1:9",
-        "UPSTREAM_TOKEN": "t",
+        "UPSTREAM_TOKEN": "test-token",
         "STATE_DIR": str(tmp_path),
         "AUTH_USERNAME": "sesam",
         "AUTH_PASSWORD": "pa55word",
@@ -150,4 +158,6 @@ def test_auth_needs_both_username_and_password():
     from service.framework.settings import ConfigError
 
     with pytest.raises(ConfigError, match="AUTH_USERNAME and AUTH_PASSWORD go together"):
-        create_app({"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "t", "AUTH_USERNAME": "s"})
+        create_app(
+            {"UPSTREAM_URL": "http://x", "UPSTREAM_TOKEN": "test-token", "AUTH_USERNAME": "s"}
+        )

@@ -205,28 +205,28 @@ def test_the_transform_reads_its_body_as_the_sink_does(connector_factory, upstre
 def test_the_sink_and_the_transform_share_one_budget_for_their_bodies(monkeypatch):
     """Bodies in flight are bounded per worker, not per endpoint: with the budget full,
     the sink and the transform both answer 503 with Retry-After, and neither reads."""
-    from service.framework import sink
+    from service.framework import memory
     from service.tools.reference import create_app
 
-    monkeypatch.setattr(sink, "ADMISSION_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(memory, "ADMISSION_WAIT_SECONDS", 0.2)
     app = create_app(
         {
             "UPSTREAM_URL": "http://127.0.0.1:9",
-            "UPSTREAM_TOKEN": "t",
+            "UPSTREAM_TOKEN": "test-token",
             "STATE_DIR": tempfile.mkdtemp(),
             "SINK_MAX_BODY_BYTES": "1000",
-            "SINK_BYTES_IN_FLIGHT": "1000",
+            "WORKER_MEMORY_BUDGET": "1048576",
         }
     )
     bodies = app.view_functions["sink"].__self__.bodies
     assert app.view_functions["transform"].__self__.bodies is bodies
     client = app.test_client()
-    with bodies.budget.hold(1000, 0):
+    with bodies.budget.admit("a batch that fills the budget", base=1048576):
         for path in ("/people", "/transform/people-record"):
             response = client.post(path, data=b"[]")
             assert response.status_code == 503, (path, response.json)
             assert response.headers["Retry-After"] == "5"
-            assert "SINK_BYTES_IN_FLIGHT=1000" in response.json["detail"]
+            assert "of the WORKER_MEMORY_BUDGET of 1048576 are held" in response.json["detail"]
     assert client.post("/transform/people-record", data=b"[]").json == []
 
 
@@ -281,7 +281,7 @@ def test_an_unexpected_error_is_one_json_500_and_one_traceback(caplog):
     app = create_app(
         {
             "UPSTREAM_URL": "http://127.0.0.1:9",
-            "UPSTREAM_TOKEN": "t",
+            "UPSTREAM_TOKEN": "test-token",
             "STATE_DIR": tempfile.mkdtemp(),
         }
     )

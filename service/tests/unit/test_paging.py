@@ -450,3 +450,128 @@ def test_raw_positions_are_compared_as_typed_values_through_the_codec():
     pages = list(paging.pages(Upstream(), BASE, {}, since=(9,)))
     assert pages == [records]
     assert asked == [{"updated_since": 9}]
+
+
+# --- upstreams that loop: every block stops (issue 18) -------------------------------------------
+
+
+class Looping:
+    """Answers the same page, and the same cursor and next link, whatever is asked."""
+
+    def __init__(self, records, cursor="c-1", link="/things?after=c-1"):
+        self.records, self.cursor, self.link, self.asked = records, cursor, link, 0
+
+    def get_json(self, url, params=None):
+        return self.get_json_response(url, params)[0]
+
+    def get_json_response(self, url, params=None):
+        self.asked += 1
+        if self.asked > 100:
+            raise AssertionError("the walk went on: 100 requests for the same page")
+        body = {"data": list(self.records), "next_cursor": self.cursor, "next": self.link}
+        return body, FakeResponse(url, {})
+
+
+@pytest.mark.parametrize("since_params", [None, lambda t: {"updated_since": t}])
+def test_a_cursor_that_repeats_stops_the_walk_at_once(since_params):
+    upstream = Looping([{"t": 1, "id": "a"}])
+    paging = CursorPaging(position=position, since_params=since_params)
+    with pytest.raises(UpstreamError, match="sent the cursor 'c-1' again after"):
+        list(paging.pages(upstream, BASE, {}))
+    # the cursor's page; with a filter, the query asked again from the new anchor too
+    assert upstream.asked == (2 if since_params is None else 3)
+
+
+def test_a_next_link_that_repeats_stops_the_walk():
+    upstream = Looping([{"t": 1, "id": "a"}])
+    paging = NextUrlPaging(position=position, next_key="next")
+    with pytest.raises(UpstreamError, match="sent the next link .*after=c-1' again"):
+        list(paging.pages(upstream, BASE, {}))
+    assert upstream.asked == 2
+
+
+@pytest.mark.parametrize("kind", ["offset", "pages"])
+def test_a_window_walk_over_an_upstream_that_ignores_the_window_stops(kind):
+    """The offset or page moves on, but the same records come back each time: the shift
+    check takes it for a list that moves, and stops after ``max_restarts``."""
+    upstream = Looping([{"t": 1, "id": "a"}, {"t": 2, "id": "b"}], cursor=None)
+    if kind == "offset":
+        paging = OffsetPaging(position=position, size=2, max_restarts=5)
+    else:
+        paging = PageNumberPaging(position=position, size=2, total_pages_key=None, max_restarts=5)
+    with pytest.raises(UpstreamError, match="kept shifting while it was read"):
+        list(paging.pages(upstream, BASE, {}))
+    assert upstream.asked <= 3 * 7
+
+
+def test_a_window_walk_whose_windows_bring_nothing_new_stops_at_the_idle_bound():
+    """An upstream whose every window holds the records of the first again, shifted by
+    nothing the probe can see: the walk stops on no progress, not after the whole list."""
+
+    class Repeating:
+        asked = 0
+
+        def get_json(self, url, params=None):
+            self.asked += 1
+            assert self.asked < 100, "the walk went on"
+            if params.get("limit") == 1:  # the shift probe: the record it expects
+                return {"data": [{"t": 2, "id": "b"}]}
+            return {"data": [{"t": 1, "id": "a"}, {"t": 2, "id": "b"}]}
+
+    with pytest.raises(UpstreamError, match="3 pages in a row that bring nothing past"):
+        list(OffsetPaging(position=position, size=2).pages(Repeating(), BASE, {}))
+
+
+def test_a_fresh_cursor_with_the_same_page_each_time_stops_after_the_idle_bound():
+    class NewCursorSamePage(Looping):
+        def get_json_response(self, url, params=None):
+            body, response = super().get_json_response(url, params)
+            body["next_cursor"] = f"c-{self.asked}"
+            return body, response
+
+    upstream = NewCursorSamePage([{"t": 1, "id": "a"}])
+    paging = CursorPaging(position=position, max_idle_pages=4)
+    with pytest.raises(UpstreamError, match="4 pages in a row"):
+        list(paging.pages(upstream, BASE, {}))
+    assert upstream.asked == 5  # the first page, then four that brought nothing new
+
+
+def test_empty_pages_that_are_not_the_last_count_as_no_progress():
+    class Empty(Looping):
+        def get_json_response(self, url, params=None):
+            body, response = super().get_json_response(url, params)
+            body["next_cursor"] = f"c-{self.asked}"
+            return body, response
+
+    with pytest.raises(UpstreamError, match="3 pages in a row"):
+        list(CursorPaging(position=position).pages(Empty([]), BASE, {}))
+
+
+def test_a_walk_through_a_wide_tie_behind_since_is_progress_not_a_loop():
+    """A since inside a tie of many pages: every page is behind since (nothing fresh), yet
+    each comes after the one before, so the walk goes on until it gets past since."""
+    upstream = FakeUpstream("cursor", [5] * 40 + [6] * 3)
+    paging, params = block("cursor", keyset=True)
+    params["limit"] = 4
+    pages = list(paging.pages(upstream, BASE, params, since=(5, "r035")))
+    assert [r["id"] for page in pages for r in page] == [f"r{n:03d}" for n in range(36, 43)]
+
+
+@pytest.mark.parametrize(("cursor", "kind"), [({"after": 3}, "dict"), (True, "bool")])
+def test_a_cursor_that_is_not_a_string_or_a_number_is_refused_not_taken_for_the_end(cursor, kind):
+    upstream = Looping([{"t": 1, "id": "a"}], cursor=cursor)
+    with pytest.raises(UpstreamError, match=f"cursor at 'next_cursor' is a JSON {kind}"):
+        list(CursorPaging(position=position).pages(upstream, BASE, {}))
+
+
+def test_a_next_link_that_is_not_text_is_refused_not_taken_for_the_end():
+    upstream = Looping([{"t": 1, "id": "a"}], link={"href": "/things?page=2"})
+    with pytest.raises(UpstreamError, match="next link is a JSON dict, not a URL"):
+        list(NextUrlPaging(position=position, next_key="next").pages(upstream, BASE, {}))
+
+
+@pytest.mark.parametrize("end", [None, ""])
+def test_a_null_or_empty_next_link_ends_the_walk(end):
+    upstream = Looping([{"t": 1, "id": "a"}], link=end)
+    pages = list(NextUrlPaging(position=position, next_key="next").pages(upstream, BASE, {}))
+    assert pages == [[{"t": 1, "id": "a"}]]

@@ -161,7 +161,7 @@ class Quota(BaseAdapter):
 
 def test_the_client_consults_the_pacer_and_is_never_refused():
     clock = FakeClock()
-    client = UpstreamClient("http://records.example", "t", pacer=pacer(clock, reserve=0))
+    client = UpstreamClient("http://records.example", "test-token", pacer=pacer(clock, reserve=0))
     quota = Quota(clock)
     client.session.mount("http://", quota)
     for _ in range(6):

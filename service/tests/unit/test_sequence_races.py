@@ -126,7 +126,7 @@ def test_a_failed_transaction_leaves_the_store_usable(store, monkeypatch):
     request finds the store as it was (not locked, not half written)."""
     accept(store, full("s1", "r1", first=True))
 
-    def broken(current, params):
+    def broken(current, params, claimed=None):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(sequences, "decide", broken)

@@ -81,7 +81,7 @@ def in_process_sink(tmp_path, **settings):
     app = create_app(
         {
             "UPSTREAM_URL": "http://127.0.0.1:9",  # never called: the adapter is replaced
-            "UPSTREAM_TOKEN": "t",
+            "UPSTREAM_TOKEN": "test-token",
             "STATE_DIR": str(tmp_path / "state"),
             "LOG_LEVEL": "INFO",
             **settings,

@@ -265,28 +265,30 @@ def test_a_large_batch_of_distinct_ids_is_checked_for_duplicates_in_little_memor
     assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MB to check {count} ids"
 
 
-def test_a_batch_waiting_for_room_goes_on_as_soon_as_room_is_freed():
+def test_a_batch_waiting_for_room_goes_on_as_soon_as_room_is_freed(monkeypatch):
     """Not when its admission wait runs out: the batch in flight wakes it when it ends."""
-    from service.framework.sink import BodyBudget
+    from service.framework import memory
 
-    budget = BodyBudget(1000)
+    monkeypatch.setattr(memory, "ADMISSION_WAIT_SECONDS", 120.0)
+    budget = memory.MemoryBudget(1000, slots=4)
     waiting = threading.Event()
     admitted = threading.Event()
 
     def second_batch():
         waiting.set()
-        with budget.hold(600, 120):
+        with budget.admit("the second batch", base=600):
             admitted.set()
 
-    with budget.hold(600, 0):
-        thread = threading.Thread(target=second_batch)
-        thread.start()
-        assert waiting.wait(30)
-        assert not admitted.wait(0.2)  # no room while the first batch is held
+    first = budget.enter("the first batch", base=600)
+    thread = threading.Thread(target=second_batch)
+    thread.start()
+    assert waiting.wait(30)
+    assert not admitted.wait(0.2)  # no room while the first batch is held
+    first.close()
     # woken when the room is freed: its own wait (120 s) would run out only after this one
     assert admitted.wait(60), "the waiting batch was not woken when room was freed"
     thread.join(30)
-    assert budget.held == 0
+    assert (budget.held, budget.busy) == (0, 0)
 
 
 def test_the_sink_writes_and_deletes_under_the_adapters_key_not_the_id(upstream, tmp_path):

@@ -81,7 +81,7 @@ def client(tmp_path):
         ReferenceSettings,
         {
             "UPSTREAM_URL": "http://127.0.0.1:9",
-            "UPSTREAM_TOKEN": "t",
+            "UPSTREAM_TOKEN": "test-token",
             "STATE_DIR": str(tmp_path),
             "SINK_CONCURRENCY": "4",
             "SINK_MAX_BODY_BYTES": "4000",

@@ -1,0 +1,123 @@
+"""What the feed does with upstream pages it must not believe (issue 18): a record it cannot
+place or map, one too large, pages sent again or without end. Each fails the run as an
+upstream failure naming what and where (a 502 before the answer begins, a broken stream
+after), never a 500 and never a shorter array."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.framework import masking
+from service.framework.errors import UpstreamContractError
+from service.framework.feed import entity_chunks
+from service.framework.feed import make_token
+from service.framework.positions import TEXT
+from service.framework.positions import TIMESTAMP
+from service.framework.positions import Positions
+from service.tools.reference import Records
+
+POSITIONS = Positions((TIMESTAMP, TEXT))
+TS = "2026-03-01T12:00:00.000000Z"
+
+
+def record(record_id, at=TS, **fields):
+    return {"id": record_id, "updated_at": at, "deleted": False, **fields}
+
+
+def chunks(pages, *, since=None, ordered=True, max_record_bytes=None, max_empty_pages=20):
+    return b"".join(
+        entity_chunks(
+            pages,
+            since=since,
+            limit=None,
+            position=Records.position,
+            to_entity=Records.to_entity,
+            stats={"entities": 0},
+            positions=POSITIONS,
+            ordered=ordered,
+            max_record_bytes=max_record_bytes,
+            max_empty_pages=max_empty_pages,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ({"updated_at": TS, "deleted": False}, "record 1 of page 2 has no 'id'"),
+        ({"id": "p-9", "deleted": False}, "record 1 of page 2 (id 'p-9') has no 'updated_at'"),
+        ("p-9", "record 1 of page 2 is a JSON str, not an object"),
+        (["p-9", TS], "record 1 of page 2 is a JSON list, not an object"),
+        (None, "record 1 of page 2 is a JSON NoneType, not an object"),
+    ],
+)
+def test_a_record_the_adapter_cannot_place_fails_the_run_naming_it(bad, says):
+    pages = [[record("a")], [record("b"), bad]]
+    with pytest.raises(UpstreamContractError) as failed:
+        chunks(pages)
+    assert f"the upstream's {says}" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    "at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "yesterday", 17]
+)
+def test_a_time_that_is_no_time_in_utc_fails_the_run_naming_it(at):
+    with pytest.raises(UpstreamContractError, match="a record's position .* is not"):
+        chunks([[record("a", at=at)]])
+
+
+def test_a_record_nested_too_deeply_to_write_fails_the_run():
+    deep: object = "bottom"
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(UpstreamContractError, match="nested too deeply"):
+        chunks([[record("a", deep=deep)]])
+
+
+def test_a_page_that_is_not_a_list_fails_the_run():
+    with pytest.raises(UpstreamContractError, match="page 2 of the upstream is a dict"):
+        chunks([[record("a")], {"data": []}])
+
+
+def test_a_record_larger_than_the_limit_fails_the_run_naming_it_and_the_setting():
+    pages = [[record("a"), record("b", blob="x" * 5000), record("c")]]
+    with pytest.raises(UpstreamContractError) as failed:
+        chunks(pages, max_record_bytes=4096)
+    message = str(failed.value)
+    assert "record 'b' (entity 1 of page 1)" in message
+    assert "more than UPSTREAM_MAX_RECORD_BYTES (4096)" in message
+    assert chunks(pages, max_record_bytes=8192).count(b'"_id"') == 3
+
+
+def test_a_page_sent_again_is_a_loop_even_when_its_records_were_delivered_before():
+    """A since run whose first page is behind since: a repeated cursor sends it for ever,
+    and without the order check over skipped records nothing would ever fail."""
+    page = [record(f"r{i}") for i in range(5)]
+    since = make_token(POSITIONS, (TS, "r9"))
+    with pytest.raises(UpstreamContractError, match="a page sent again is a loop"):
+        chunks(iter([page, page, page]), since=since)
+
+
+def test_a_full_runs_only_feed_stops_on_a_page_sent_again():
+    page = [record("b"), record("a")]  # no order to check in such a feed
+    assert chunks([page, [record("c")]], ordered=False).count(b'"_id"') == 3
+    with pytest.raises(UpstreamContractError, match="sent page 3 again"):
+        chunks([page, [record("c")], page], ordered=False)
+
+
+def test_empty_pages_without_end_stop_the_run_after_the_bound():
+    def endless():
+        yield [record("a")]
+        while True:
+            yield []
+
+    with pytest.raises(UpstreamContractError, match="5 empty pages in a row"):
+        chunks(endless(), max_empty_pages=5)
+    assert chunks([[], [], [record("a")], [], []], max_empty_pages=3).count(b'"_id"') == 1
+
+
+def test_a_contract_error_masks_a_secret_the_upstream_put_in_a_record():
+    masking.register("tok-1f2e3d4c")
+    with pytest.raises(UpstreamContractError) as failed:
+        chunks([[{"id": "Bearer tok-1f2e3d4c", "deleted": False}]])
+    assert "tok-1f2e3d4c" not in str(failed.value)

@@ -1,0 +1,185 @@
+"""One memory budget per worker (issue 18): what a request holds is reserved, a request
+that does not fit waits and then gets 503 with Retry-After, threads stay free for /health,
+and the estimate of a parsed answer is an upper bound of what parsing it takes."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+import orjson
+import pytest
+
+from service.framework import jsontext
+from service.framework import memory
+from service.framework.memory import MemoryBudget
+from service.framework.memory import MemoryBusy
+from service.framework.settings import ConfigError
+from service.framework.settings import Settings
+from service.framework.settings import load_settings
+from service.framework.settings import variables
+
+DEFAULTS = {v.name: v.default for v in variables(Settings)}
+MB = 1024 * 1024
+
+
+def records(count: int) -> bytes:
+    return orjson.dumps(
+        {
+            "data": [
+                {
+                    "id": f"p-{i:06d}",
+                    "updated_at": "2026-03-01T12:00:00.000000Z",
+                    "deleted": False,
+                    "name": f"Person {i}",
+                    "age": i % 90,
+                    "tags": ["a", "b"],
+                    "address": {"city": "Oslo", "zip": "0150"},
+                }
+                for i in range(count)
+            ],
+            "next_cursor": "abc",
+        }
+    )
+
+
+SHAPES = {
+    "small records": records(3000),
+    "empty objects": b'{"data":[' + b",".join([b"{}"] * 100_000) + b"]}",
+    "empty lists": b'{"data":[' + b",".join([b"[]"] * 100_000) + b"]}",
+    "unique short strings": b"[" + b",".join(b'"%d"' % i for i in range(100_000)) + b"]",
+    "floats": b"[" + b",".join([b"1.5"] * 100_000) + b"]",
+    "long strings": orjson.dumps([{"id": str(i), "text": "x" * 5000} for i in range(100)]),
+    "many keys": orjson.dumps([{f"k{j}": j for j in range(50)} for _ in range(500)]),
+    "non-ASCII text": orjson.dumps([{"text": "é" * 50} for _ in range(5000)]),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_estimate_of_a_parsed_answer_is_never_below_what_it_takes(shape):
+    data = SHAPES[shape]
+    tracemalloc.start()
+    try:
+        parsed = jsontext.loads(data, lambda name: None)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parsed is not None
+    assert memory.estimate(data) >= held, f"{shape}: {held} held, {memory.estimate(data)} estimated"
+
+
+def test_the_estimate_is_not_wildly_above_for_ordinary_records():
+    data = SHAPES["small records"]
+    assert memory.estimate(data) < 12 * len(data)
+
+
+def test_a_request_holds_its_base_and_its_largest_answers_until_it_ends():
+    budget = MemoryBudget(100 * MB, slots=4)
+    with budget.admit("a batch", base=1000, holds=3) as ledger:
+        memory.charge_answer(500)
+        memory.charge_answer(200)  # smaller: nothing more to hold
+        assert ledger.reserved == budget.held == 1000 + 3 * 500
+        ledger.drop_base()
+        assert budget.held == 3 * 500
+        ledger.add(100)
+        assert budget.held == 3 * 500 + 100
+    assert (budget.held, budget.busy) == (0, 0)
+
+
+def test_an_answer_outside_any_request_counts_against_nothing():
+    memory.charge_answer(10**12)  # the tools, the tests: no ledger, no limit
+
+
+def test_a_request_that_does_not_fit_waits_then_gets_a_503_with_retry_after(monkeypatch):
+    monkeypatch.setattr(memory, "ADMISSION_WAIT_SECONDS", 0.2)
+    budget = MemoryBudget(1000, slots=4)
+    with budget.admit("a first batch", base=800):
+        with pytest.raises(MemoryBusy) as busy:
+            budget.enter("a second batch", base=300)
+    assert busy.value.status == 503
+    assert busy.value.headers == {"Retry-After": str(memory.RETRY_AFTER_SECONDS)}
+    assert "800 bytes of the WORKER_MEMORY_BUDGET of 1000 are held" in busy.value.detail
+    assert (budget.held, budget.busy) == (0, 0)
+
+
+def test_a_request_larger_than_the_whole_budget_fails_at_once_naming_what_to_change():
+    budget = MemoryBudget(1000, slots=4)
+    with budget.admit("the feed of people", holds=3) as ledger:
+        with pytest.raises(MemoryBusy) as busy:
+            ledger.answer(400)
+    detail = busy.value.detail
+    assert "the feed of people needs about" in detail
+    assert "WORKER_MEMORY_BUDGET=1000" in detail and "UPSTREAM_PAGE_SIZE" in detail
+
+
+def test_every_slot_taken_is_a_503_at_once_so_threads_stay_free():
+    budget = MemoryBudget(100 * MB, slots=2)
+    first, second = budget.enter("one"), budget.enter("two")
+    with pytest.raises(MemoryBusy, match="2 requests are being served"):
+        budget.enter("three")
+    first.close()
+    budget.enter("three").close()
+    second.close()
+    assert budget.busy == 0
+
+
+def test_the_default_budget_keeps_a_thread_free_for_health():
+    from service.framework.app import memory_budget
+
+    budget = memory_budget(load_settings(Settings, {}))
+    assert budget.slots == int(DEFAULTS["THREADS"]) - 1
+    assert budget.capacity == 48 * MB
+
+
+def test_a_ledger_closed_twice_gives_back_once():
+    budget = MemoryBudget(1000, slots=4)
+    ledger = budget.enter("a batch", base=100)
+    ledger.close()
+    ledger.close()
+    assert (budget.held, budget.busy) == (0, 0)
+
+
+def test_memory_goes_back_to_the_system_when_the_worker_falls_idle_after_a_load():
+    trims = []
+    budget = MemoryBudget(100 * MB, slots=4)
+    budget._trim = trims.append
+    with budget.admit("a small batch", base=MB):
+        pass
+    assert trims == []  # a small load: nothing to give back
+    outer = budget.enter("a large batch", base=memory.TRIM_AFTER_BYTES)
+    with budget.admit("a feed"):
+        pass
+    assert trims == []  # not idle yet: the large batch still runs
+    outer.close()
+    assert trims == [0]
+
+
+def test_waiting_requests_are_woken_when_room_is_given_back(monkeypatch):
+    monkeypatch.setattr(memory, "ADMISSION_WAIT_SECONDS", 60.0)
+    budget = MemoryBudget(1000, slots=4)
+    first = budget.enter("first", base=900)
+    admitted = threading.Event()
+
+    def second() -> None:
+        with budget.admit("second", base=500):
+            admitted.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not admitted.wait(0.2)
+    first.close()
+    assert admitted.wait(30)
+    thread.join(30)
+
+
+def test_the_budget_must_hold_a_batch_of_the_largest_size():
+    with pytest.raises(ConfigError, match="WORKER_MEMORY_BUDGET must be at least 3 times"):
+        load_settings(
+            Settings, {"WORKER_MEMORY_BUDGET": str(3 * MB), "SINK_MAX_BODY_BYTES": str(MB + 1)}
+        )
+    load_settings(Settings, {"WORKER_MEMORY_BUDGET": str(3 * MB), "SINK_MAX_BODY_BYTES": str(MB)})
+
+
+def test_the_old_sink_budget_stops_the_start_naming_the_new_one():
+    with pytest.raises(ConfigError, match="SINK_BYTES_IN_FLIGHT is no longer read.*WORKER_MEMORY"):
+        load_settings(Settings, {"SINK_BYTES_IN_FLIGHT": "8388608"})

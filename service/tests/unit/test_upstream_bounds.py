@@ -1,0 +1,306 @@
+"""The upstream client against answers it must not believe (issue 18): every answer is
+bounded in bytes (on the wire and inflated) and in time (the whole request, not each
+read), and a write is never sent on by a redirect.
+
+The upstream is a socket server on loopback that writes exactly the bytes each test
+gives it, at the pace it says: a real server, since these are faults of the wire.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+
+import pytest
+
+from service.framework import deadlines
+from service.framework import memory
+from service.framework.upstream import UpstreamClient
+from service.framework.upstream_errors import AnswerTooLarge
+from service.framework.upstream_errors import UpstreamError
+from service.framework.upstream_errors import UpstreamTimeout
+
+Answer = Callable[[socket.socket, bytes], None]
+
+
+class RawUpstream:
+    """Accepts connections; each request is answered by ``answer(sock, request_bytes)``,
+    taken in turn from ``answers`` (the last one repeats)."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.closed_by_client = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
+
+    def handle(self, sock: socket.socket) -> None:
+        with sock:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = sock.recv(65536)
+                if not piece:
+                    return
+                head += piece
+            self.requests.append(head)
+            answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+            try:
+                answer(sock, head)
+                sock.shutdown(socket.SHUT_WR)  # a graceful close: no reset of what is unread
+                sock.settimeout(5)
+                while sock.recv(65536):
+                    pass
+            except OSError:
+                self.closed_by_client.set()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def raw_upstream() -> Iterator[Callable[..., RawUpstream]]:
+    servers: list[RawUpstream] = []
+
+    def start(*answers: Answer) -> RawUpstream:
+        servers.append(RawUpstream(*answers))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def fixed(status: int, body: bytes, **headers: str) -> Answer:
+    def answer(sock: socket.socket, _: bytes) -> None:
+        lines = [
+            f"HTTP/1.1 {status} X",
+            *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+        ]
+        if "Content_Length" not in headers and "Transfer_Encoding" not in headers:
+            lines.append(f"Content-Length: {len(body)}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    return answer
+
+
+def trickle(data: bytes, interval: float) -> Answer:
+    """``data`` (head and body) a byte at a time, ``interval`` seconds apart."""
+
+    def answer(sock: socket.socket, _: bytes) -> None:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(interval)
+
+    return answer
+
+
+def endless(status: int) -> Answer:
+    def answer(sock: socket.socket, _: bytes) -> None:
+        sock.sendall(f"HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        piece = b" " * 65536
+        chunk = b"%X\r\n%s\r\n" % (len(piece), piece)
+        while True:
+            sock.sendall(chunk)
+
+    return answer
+
+
+PAGE = b'{"data": [], "next_cursor": null}'
+
+
+def client(url: str, **kwargs) -> UpstreamClient:
+    kwargs.setdefault("retries", 0)
+    return UpstreamClient(url, "test-token-4b5c", **kwargs)
+
+
+def follower(url: str) -> UpstreamClient:
+    """A client for redirects: urllib3 pools the connection of an answer without a body
+    as soon as it has read its head, before this server's close reaches it, so the next
+    request may go out on it and fail at once; one retry of the connection covers that."""
+    return client(url, retries=1, backoff_factor=0)
+
+
+# --- bytes ------------------------------------------------------------------------------------
+
+
+def test_a_gzip_bomb_is_refused_after_the_limit_not_inflated(raw_upstream):
+    inflated = 64 * 1024 * 1024
+    bomb = gzip.compress(b'{"data": [' + b" " * inflated, compresslevel=9)
+    upstream = raw_upstream(fixed(200, bomb, Content_Encoding="gzip"))
+    with pytest.raises(AnswerTooLarge, match=r"UPSTREAM_MAX_ANSWER_BYTES \(1048576 bytes"):
+        client(upstream.url, max_answer_bytes=1 << 20).get_json(f"{upstream.url}/people")
+    assert len(bomb) < 200_000  # what was sent: a small body that inflates 300-fold
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_it_is_read(raw_upstream):
+    upstream = raw_upstream(fixed(200, b"", Content_Length=str(200 * 1024 * 1024)))
+    started = time.monotonic()
+    with pytest.raises(AnswerTooLarge, match="UPSTREAM_MAX_ANSWER_BYTES"):
+        client(upstream.url, max_answer_bytes=1 << 20).get_json(f"{upstream.url}/people")
+    assert time.monotonic() - started < 10  # nothing of the 200 MB was waited for
+
+
+def test_an_endless_chunked_body_is_cut_at_the_limit(raw_upstream):
+    upstream = raw_upstream(endless(200))
+    with pytest.raises(AnswerTooLarge):
+        client(upstream.url, max_answer_bytes=1 << 20).get_json(f"{upstream.url}/people")
+    assert upstream.closed_by_client.wait(10), "the connection was not closed"
+
+
+def test_an_answer_of_exactly_the_limit_is_read(raw_upstream):
+    body = PAGE + b" " * (4096 - len(PAGE))
+    for framing in ({}, {"Transfer_Encoding": "chunked"}):
+        data = b"%X\r\n%s\r\n0\r\n\r\n" % (len(body), body) if framing else body
+        upstream = raw_upstream(fixed(200, data, **framing))
+        assert client(upstream.url, max_answer_bytes=4096).get_json(upstream.url) == {
+            "data": [],
+            "next_cursor": None,
+        }
+        upstream = raw_upstream(fixed(200, data + (b"" if framing else b" ")))
+        if not framing:
+            with pytest.raises(AnswerTooLarge):
+                client(upstream.url, max_answer_bytes=len(body)).get_json(upstream.url)
+
+
+def test_a_call_may_ask_for_a_smaller_limit(raw_upstream):
+    upstream = raw_upstream(fixed(200, b'{"id": "' + b"x" * 5000 + b'"}'))
+    with pytest.raises(AnswerTooLarge, match=r"\(1024 bytes"):
+        client(upstream.url).request("GET", f"{upstream.url}/people/x", max_bytes=1024)
+
+
+def test_an_error_with_an_endless_body_fails_at_once_with_its_status(raw_upstream):
+    upstream = raw_upstream(endless(503))
+    started = time.monotonic()
+    with pytest.raises(UpstreamError, match="upstream answered 503"):
+        client(upstream.url).get_json(f"{upstream.url}/people")
+    assert time.monotonic() - started < 10
+
+
+def test_a_retried_error_with_an_endless_body_is_not_drained(raw_upstream):
+    """urllib3 reads an error's whole body before it retries: an endless one, for ever."""
+    upstream = raw_upstream(endless(503), fixed(200, PAGE))
+    started = time.monotonic()
+    assert client(upstream.url, retries=1, backoff_factor=0).get_json(upstream.url)["data"] == []
+    assert time.monotonic() - started < 10
+    assert len(upstream.requests) == 2
+
+
+def test_the_answer_counts_against_the_request_being_served(raw_upstream):
+    body = b'{"data": [' + b",".join([b"{}"] * 1000) + b"]}"
+    upstream = raw_upstream(fixed(200, body))
+    budget = memory.MemoryBudget(10 * 1024 * 1024, slots=4)
+    with budget.admit("a feed", holds=3) as ledger:
+        client(upstream.url).get_json(upstream.url)
+        assert ledger.reserved == 3 * memory.estimate(body) == budget.held
+    assert budget.held == 0
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def test_an_upstream_that_trickles_its_answer_is_cut_at_the_deadline(raw_upstream):
+    """A byte every 0.2 s never trips a 5 s read timeout; the deadline ends it."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(PAGE), PAGE)
+    upstream = raw_upstream(trickle(answer, 0.2))
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match=r"UPSTREAM_REQUEST_DEADLINE \(2s\)"):
+        client(upstream.url, read_timeout=5, deadline=2).get_json(upstream.url)
+    assert time.monotonic() - started < 4
+
+
+def test_a_trickled_head_is_cut_at_the_deadline_too(raw_upstream):
+    upstream = raw_upstream(trickle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 1000, 0.1))
+    with pytest.raises(UpstreamTimeout, match="no complete answer in time"):
+        client(upstream.url, read_timeout=5, deadline=1.5).get_json(upstream.url)
+
+
+def test_an_enclosing_deadline_ends_a_request_sooner_and_is_named(raw_upstream):
+    upstream = raw_upstream(trickle(b"HTTP/1.1 200 OK\r\n" + b"x" * 1000, 0.1))
+    with deadlines.deadline(1, "UPSTREAM_SINK_DEADLINE (1s)"):
+        with pytest.raises(UpstreamTimeout, match=r"UPSTREAM_SINK_DEADLINE \(1s\)"):
+            client(upstream.url, deadline=60).get_json(upstream.url)
+
+
+def test_retries_end_at_the_deadline_not_after_their_budget(raw_upstream):
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After="1"))
+    started = time.monotonic()
+    with pytest.raises(UpstreamError):
+        client(upstream.url, retries=50, retry_budget=600, deadline=2.5).get_json(upstream.url)
+    assert time.monotonic() - started < 4
+    assert len(upstream.requests) <= 3  # the next wait would pass the deadline: no more
+
+
+def test_a_cut_scope_ends_the_read_in_flight(raw_upstream):
+    upstream = raw_upstream(trickle(b"HTTP/1.1 200 OK\r\n" + b"x" * 1000, 0.1))
+    scope = deadlines.Deadline(float("inf"), "the feed")
+    failed = []
+
+    def read() -> None:
+        deadlines.bind(scope)
+        try:
+            client(upstream.url, deadline=60).get_json(upstream.url)
+        except UpstreamError as error:
+            failed.append(error)
+
+    import contextvars
+
+    thread = threading.Thread(target=contextvars.Context().run, args=(read,))
+    thread.start()
+    upstream_seen = time.monotonic() + 10
+    while not upstream.requests and time.monotonic() < upstream_seen:
+        time.sleep(0.01)
+    scope.cut("the client has gone")
+    thread.join(5)
+    assert not thread.is_alive(), "the read went on after the scope was cut"
+    assert "the client has gone" in str(failed[0])
+
+
+# --- redirects --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirected_write_is_a_failure_naming_the_location(raw_upstream, status):
+    upstream = raw_upstream(fixed(status, b"", Location="http://elsewhere.example/people/p-1"))
+    with pytest.raises(UpstreamError) as failed:
+        client(upstream.url).request(
+            "PUT", f"{upstream.url}/people/p-1", json_body={"n": 1}, ok=(200, 201, 204)
+        )
+    assert f"answered {status} to PUT" in str(failed.value)
+    assert "http://elsewhere.example/people/p-1" in str(failed.value)
+    assert "nothing was written" in str(failed.value)
+    assert len(upstream.requests) == 1
+
+
+def test_a_read_follows_a_redirect_within_the_origin(raw_upstream):
+    upstream = raw_upstream(fixed(301, b"", Location="/v2/people"), fixed(200, PAGE))
+    assert follower(upstream.url).get_json(f"{upstream.url}/people")["data"] == []
+    assert upstream.requests[1].startswith(b"GET /v2/people ")
+    assert b"Authorization: Bearer test-token-4b5c" in upstream.requests[1]
+
+
+def test_a_read_redirected_to_another_port_is_not_followed(raw_upstream):
+    other = raw_upstream(fixed(200, PAGE))
+    upstream = raw_upstream(fixed(302, b"", Location=f"{other.url}/people"))
+    with pytest.raises(UpstreamError, match="another origin"):
+        follower(upstream.url).get_json(f"{upstream.url}/people")
+    assert other.requests == []
+
+
+def test_a_redirect_loop_within_the_origin_ends(raw_upstream):
+    upstream = raw_upstream(fixed(302, b"", Location="/people"))
+    with pytest.raises(UpstreamError, match="more than 5 times"):
+        follower(upstream.url).get_json(f"{upstream.url}/people")
+    assert len(upstream.requests) == 6
