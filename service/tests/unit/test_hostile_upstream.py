@@ -91,6 +91,14 @@ def get(hostile: HostileUpstream, target: str, **kwargs: Any) -> requests.Respon
     return hostile.api("GET", target, **kwargs)
 
 
+def hanging(hostile: HostileUpstream) -> list[dict[str, Any]]:
+    """The open connections a hang holds, once there is one (its request read)."""
+    return hostile.wait_for(
+        lambda stats: [c for c in stats["open_connections"] if c["action"] == "hang"],
+        "a connection held by a hang",
+    )
+
+
 # --- the default: a correct Records API --------------------------------------------------
 
 
@@ -260,6 +268,12 @@ def test_the_first_rule_that_matches_and_is_not_spent_answers(hostile):
     assert hostile.api("PUT", "people/a", json={}).json() == {"written": False}
     assert [r["used"] for r in hostile.rules()] == [2, 1, 1]
     assert [e["rule"] for e in hostile.log()] == [0, 0, None, None, None, 2, 1]
+
+
+def test_the_log_names_the_rule_that_answered_even_among_equal_rules(hostile):
+    hostile.set_rules(rule("status", status=503, times=1), rule("status", status=503, times=1))
+    assert [get(hostile, "people").status_code for _ in range(2)] == [503, 503]
+    assert [e["rule"] for e in hostile.log()] == [0, 1]
 
 
 def test_rules_are_checked_when_set_naming_the_wrong_part(hostile):
@@ -483,11 +497,11 @@ def test_hang_never_answers_while_the_client_waits_and_sees_it_go(hostile):
     hostile.set_rules(rule("hang", method="PUT"))
     with connect(hostile.url, "/people/a", method="PUT", headers="Content-Length: 2\r\n") as sock:
         sock.sendall(b"{}")
+        (waiting,) = hanging(hostile)
         sock.settimeout(0.5)
         with pytest.raises(TimeoutError):
             sock.recv(1)
-        (waiting,) = hostile.stats()["open_connections"]
-        assert waiting["action"] == "hang" and waiting["last"] == "PUT /people/a"
+        assert waiting["last"] == "PUT /people/a" and waiting["busy"] is True
         assert hostile.log()[0]["body_length"] == 2
     finished = hostile.wait_for_connection(action="hang")
     assert finished["closed_by"] == "client" and finished["body_bytes"] == 0
@@ -515,7 +529,7 @@ def test_raw_sends_the_bytes_as_given_then_closes(hostile):
 def test_a_reset_cuts_a_connection_still_busy_with_a_rule_and_forgets_it(hostile):
     hostile.set_rules(rule("hang"))
     with connect(hostile.url, "/people") as sock:
-        hostile.wait_for(lambda s: s["open"]["main"] == 1, "the hang open")
+        hanging(hostile)
         hostile.reset()
         assert read_to_end(sock) == b""
     hostile.wait_for(lambda s: not s["open_connections"], "no connection open")
@@ -533,7 +547,7 @@ def test_sigterm_stops_the_tool_at_once_even_with_a_connection_hanging(tmp_path)
         server = HostileUpstream(url)
         server.set_rules(rule("hang"))
         with connect(url, "/people") as sock:
-            server.wait_for(lambda s: s["open"]["main"] == 1, "the hang open")
+            hanging(server)
             began = time.monotonic()
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=5) == 0

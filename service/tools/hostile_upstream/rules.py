@@ -121,7 +121,7 @@ ACTIONS: dict[str, dict[str, Param]] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class Rule:
     """One rule as set, its parameters with their defaults, and how often it answered."""
 

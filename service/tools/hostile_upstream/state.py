@@ -147,9 +147,13 @@ class State:
             connection.last = f"{request.method} {request.target}"
             connection.request_read = time.monotonic()
             self.counts[connection.listener][request.method] += 1
-            rule = next(
-                (r for r in self.rules if r.answers(connection.listener, request)),
-                None,
+            number, rule = next(
+                (
+                    (n, r)
+                    for n, r in enumerate(self.rules)
+                    if r.answers(connection.listener, request)
+                ),
+                (None, None),
             )
             if rule is not None:
                 rule.used += 1
@@ -168,7 +172,7 @@ class State:
                     "headers": [list(pair) for pair in request.headers],
                     "body_length": len(request.body),
                     "body": request.body[:LOGGED_BODY].decode("utf-8", "replace"),
-                    "rule": None if rule is None else self.rules.index(rule),
+                    "rule": number,
                     "action": connection.action,
                 }
             )
