@@ -493,6 +493,14 @@ def test_a_client_that_leaves_a_trickle_is_noticed(hostile):
     assert finished["closed_by"] == "client" and finished["body_bytes"] == 0
 
 
+def test_a_client_that_leaves_during_a_long_trickle_interval_is_noticed_at_once(hostile):
+    hostile.set_rules(rule("trickle", interval=60, part="body", text="never sent"))
+    with connect(hostile.url, "/people") as sock:
+        read_head(sock)
+    finished = hostile.wait_for_connection(action="trickle", seconds=10)
+    assert finished["closed_by"] == "client" and finished["seconds_after_request"] < 10
+
+
 def test_hang_never_answers_while_the_client_waits_and_sees_it_go(hostile):
     hostile.set_rules(rule("hang", method="PUT"))
     with connect(hostile.url, "/people/a", method="PUT", headers="Content-Length: 2\r\n") as sock:

@@ -12,7 +12,6 @@ from typing import Any
 from service.tools.hostile_upstream.bodies import deep_list
 from service.tools.hostile_upstream.bodies import huge_list
 from service.tools.hostile_upstream.rules import Rule
-from service.tools.hostile_upstream.wire import ClientGone
 from service.tools.hostile_upstream.wire import Headers
 from service.tools.hostile_upstream.wire import Peer
 from service.tools.hostile_upstream.wire import Reply
@@ -114,8 +113,6 @@ def endless(x: Exchange, params: dict[str, Any], prepared: dict[str, Any]) -> No
     while True:
         x.peer.send(chunk(block), body=len(block))
         x.peer.pause(params["interval"])
-        if x.peer.client_gone():
-            raise ClientGone()
 
 
 def trickle(x: Exchange, params: dict[str, Any], prepared: dict[str, Any]) -> None:
@@ -136,8 +133,6 @@ def trickle(x: Exchange, params: dict[str, Any], prepared: dict[str, Any]) -> No
             continue
         for index in range(len(data)):
             x.peer.pause(params["interval"])
-            if x.peer.client_gone():
-                raise ClientGone()
             x.peer.send(data[index : index + 1], body=1 if counted else 0)
 
 

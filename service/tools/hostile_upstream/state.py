@@ -69,6 +69,8 @@ class Connection:
 
 
 class State:
+    """One tool's state; the lock guards every field (``stopping`` is an event of its own)."""
+
     def __init__(
         self,
         token: str,

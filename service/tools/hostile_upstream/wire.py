@@ -148,12 +148,17 @@ class Peer:
         return bool(poller.poll(seconds * 1000))
 
     def pause(self, seconds: float) -> None:
-        """Wait ``seconds``, leaving early (by exception) when the server stops."""
+        """Wait ``seconds``; leave early, by exception, as soon as the client goes or the
+        server stops (a long trickle interval notices a client that left within a slice)."""
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        while True:
             self._check()
+            if self.client_gone():
+                raise ClientGone()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             self.stopping.wait(min(left, SLICE))
-        self._check()
 
     def client_gone(self) -> bool:
         """Whether the client has closed its side (or reset): its FIN is waiting to be read."""
