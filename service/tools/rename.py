@@ -86,6 +86,7 @@ RESERVED = frozenset(
         "mutation_audit",
         "demo_upstream",
         "demo_tickets",
+        "hostile_upstream",
         "examples",
         "benchmarks",
     }
