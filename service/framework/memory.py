@@ -9,7 +9,7 @@ the answers it holds at once. A request whose reservation must grow beyond what 
 waits for room up to ``ADMISSION_WAIT_SECONDS``, then gets 503 with ``Retry-After``
 (``MemoryBusy``), which Sesam retries; a feed that is already streaming breaks instead, by
 the failure contract. A request that could never fit (more than the whole budget) fails
-at once, naming the settings to change.
+at once with a 502 naming the settings to change (``BeyondBudget``).
 
 The budget also keeps a thread free: at most ``slots`` requests hold reservations at once
 (``THREADS`` less one), and one more is answered 503 at once rather than kept waiting on
@@ -26,14 +26,16 @@ import contextlib
 import contextvars
 import ctypes
 import ctypes.util
+import gc
 import logging
 import threading
 from collections.abc import Iterator
 
+from service.framework.errors import BadGateway
 from service.framework.errors import ServiceUnavailable
 from service.framework.settings import BODY_COST
 
-__all__ = ["BODY_COST", "Ledger", "MemoryBudget", "MemoryBusy", "estimate"]
+__all__ = ["BODY_COST", "BeyondBudget", "Ledger", "MemoryBudget", "MemoryBusy", "estimate"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ _ledger: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
 
 class MemoryBusy(ServiceUnavailable):
     """No room in the worker's memory budget (or no free thread) for this request now."""
+
+
+class BeyondBudget(BadGateway):
+    """A request that could never fit: the upstream's answers are larger than the whole
+    budget can hold (a 502: retrying will not help, a smaller page size will)."""
 
 
 def estimate(data: bytes | bytearray | memoryview) -> int:
@@ -113,7 +120,7 @@ class MemoryBudget:
     def reserve(self, more: int, ledger: Ledger) -> None:
         """Take ``more`` bytes for ``ledger``, waiting for room; MemoryBusy if none came."""
         if ledger.reserved + more > self.capacity:
-            raise MemoryBusy(
+            raise BeyondBudget(
                 f"{ledger.what} needs about {(ledger.reserved + more) >> 20} MiB, more than "
                 f"this worker's whole memory budget ({self.setting}={self.capacity}): "
                 f"{ledger.advice}"
@@ -139,11 +146,18 @@ class MemoryBudget:
         with self._room:
             self.busy -= 1
             idle = self.busy == 0 and self.held == 0
-            trim = idle and self.peak_since_trim >= TRIM_AFTER_BYTES
+            peak = self.peak_since_trim
+            trim = idle and peak >= TRIM_AFTER_BYTES
             if trim:
                 self.peak_since_trim = 0
-        if trim and self._trim is not None:
-            self._trim(0)
+        if trim:
+            # What a broken request leaves is often a cycle (an exception, its traceback,
+            # the frames holding its pages): an idle worker allocates nothing, so the
+            # collector would not run by itself. Collect, then give the pages back.
+            gc.collect()
+            if self._trim is not None:
+                self._trim(0)
+            log.info("memory budget: idle after holding %d MiB: free memory given back", peak >> 20)
 
     def busy_error(self, why: str) -> MemoryBusy:
         log.warning("memory budget: answered 503: %s", why)

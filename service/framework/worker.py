@@ -92,11 +92,11 @@ class ConnectorWorker(gthread.ThreadWorker):
         self.generation = 0
 
     def init_process(self) -> None:
+        limit_malloc_arenas()  # before any thread: each would take an arena of its own
         util.write_error = write_json_error
         super().init_process()
 
     def load_wsgi(self) -> None:
-        limit_malloc_arenas()
         super().load_wsgi()
         self.wsgi = in_pieces(self.wsgi)
         # gunicorn's own lines (a traceback of a broken feed, the access log) are masked

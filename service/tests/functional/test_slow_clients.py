@@ -312,3 +312,73 @@ def test_the_settings_make_room_for_a_batch_of_the_largest_size():
             ReferenceSettings,
             {**base, "WORKER_MEMORY_BUDGET": "2097152", "SINK_MAX_BODY_BYTES": "1048576"},
         )
+
+
+def pss(group: list[psutil.Process]) -> int:
+    """What the container is charged for: each page once, shared ones split (PSS)."""
+    total = 0
+    for process in group:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_full_info().pss
+    return total
+
+
+def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_back(
+    big_upstream, connector_factory
+):
+    """Issue 18's load, with the defaults: sixteen feed readers that stop reading and four
+    sink batches of the largest size at once (master and worker went to 183 MB, and stayed
+    at 146 MB). The worker's memory budget admits what fits and answers the rest 503 with
+    Retry-After; /health answers throughout; master and worker stay within 128 MB; and
+    once the clients are gone the memory comes back, to a level a second load does not
+    raise (the allocator's free pages are given back)."""
+    connector = connector_factory(UPSTREAM_URL=big_upstream, **DEFAULTS)
+    group = processes(connector.url)
+    body = small_entities_batch(8 * MB)
+    before = pss(group)
+    after_each = []
+    for load in range(2):
+        readers: list[socket.socket] = []
+        answers: list[int] = []
+
+        def stalled_reader() -> None:
+            sock = connect(connector.url, receive_buffer=4096)
+            sock.settimeout(60)
+            sock.sendall(f"GET /{BIG} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = sock.recv(4096)
+            readers.append(sock)
+            answers.append(int(head.split()[1]))
+            if answers[-1] == 503:
+                assert b"retry-after: 5" in head.lower()
+
+        def batch() -> None:
+            answer = requests.post(f"{connector.url}/nosuch", data=body, timeout=120)
+            answers.append(answer.status_code)
+            if answer.status_code == 503:
+                assert answer.headers["Retry-After"] == "5"
+
+        with PeakRss(group) as peak, ThreadPoolExecutor(20) as pool:
+            jobs = [pool.submit(stalled_reader) for _ in range(16)]
+            jobs += [pool.submit(batch) for _ in range(4)]
+            while not all(job.done() for job in jobs):
+                assert quick(connector.url) < 5  # /health, throughout
+                time.sleep(0.2)  # pacing the checks, not waiting for anything
+            for job in jobs:
+                job.result()
+            loaded = pss(group)
+        assert 200 in answers and set(answers) <= {200, 502, 503}, answers
+        assert loaded <= 128 * MB, f"load {load}: {loaded / MB:.0f} MB (PSS) with every client in"
+        assert peak.peak <= 128 * MB, f"load {load}: peak RSS {peak.peak / MB:.0f} MB"
+        trims = connector.log_text().count("free memory given back")
+        for sock in readers:
+            sock.close()
+        wait_for(
+            lambda: connector.log_text().count("free memory given back") > trims,
+            60,
+            "the worker gives its memory back once the clients have gone",
+        )
+        after_each.append(pss(group))
+        assert quick(connector.url) < 2
+    first, second = after_each
+    assert first <= before + 40 * MB, f"{before / MB:.0f} MB before, {first / MB:.0f} MB after"
+    assert second <= first + 8 * MB, f"a second load kept more: {first / MB:.0f}, {second / MB:.0f}"

@@ -105,8 +105,9 @@ def test_a_request_that_does_not_fit_waits_then_gets_a_503_with_retry_after(monk
 def test_a_request_larger_than_the_whole_budget_fails_at_once_naming_what_to_change():
     budget = MemoryBudget(1000, slots=4)
     with budget.admit("the feed of people", holds=3) as ledger:
-        with pytest.raises(MemoryBusy) as busy:
+        with pytest.raises(memory.BeyondBudget) as busy:
             ledger.answer(400)
+    assert busy.value.status == 502
     detail = busy.value.detail
     assert "the feed of people needs about" in detail
     assert "WORKER_MEMORY_BUDGET=1000" in detail and "UPSTREAM_PAGE_SIZE" in detail
