@@ -281,9 +281,17 @@ def test_the_system_waits_longer_than_the_connector_can_stay_silent():
 
 def test_the_folder_holds_only_what_sesam_py_reads():
     assert sorted(p.name for p in SESAM.iterdir() if p.name not in KNOWN) == []
-    # No node-metadata.conf.json: sesam upload replaces the node's whole metadata with
-    # it, so a connector's folder must not decide node-wide defaults (docs/sesam-node.md).
-    assert not (SESAM / "node-metadata.conf.json").exists()
+
+
+def test_the_node_metadata_is_there_so_sesam_upload_can_turn_scheduling_off():
+    # sesam upload sets task_manager.disable_user_pipes (and eager_load_microservices) only
+    # by replacing a node-metadata.conf.json already in what it uploads: without the file,
+    # pipes run on their schedules and -enable-user-pipes changes nothing (sesam-py,
+    # upload and replace_file_in_zipfile; docs/sesam-node.md).
+    path = SESAM / "node-metadata.conf.json"
+    assert path.is_file(), "without it sesam upload leaves pipe scheduling on"
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    assert metadata["_id"] == "node" and metadata["type"] == "metadata"
 
 
 def test_the_profile_holds_every_variable_the_config_reads_and_no_secret():
@@ -318,7 +326,15 @@ def test_every_output_and_endpoint_pipe_has_a_test_spec_and_each_spec_its_file()
             assert spec.get("description"), f"{path.name}: say why it is ignored"
             assert not expected.exists(), f"{path.name} is ignored but {expected.name} exists"
         else:
-            assert isinstance(json.loads(expected.read_text(encoding="utf-8")), list)
+            entities = json.loads(expected.read_text(encoding="utf-8"))
+            assert isinstance(entities, list)
+            # sesam update drops deleted entities unless the spec says ignore_deletes
+            # false (its default is true): a tombstone in the file needs it.
+            if any(entity.get("_deleted") is True for entity in entities):
+                assert spec.get("ignore_deletes") is False, (
+                    f"{path.name}: {expected.name} holds a deleted entity, which sesam update "
+                    'would drop: set "ignore_deletes": false'
+                )
     assert sorted(named) == sorted(checked)
     assert any(spec.get("ignore") is not True for spec in named.values())
 
