@@ -22,6 +22,7 @@ from service.framework.settings import load_settings
 from service.framework.settings import url
 from service.framework.settings import variables
 from service.tests.framework_kit import compose_runs_the_demo
+from service.tools import rename
 from service.tools.apps import connector_factory
 from service.tools.apps import reads_the_demo
 from service.tools.demo_upstream import seed_collections
@@ -382,3 +383,37 @@ def test_the_system_sends_the_basic_auth_the_connector_asks_for():
     assert system["authentication"] == "basic"
     assert system["username"] == environment["AUTH_USERNAME"]
     assert system["password"] == environment["AUTH_PASSWORD"]
+
+
+def doc_snippets() -> list[tuple[str, dict[str, Any]]]:
+    """The docs' JSON blocks that show a pipe or a pipe's source, sink or transform, with
+    the connector's name as the folder has it (a renamed fork's docs keep the original's
+    in their examples)."""
+    name = rename.current_names(ROOT).name
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```json\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            text = re.sub(rf"\b{rename.ORIGINAL}\b", name, block.strip())
+            if re.match(r'"(source|sink|transform)":', text):
+                found.append((page.name, json.loads("{" + text + "}")))
+            elif text.startswith("{") and '"type": "pipe"' in text:
+                found.append((page.name, json.loads(text)))
+    return found
+
+
+def test_the_docs_show_pipes_as_the_folder_ships_them():
+    # A snippet a reader pastes into a node must work there: the folder's system id, and
+    # every property the shipped pipe has (a json source pages only with
+    # is_since_comparable).
+    snippets = doc_snippets()
+    assert snippets, "no page shows a pipe's source or sink"
+    shipped = {p["_id"]: p for p in pipes()}
+    for page, snippet in snippets:
+        if "_id" in snippet:  # a whole pipe, maybe without its description and pump
+            pipe = shipped.get(snippet["_id"], {})
+            assert snippet == {key: pipe.get(key) for key in snippet}, f"{page}: {snippet}"
+            continue
+        ((part, shown),) = snippet.items()
+        assert any(pipe.get(part) == shown for pipe in shipped.values()), (
+            f"{page} shows a {part} that no pipe in sesam/pipes has: {shown}"
+        )
