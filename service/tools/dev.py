@@ -2,9 +2,11 @@
 
     python3 -m service.tools.dev run     # the demo Records API on :8000, the connector on :5000
     python3 -m service.tools.dev test    # every test (unit, functional, Docker checks, lint)
+    python3 -m service.tools.dev setup   # only create .venv/ and install the requirements
 
-Both create ``.venv`` and install the pinned requirements first, and again whenever a
-requirements file changes.
+``run`` and ``test`` create ``.venv`` and install the pinned requirements first, and again
+whenever a requirements file changes; ``setup`` does only that. Without a command, the
+commands are listed. docs/dev.md is the reader's page for all of this.
 
 ``run`` reads these settings from the environment, beside the connector's own:
 
@@ -16,8 +18,15 @@ requirements file changes.
   names them.
 - ``DEV_COLLECTION``: the collection the ready line shows (``curl .../people``); default
   the one ``.env.example`` names (``people``, one of the demo's collections).
-- ``DEMO_UPSTREAM_PORT``: the demo upstream's port (default 8000), when it runs.
 - ``PORT``: the connector's port (default 5000).
+- ``DEMO_UPSTREAM_PORT``: the demo upstream's port (default 8000), when it runs.
+- ``DEV_HOST``: the address both listen on (default ``127.0.0.1``: this machine only; the
+  dev run has no basic auth unless you set ``AUTH_USERNAME`` and ``AUTH_PASSWORD``).
+- ``SERVICE_DEV_PYTHON``: an interpreter that already has the requirements, used instead of
+  ``.venv`` (the tests and the Docker image).
+
+``run`` stops with a non-zero status and one line when it cannot serve: a port taken, a
+server that exits before it answers, or one that stops while the other runs.
 
 ``run --app MODULE:create_app()`` serves another app factory than the gunicorn command's
 (the framework's tests run the reference adapter, ``service.tools.reference``, this way).
@@ -26,9 +35,11 @@ requirements file changes.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +47,7 @@ import urllib.parse
 import venv
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
 
 from service.tools.servers import ServerError
 from service.tools.servers import stop
@@ -56,6 +68,29 @@ def default_collection() -> str:
 
 
 GUNICORN_ARGS = ["-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
+PROG = "python3 -m service.tools.dev"
+# Every command, as the usage lists it.
+COMMANDS = {
+    "run": "the connector on 127.0.0.1:5000, the demo Records API on :8000",
+    "run --app MODULE:create_app()": "the same for another app factory",
+    "test [PYTEST ARGS]": "every test, or those pytest's arguments select",
+    "setup": "only create .venv/ and install the pinned requirements",
+}
+DEFAULT_HOST = "127.0.0.1"
+
+
+def usage() -> str:
+    width = max(len(command) for command in COMMANDS)
+    lines = [f"usage: {PROG} COMMAND", "", "commands:"]
+    lines += [f"  {command:<{width}}  {meaning}" for command, meaning in COMMANDS.items()]
+    lines += [
+        "",
+        "run and test create .venv/ first (setup). run reads PORT, DEMO_UPSTREAM_PORT,",
+        "DEV_HOST, DEV_COLLECTION, UPSTREAM_URL (your upstream: then no demo) and the",
+        "connector's settings; SERVICE_DEV_PYTHON names a Python to use instead of .venv/.",
+        "See docs/dev.md.",
+    ]
+    return "\n".join(lines)
 
 
 def venv_python() -> Path:
@@ -63,19 +98,37 @@ def venv_python() -> Path:
 
 
 def ensure_venv() -> Path:
-    """Create the virtual environment and install the pins, unless already done."""
+    """Create the virtual environment and install the pins, unless already done; say what
+    it does, since the first time takes a while."""
     files = sorted((ROOT / "service").glob("requirements*.txt"))
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
     stamp = VENV / ".requirements-sha256"
     if stamp.exists() and stamp.read_text() == digest and venv_python().exists():
         return venv_python()
+    started = time.monotonic()
+    print(
+        f"dev setup: {VENV.name}/ with the pinned requirements (the first time takes a minute or so)",
+        flush=True,
+    )
     if not venv_python().exists():
-        print(f"creating {VENV.name}/", flush=True)
+        print(f"dev setup: creating {VENV.name}/", flush=True)
         venv.create(VENV, with_pip=True)
     python = str(venv_python())
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True)
+    requirements = REQUIREMENTS.relative_to(ROOT).as_posix()
+    steps = [
+        ("upgrading pip", [python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"]),
+        (f"installing {requirements}", [python, "-m", "pip", "install", "-r", str(REQUIREMENTS)]),
+    ]
+    for step, command in steps:
+        print(f"dev setup: {step}", flush=True)
+        result = subprocess.run(command)
+        if result.returncode != 0:
+            raise SystemExit(
+                f"dev setup: {step} failed (pip exited with {result.returncode}); "
+                "its output is above"
+            )
     stamp.write_text(digest)
+    print(f"dev setup: {VENV.name}/ ready in {time.monotonic() - started:.0f}s", flush=True)
     return venv_python()
 
 
@@ -100,14 +153,71 @@ def describe(python: Path, app: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reach(host: str, port: int) -> str:
+    """``host:port`` for a URL to a server that listens on ``host`` (all addresses: loopback)."""
+    try:
+        everywhere = ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a name
+        everywhere = False
+    return host_port("127.0.0.1" if everywhere else host, port)
+
+
+def port_number(env: dict[str, str], name: str, default: str) -> int:
+    value = env.get(name) or default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SystemExit(f"dev run: {name} must be a port number, not {value!r}")
+    return int(value)
+
+
+def taken(host: str, port: int) -> bool:
+    """Whether a server could not listen on ``host:port`` now (as gunicorn binds)."""
+    family, kind, proto, _, where = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(where)
+        except OSError:
+            return True
+    return False
+
+
+class Listener(NamedTuple):
+    """A server ``run`` starts: what to call it, its port, the variable that sets it, and
+    the URL that answers once it is up (the connector's health must be 200)."""
+
+    name: str
+    port: int
+    variable: str
+    url: str
+
+    def wait_until_up(self, process: subprocess.Popen[bytes]) -> None:
+        healthy = (lambda s: s == 200) if self.url.endswith("/health") else (lambda s: s < 500)
+        try:
+            wait_until_up(self.url, process, ok=healthy)
+        except ServerError:
+            if process.poll() is not None:
+                raise SystemExit(
+                    f"dev run: {self.name} exited with status {process.returncode} before it "
+                    f"answered at {self.url} (its error is above)"
+                ) from None
+            raise SystemExit(f"dev run: {self.name} did not answer at {self.url} in 30 s") from None
+
+
 def run(app: str = GUNICORN_ARGS[-1]) -> int:
     """The connector under gunicorn (the contract's command), beside the demo upstream
     unless ``UPSTREAM_URL`` names another or the connector reads another upstream."""
     python = python_to_use()
     env = dict(os.environ)
-    port = env.setdefault("PORT", "5000")
+    host = env.get("DEV_HOST") or DEFAULT_HOST
+    port = port_number(env, "PORT", "5000")
+    env["PORT"] = str(port)
     collection = urllib.parse.quote(env.get("DEV_COLLECTION") or default_collection())
-    processes: list[subprocess.Popen[bytes]] = []
     demo = False
     if not env.get("UPSTREAM_URL"):
         settings = describe(python, app)
@@ -118,14 +228,38 @@ def run(app: str = GUNICORN_ARGS[-1]) -> int:
                 f"dev run: {settings['module']} does not read the demo Records API, so set "
                 f"its upstream's settings: {', '.join(missing)} (docs/configuration.md)"
             )
+    servers = [Listener("the connector", port, "PORT", f"http://{reach(host, port)}/health")]
+    if demo:
+        upstream_port = port_number(env, "DEMO_UPSTREAM_PORT", "8000")
+        upstream_url = f"http://{reach(host, upstream_port)}"
+        servers.append(
+            Listener("the demo Records API", upstream_port, "DEMO_UPSTREAM_PORT", upstream_url)
+        )
+    for server in servers:
+        if taken(host, server.port):
+            raise SystemExit(
+                f"dev run: port {server.port} is taken, so {server.name} cannot listen on "
+                f"{host_port(host, server.port)}: stop what listens there, or set "
+                f"{server.variable} to a free port"
+            )
+    processes: list[subprocess.Popen[bytes]] = []
+    # The production command as it is; only where it listens comes from the environment.
+    bind = f"--bind={host_port(host, port)} {env.get('GUNICORN_CMD_ARGS', '')}"
+    env["GUNICORN_CMD_ARGS"] = bind.strip()
     if demo:
         token = env.get("UPSTREAM_TOKEN", "demo-token")
-        upstream_port = env.get("DEMO_UPSTREAM_PORT", "8000")
-        env["UPSTREAM_URL"] = f"http://127.0.0.1:{upstream_port}"
+        env["UPSTREAM_URL"] = upstream_url
         env["UPSTREAM_TOKEN"] = token
         env["DEMO_UPSTREAM_TOKEN"] = token
-        command = [str(python), "-m", "service.tools.demo_upstream", "--port", upstream_port]
-        processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
+        command = [
+            str(python),
+            "-m",
+            "service.tools.demo_upstream",
+            "--host",
+            host,
+            "--port",
+            str(upstream_port),
+        ]
         stops = "both"
     elif env.get("UPSTREAM_URL"):
         print(f"upstream: {env['UPSTREAM_URL']} (UPSTREAM_URL; no demo upstream)", flush=True)
@@ -133,22 +267,32 @@ def run(app: str = GUNICORN_ARGS[-1]) -> int:
     else:
         print("upstream: the connector's own settings (no demo upstream)", flush=True)
         stops = "it"
-    connector = subprocess.Popen(
-        [str(python.with_name("gunicorn")), *GUNICORN_ARGS[:-1], app], cwd=ROOT, env=env
-    )
-    processes.insert(0, connector)
     signal.signal(signal.SIGTERM, _interrupt)  # stop both, as on Ctrl-C
     try:
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/health", connector, ok=lambda s: s == 200)
-        except ServerError as error:
-            raise SystemExit(f"the connector did not start: {error}") from None
+        processes.append(
+            subprocess.Popen(
+                [str(python.with_name("gunicorn")), *GUNICORN_ARGS[:-1], app], cwd=ROOT, env=env
+            )
+        )
+        if demo:
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
+        for server, process in zip(servers, processes, strict=True):
+            server.wait_until_up(process)
         print(
             f"\nready: curl http://localhost:{port}/{collection}   (Ctrl-C stops {stops})\n",
             flush=True,
         )
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
+        for server, process in zip(servers, processes, strict=True):
+            if process.poll() is not None:
+                others = ", so the other stops too" if len(processes) > 1 else ""
+                print(
+                    f"dev run: {server.name} stopped with status {process.returncode}{others}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return process.returncode or 1
     except KeyboardInterrupt:
         pass
     finally:
@@ -157,7 +301,7 @@ def run(app: str = GUNICORN_ARGS[-1]) -> int:
                 process.send_signal(signal.SIGTERM)
         for process in processes:
             stop(process)
-    return connector.returncode or 0
+    return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -188,10 +332,10 @@ def main(argv: list[str]) -> int:
         return run(argv[2])
     if argv[:1] == ["test"]:
         return test(argv[1:])
-    if argv[:1] == ["setup"]:
+    if argv == ["setup"]:
         ensure_venv()
         return 0
-    print(__doc__)
+    print(usage())
     return 2
 
 

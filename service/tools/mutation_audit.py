@@ -404,8 +404,11 @@ _RUNNING: set[subprocess.Popen[bytes]] = set()  # killed if the audit is interru
 TEST_TIMEOUT = 30  # seconds per test (pytest-timeout): a hung mutant is killed
 
 
-def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
-    """'passed', 'failed' or 'timeout', and the seconds it took."""
+def run_tests(
+    copy: Path, tests: tuple[str, ...], timeout: float, output: Path | None = None
+) -> tuple[str, float]:
+    """'passed', 'failed' or 'timeout', and the seconds it took; pytest's output goes to
+    ``output`` when given (the baseline's, to show when it fails), else nowhere."""
     command = [
         sys.executable,
         "-m",
@@ -425,14 +428,15 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale bytecode of a mutated file, ever
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=copy,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with open(output or os.devnull, "wb") as sink:
+        process = subprocess.Popen(
+            command,
+            cwd=copy,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     _RUNNING.add(process)
     try:
         code = process.wait(timeout=timeout)
@@ -442,6 +446,23 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
     finally:
         _RUNNING.discard(process)
     return ("passed" if code == 0 else "failed"), time.monotonic() - started
+
+
+def baseline(copy: Path, name: str) -> float:
+    """The unmutated tests of module ``name`` in ``copy``: the seconds they take, or exit
+    with pytest's own report of what failed (the tail of its output)."""
+    tests = MODULES[name][1]
+    output = copy.parent / f"baseline-{name}.log"
+    outcome, seconds = run_tests(copy, tests, timeout=1800, output=output)
+    if outcome != "passed":
+        report = output.read_text(encoding="utf-8", errors="replace").strip()
+        tail = "\n".join(report.splitlines()[-60:])
+        why = "did not finish in 1800 s" if outcome == "timeout" else "fail"
+        raise SystemExit(
+            f"{tail}\n\nthe tests of {name} {why} without any mutant (pytest's report is "
+            f"above; each test has {TEST_TIMEOUT} s here): fix them first"
+        )
+    return seconds
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -471,10 +492,10 @@ def audit(mutants: list[Mutant], workers: int, progress: bool = True) -> list[Re
         for name in names:  # the unmutated tests must pass, and set the time budget
             path, tests = MODULES[name]
             copy = copies.get()
-            outcome, seconds = run_tests(copy, tests, timeout=1800)
-            copies.put(copy)
-            if outcome != "passed":
-                raise SystemExit(f"the tests of {name} fail without any mutant: fix them first")
+            try:
+                seconds = baseline(copy, name)
+            finally:
+                copies.put(copy)
             budgets[name] = seconds * 3 + 60
             if progress:
                 print(

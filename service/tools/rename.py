@@ -81,6 +81,7 @@ RESERVED = frozenset(
         "sesam_runner",
         "sesam_client",
         "sesam_expected",
+        "sesam_format",
         "servers",
         "reference",
         "mutation_audit",

@@ -1,18 +1,22 @@
-"""The expected output of ``sesam test``, made by the local Sesam runner (stdlib only).
+"""The expected output of ``sesam test``, made by the local Sesam runner.
 
-    python -m service.tools.sesam_expected http://localhost:5000           # write sesam/expected/
-    python -m service.tools.sesam_expected http://localhost:5000 --check   # compare, change nothing
+    .venv/bin/python -m service.tools.sesam_expected http://localhost:5000           # write sesam/expected/
+    .venv/bin/python -m service.tools.sesam_expected http://localhost:5000 --check   # compare, change nothing
 
 sesam-py's ``sesam test`` (``sesam verify``) compares the entities of the node's output
 and endpoint pipes with ``sesam/expected/<pipe>.json``, one file per test spec
 ``sesam/expected/<pipe>.test.json``. This command makes those files for every spec whose
-pipe publishes (or writes out) a dataset that a feed pipe fills: it pulls that feed pipe's
-``url`` from a running connector with the runner (``pull --full``, with the pipe's
-``page_size``) and keeps what sesam-py compares: every property but the internal ones
-(``_id`` stays, and ``_deleted`` when true), integral numbers as integers, sorted by
-``_id``. Run it against the connector in front of the demo Records API with its seed data
-(``python3 -m service.tools.dev run``); a test runs ``--check`` on every test run, so the
-files cannot drift from what the connector serves.
+pipe publishes (or writes out) a dataset that a feed pipe fills, as ``sesam update`` would
+write them: it pulls that feed pipe's ``url`` from a running connector with the runner
+(``pull --full``, with the pipe's ``page_size``) and keeps what sesam-py keeps: every
+property but the internal ones (``_id`` stays, and ``_deleted`` when true), numbers as
+sesam-py fixes them, deleted entities only when the spec says ``"ignore_deletes": false``,
+sorted by ``_id``, in ``sesam update``'s text. Run it against the connector in front of the
+demo Records API with its seed data (``python3 -m service.tools.dev run``); a test runs
+``--check`` on every test run, so the files cannot drift from what the connector serves.
+
+It runs the runner, which needs ``requests``: run it with the project's Python
+(``.venv/bin/python``, which ``dev run``, ``dev test`` and ``dev setup`` create).
 
 Exit status: 0 done (or no drift), 1 drift or a failed pull, 2 usage.
 """
@@ -24,12 +28,15 @@ import json
 import subprocess
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from service.tools.sesam_format import format_expected
+
 ROOT = Path(__file__).resolve().parents[2]
 SESAM = ROOT / "sesam"
-PROG = "python -m service.tools.sesam_expected"
+PROG = ".venv/bin/python -m service.tools.sesam_expected"
 
 
 class ExpectedError(Exception):
@@ -84,8 +91,10 @@ def feed_pipe_for(pipe_id: str, pipes: dict[str, dict[str, Any]]) -> dict[str, A
 
 
 def as_sesam_verify_compares(entity: Any) -> Any:
-    """What sesam-py compares: internal properties dropped (but ``_id``, and ``_deleted``
-    when true), at every level; integral numbers as integers."""
+    """What sesam-py compares and ``sesam update`` writes: internal properties dropped (but
+    ``_id``, and ``_deleted`` when true), at every level; a float that prints as ``N.0`` as
+    the integer N; an integer of more than 16 digits through a float, as sesam-py rounds it
+    (unless it runs with ``-no-large-int-bugs``)."""
     if isinstance(entity, dict):
         return {
             key: as_sesam_verify_compares(value)
@@ -94,9 +103,16 @@ def as_sesam_verify_compares(entity: Any) -> Any:
         }
     if isinstance(entity, list):
         return [as_sesam_verify_compares(value) for value in entity]
-    if isinstance(entity, float) and entity.is_integer():
+    if isinstance(entity, float) and str(entity).endswith(".0"):
         return int(entity)
+    if isinstance(entity, int) and not isinstance(entity, bool) and len(str(entity)) > 16:
+        return int(Decimal(str(float(entity))))
     return entity
+
+
+def ignores_deletes(spec: dict[str, Any]) -> bool:
+    """sesam-py's default: a spec compares deleted entities only with ``ignore_deletes: false``."""
+    return spec.get("ignore_deletes", True) is True
 
 
 def pull(url: str, page_size: int) -> list[dict[str, Any]]:
@@ -138,12 +154,13 @@ def expected_outputs(connector_url: str, folder: Path = SESAM) -> dict[Path, str
         entities = pull(
             f"{connector_url.rstrip('/')}/{source['url']}", source.get("page_size", 1000)
         )
+        kept = [as_sesam_verify_compares(e) for e in entities]
+        if ignores_deletes(spec):
+            kept = [e for e in kept if e.get("_deleted", False) is False]
         compared = sorted(
-            (as_sesam_verify_compares(e) for e in entities),
-            key=lambda e: (e["_id"], json.dumps(e, sort_keys=True, ensure_ascii=False)),
+            kept, key=lambda e: (e["_id"], json.dumps(e, sort_keys=True, ensure_ascii=False))
         )
-        text = json.dumps(compared, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-        outputs[folder / "expected" / spec["file"]] = text
+        outputs[folder / "expected" / spec["file"]] = format_expected(compared)
     return outputs
 
 

@@ -1,9 +1,9 @@
 """The local Sesam runner: run a connector the way Sesam's pipes do, before any Sesam node.
 
-    python -m service.tools.sesam_runner pull URL [--page-size N] [--state FILE] [--out FILE|-]
+    .venv/bin/python -m service.tools.sesam_runner pull URL [--page-size N] [--state FILE] [--out FILE|-]
                                             [--full]
-    python -m service.tools.sesam_runner push URL FILE [--batch-size N] [--full] [--retries N]
-    python -m service.tools.sesam_runner transform URL FILE|- [--batch-size N] [--out FILE|-]
+    .venv/bin/python -m service.tools.sesam_runner push URL FILE [--batch-size N] [--full] [--retries N]
+    .venv/bin/python -m service.tools.sesam_runner transform URL FILE|- [--batch-size N] [--out FILE|-]
 
 ``pull`` is a ``json`` source with ``supports_since``, ``is_chronological`` and
 ``page_size``: it asks ``?limit=N``, then ``?since=<_updated of the last entity>&limit=N``
@@ -59,7 +59,7 @@ from service.tools.sesam_client import SesamClient
 from service.tools.sesam_client import batches
 from service.tools.sesam_client import encode
 
-PROG = "python -m service.tools.sesam_runner"
+PROG = ".venv/bin/python -m service.tools.sesam_runner"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

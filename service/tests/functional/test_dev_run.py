@@ -10,11 +10,17 @@ upstream gets one line that names the settings to set.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+import pytest
 import requests
 
 from service.framework.settings import variables
@@ -163,3 +169,114 @@ def test_the_readmes_run_command_serves_the_demo_or_names_the_settings_to_set(tm
         process.wait(timeout=40)
     assert not listening(port), "the connector outlived the run command"
     assert not listening(upstream_port), "the demo upstream outlived the run command"
+
+
+# --- what dev says and how it fails (issue 21: a newcomer's first hour) --------------------
+
+
+def dev(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.tools.dev", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_dev_without_a_command_lists_every_command_it_takes(tmp_path):
+    result = dev(env=dev_environment(tmp_path))
+    assert result.returncode == 2
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert listed == ["run", "run", "test", "setup"], result.stdout
+    for name in ("PORT", "DEMO_UPSTREAM_PORT", "DEV_HOST", "SERVICE_DEV_PYTHON", "UPSTREAM_URL"):
+        assert name in result.stdout, name
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else listens on, on every address (as a stray server would)."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))  # as a stray server often does
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("which", ["PORT", "DEMO_UPSTREAM_PORT"])
+def test_run_stops_with_a_non_zero_status_and_one_line_when_a_port_is_taken(
+    tmp_path, taken_port, which
+):
+    ports = {"PORT": str(free_port()), "DEMO_UPSTREAM_PORT": str(free_port())}
+    ports[which] = str(taken_port)
+    result = dev("run", "--app", REFERENCE_APP, env=dev_environment(tmp_path, **ports))
+    name = {"PORT": "the connector", "DEMO_UPSTREAM_PORT": "the demo Records API"}[which]
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"dev run: port {taken_port} is taken, so {name} cannot listen on "
+        f"127.0.0.1:{taken_port}: stop what listens there, or set {which} to a free port"
+    )
+    assert "ready:" not in result.stdout
+    for port in ports.values():
+        if port != str(taken_port):
+            assert not listening(int(port)), "a server outlived the failed run"
+
+
+def listeners(port: int) -> set[str]:
+    return {
+        c.laddr.ip
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def test_run_listens_on_loopback_only_and_fails_when_a_server_dies(tmp_path):
+    """No auth in a dev run, so nothing but this machine may reach it; and a server that
+    stops under it ends the run with a non-zero status, naming which one stopped."""
+    port, upstream_port = free_port(), free_port()
+    env = dev_environment(tmp_path, PORT=str(port), DEMO_UPSTREAM_PORT=str(upstream_port))
+    log = tmp_path / "run.log"
+    process = start_run(env, log)
+    try:
+        wait_for_line(f"curl http://localhost:{port}/", process, log)
+        assert listeners(port) == {"127.0.0.1"}
+        assert listeners(upstream_port) == {"127.0.0.1"}
+        demo = next(
+            child
+            for child in psutil.Process(process.pid).children()
+            if "service.tools.demo_upstream" in child.cmdline()
+        )
+        demo.kill()
+        assert process.wait(timeout=40) != 0
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=40)
+    assert "dev run: the demo Records API stopped with status -9" in log.read_text()
+    assert not listening(port), "the connector outlived the run command"
+
+
+def test_the_first_set_up_says_what_it_does_while_it_installs(tmp_path):
+    """``dev setup`` (and the first ``run`` or ``test``) in a fresh copy of the tool, with
+    requirements files that install nothing: it names each step as it starts it."""
+    copy = tmp_path / "repo"
+    (copy / "service" / "tools").mkdir(parents=True)
+    for name in ("__init__.py", "tools/__init__.py", "tools/dev.py", "tools/servers.py"):
+        shutil.copy(ROOT / "service" / name, copy / "service" / name)
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        (copy / "service" / name).write_text("# nothing to install\n")
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_DEV_PYTHON"}
+    env["PIP_NO_INDEX"] = "1"  # pip is as it came: no registry needed
+    command = [sys.executable, "-m", "service.tools.dev", "setup"]
+    first = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    steps = [line for line in first.stdout.splitlines() if line.startswith("dev setup: ")]
+    assert steps[:4] == [
+        "dev setup: .venv/ with the pinned requirements (the first time takes a minute or so)",
+        "dev setup: creating .venv/",
+        "dev setup: upgrading pip",
+        "dev setup: installing service/requirements-dev.txt",
+    ]
+    assert re.fullmatch(r"dev setup: \.venv/ ready in \d+s", steps[-1]), steps
+    again = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == "", "a second set-up redid the work"

@@ -198,14 +198,16 @@ def gunicorn_setting(name: str) -> Any:
 
 
 def readme_commands(program: str) -> list[list[str]]:
-    """The README's shell lines that run ``program``, split as a shell would."""
+    """The README's shell lines that run ``program`` (also from a folder, as
+    ``.venv/bin/gunicorn``), split as a shell would, the program by its name alone."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    commands = [shlex.split(line, comments=True) for line in lines if line]
     return [
-        shlex.split(line, comments=True)
-        for block in blocks
-        for line in block.splitlines()
-        if line.strip().startswith(program + " ")
+        [program, *command[1:]]
+        for command in commands
+        if command and command[0].rsplit("/", 1)[-1] == program
     ]
 
 

@@ -5,11 +5,16 @@ and keys that survive edits elsewhere in the module."""
 from __future__ import annotations
 
 import ast
+import shutil
 import textwrap
 
+import pytest
+
+from service.tools import mutation_audit
 from service.tools.mutation_audit import EQUIVALENTS
 from service.tools.mutation_audit import MODULES
 from service.tools.mutation_audit import ROOT
+from service.tools.mutation_audit import baseline
 from service.tools.mutation_audit import generate
 from service.tools.mutation_audit import module_mutants
 from service.tools.mutation_audit import read_equivalents
@@ -112,3 +117,48 @@ def test_the_protocol_modules_give_valid_mutants_and_the_equivalents_file_reads(
     keys = {m.key for m in mutants}
     listed = read_equivalents(EQUIVALENTS)
     assert set(listed) <= keys, sorted(set(listed) - keys)  # no stale entry
+
+
+def failing_copy(tmp_path, test_source: str):
+    """A copy of the repository as the audit makes one, whose only test is ``test_source``."""
+    copy = tmp_path / "repo"
+    (copy / "service" / "tests" / "unit").mkdir(parents=True)
+    shutil.copy(ROOT / "service" / "tests" / "pytest.ini", copy / "service" / "tests")
+    test = copy / "service" / "tests" / "unit" / "test_broken.py"
+    test.write_text(textwrap.dedent(test_source), encoding="utf-8")
+    return copy, str(test.relative_to(copy))
+
+
+def test_tests_that_fail_without_a_mutant_are_shown_not_just_named(tmp_path, monkeypatch):
+    copy, test = failing_copy(
+        tmp_path,
+        """
+        def test_the_answer():
+            assert 6 * 7 == 43, "the baseline's own failure"
+        """,
+    )
+    monkeypatch.setitem(MODULES, "transit", ("service/framework/transit.py", (test,)))
+    with pytest.raises(SystemExit) as stopped:
+        baseline(copy, "transit")
+    message = str(stopped.value)
+    assert "the baseline's own failure" in message
+    assert "test_broken.py::test_the_answer" in message
+    assert message.splitlines()[-1].startswith("the tests of transit fail without any mutant")
+
+
+def test_a_test_over_the_per_test_limit_says_so(tmp_path, monkeypatch):
+    copy, test = failing_copy(
+        tmp_path,
+        """
+        import time
+
+        def test_slow():
+            time.sleep(30)
+        """,
+    )
+    monkeypatch.setitem(MODULES, "transit", ("service/framework/transit.py", (test,)))
+    monkeypatch.setattr(mutation_audit, "TEST_TIMEOUT", 1)
+    with pytest.raises(SystemExit) as stopped:
+        baseline(copy, "transit")
+    assert "Timeout (>1.0s)" in str(stopped.value)
+    assert "each test has 1 s here" in str(stopped.value)

@@ -22,6 +22,7 @@ from service.framework.settings import load_settings
 from service.framework.settings import url
 from service.framework.settings import variables
 from service.tests.framework_kit import compose_runs_the_demo
+from service.tools import rename
 from service.tools.apps import connector_factory
 from service.tools.apps import reads_the_demo
 from service.tools.demo_upstream import seed_collections
@@ -281,9 +282,17 @@ def test_the_system_waits_longer_than_the_connector_can_stay_silent():
 
 def test_the_folder_holds_only_what_sesam_py_reads():
     assert sorted(p.name for p in SESAM.iterdir() if p.name not in KNOWN) == []
-    # No node-metadata.conf.json: sesam upload replaces the node's whole metadata with
-    # it, so a connector's folder must not decide node-wide defaults (docs/sesam-node.md).
-    assert not (SESAM / "node-metadata.conf.json").exists()
+
+
+def test_the_node_metadata_is_there_so_sesam_upload_can_turn_scheduling_off():
+    # sesam upload sets task_manager.disable_user_pipes (and eager_load_microservices) only
+    # by replacing a node-metadata.conf.json already in what it uploads: without the file,
+    # pipes run on their schedules and -enable-user-pipes changes nothing (sesam-py,
+    # upload and replace_file_in_zipfile; docs/sesam-node.md).
+    path = SESAM / "node-metadata.conf.json"
+    assert path.is_file(), "without it sesam upload leaves pipe scheduling on"
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    assert metadata["_id"] == "node" and metadata["type"] == "metadata"
 
 
 def test_the_profile_holds_every_variable_the_config_reads_and_no_secret():
@@ -318,7 +327,15 @@ def test_every_output_and_endpoint_pipe_has_a_test_spec_and_each_spec_its_file()
             assert spec.get("description"), f"{path.name}: say why it is ignored"
             assert not expected.exists(), f"{path.name} is ignored but {expected.name} exists"
         else:
-            assert isinstance(json.loads(expected.read_text(encoding="utf-8")), list)
+            entities = json.loads(expected.read_text(encoding="utf-8"))
+            assert isinstance(entities, list)
+            # sesam update drops deleted entities unless the spec says ignore_deletes
+            # false (its default is true): a tombstone in the file needs it.
+            if any(entity.get("_deleted") is True for entity in entities):
+                assert spec.get("ignore_deletes") is False, (
+                    f"{path.name}: {expected.name} holds a deleted entity, which sesam update "
+                    'would drop: set "ignore_deletes": false'
+                )
     assert sorted(named) == sorted(checked)
     assert any(spec.get("ignore") is not True for spec in named.values())
 
@@ -366,3 +383,37 @@ def test_the_system_sends_the_basic_auth_the_connector_asks_for():
     assert system["authentication"] == "basic"
     assert system["username"] == environment["AUTH_USERNAME"]
     assert system["password"] == environment["AUTH_PASSWORD"]
+
+
+def doc_snippets() -> list[tuple[str, dict[str, Any]]]:
+    """The docs' JSON blocks that show a pipe or a pipe's source, sink or transform, with
+    the connector's name as the folder has it (a renamed fork's docs keep the original's
+    in their examples)."""
+    name = rename.current_names(ROOT).name
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```json\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            text = re.sub(rf"\b{rename.ORIGINAL}\b", name, block.strip())
+            if re.match(r'"(source|sink|transform)":', text):
+                found.append((page.name, json.loads("{" + text + "}")))
+            elif text.startswith("{") and '"type": "pipe"' in text:
+                found.append((page.name, json.loads(text)))
+    return found
+
+
+def test_the_docs_show_pipes_as_the_folder_ships_them():
+    # A snippet a reader pastes into a node must work there: the folder's system id, and
+    # every property the shipped pipe has (a json source pages only with
+    # is_since_comparable).
+    snippets = doc_snippets()
+    assert snippets, "no page shows a pipe's source or sink"
+    shipped = {p["_id"]: p for p in pipes()}
+    for page, snippet in snippets:
+        if "_id" in snippet:  # a whole pipe, maybe without its description and pump
+            pipe = shipped.get(snippet["_id"], {})
+            assert snippet == {key: pipe.get(key) for key in snippet}, f"{page}: {snippet}"
+            continue
+        ((part, shown),) = snippet.items()
+        assert any(pipe.get(part) == shown for pipe in shipped.values()), (
+            f"{page} shows a {part} that no pipe in sesam/pipes has: {shown}"
+        )
