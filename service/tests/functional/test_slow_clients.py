@@ -17,6 +17,7 @@ import psutil
 import pytest
 import requests
 
+from service.tests.framework_kit import Connector
 from service.tests.framework_kit import running_demo_upstream
 
 BIG = "big"  # a computed collection of the demo upstream: 1M records, no memory
@@ -323,6 +324,42 @@ def pss(group: list[psutil.Process]) -> int:
     return total
 
 
+def one_load(connector: Connector, body: bytes) -> tuple[list[socket.socket], list[int], int]:
+    """Sixteen feed readers that stop reading and four maximum batches, at once, while
+    /health is asked again and again: (the readers' sockets, every status, PSS loaded)."""
+    readers: list[socket.socket] = []
+    answers: list[int] = []
+
+    def stalled_reader() -> None:
+        sock = connect(connector.url, receive_buffer=4096)
+        sock.settimeout(60)
+        sock.sendall(f"GET /{BIG} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = sock.recv(4096)
+        readers.append(sock)
+        answers.append(int(head.split()[1]))
+        if answers[-1] == 503:
+            assert b"retry-after: 5" in head.lower()
+
+    def batch() -> None:
+        answer = requests.post(f"{connector.url}/nosuch", data=body, timeout=120)
+        answers.append(answer.status_code)
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"] == "5"
+
+    group = processes(connector.url)
+    with PeakRss(group) as peak, ThreadPoolExecutor(20) as pool:
+        jobs = [pool.submit(stalled_reader) for _ in range(16)]
+        jobs += [pool.submit(batch) for _ in range(4)]
+        while not all(job.done() for job in jobs):
+            assert quick(connector.url) < 5  # /health, throughout
+            time.sleep(0.2)  # pacing the checks, not waiting for anything
+        for job in jobs:
+            job.result()
+        loaded = pss(group)
+    assert peak.peak <= 128 * MB, f"peak RSS {peak.peak / MB:.0f} MB"
+    return readers, answers, loaded
+
+
 def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_back(
     big_upstream, connector_factory
 ):
@@ -338,42 +375,14 @@ def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_b
     before = pss(group)
     after_each = []
     for load in range(2):
-        readers: list[socket.socket] = []
-        answers: list[int] = []
-
-        def stalled_reader() -> None:
-            sock = connect(connector.url, receive_buffer=4096)
-            sock.settimeout(60)
-            sock.sendall(f"GET /{BIG} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            head = sock.recv(4096)
-            readers.append(sock)
-            answers.append(int(head.split()[1]))
-            if answers[-1] == 503:
-                assert b"retry-after: 5" in head.lower()
-
-        def batch() -> None:
-            answer = requests.post(f"{connector.url}/nosuch", data=body, timeout=120)
-            answers.append(answer.status_code)
-            if answer.status_code == 503:
-                assert answer.headers["Retry-After"] == "5"
-
-        with PeakRss(group) as peak, ThreadPoolExecutor(20) as pool:
-            jobs = [pool.submit(stalled_reader) for _ in range(16)]
-            jobs += [pool.submit(batch) for _ in range(4)]
-            while not all(job.done() for job in jobs):
-                assert quick(connector.url) < 5  # /health, throughout
-                time.sleep(0.2)  # pacing the checks, not waiting for anything
-            for job in jobs:
-                job.result()
-            loaded = pss(group)
+        readers, answers, loaded = one_load(connector, body)
         assert 200 in answers and set(answers) <= {200, 502, 503}, answers
         assert loaded <= 128 * MB, f"load {load}: {loaded / MB:.0f} MB (PSS) with every client in"
-        assert peak.peak <= 128 * MB, f"load {load}: peak RSS {peak.peak / MB:.0f} MB"
-        trims = connector.log_text().count("free memory given back")
+        given_back = connector.log_text().count("free memory given back")
         for sock in readers:
             sock.close()
         wait_for(
-            lambda: connector.log_text().count("free memory given back") > trims,
+            lambda count=given_back: connector.log_text().count("free memory given back") > count,
             60,
             "the worker gives its memory back once the clients have gone",
         )
