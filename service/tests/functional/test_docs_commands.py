@@ -66,6 +66,10 @@ ELSEWHERE = {
     "python3 -m service.tools.rename acme-crm --dry-run": (
         "unit/test_rename_rules.py::test_a_dry_run_changes_nothing"
     ),
+    # Its test kit starts it with these options (ports from the OS): every test of it.
+    ".venv/bin/python -m service.tools.hostile_upstream --port 8800 --other-port 8801 --token T --client-id ID --client-secret SECRET --expires-in 3600": (
+        "hostile_kit.py::hostile_server"
+    ),
     # When a Docker engine answers (the fork's CI has a job for them).
     "docker-compose up --build -d": f"{ENGINE}::compose_up",
     "docker-compose build": f"{ENGINE}::compose_up",
