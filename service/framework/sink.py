@@ -21,8 +21,9 @@ retry of the same request is accepted.
 Memory: a parsed batch of small entities takes 20 to 60 times its text, so a batch is
 never parsed whole. The body is kept as text and walked one entity at a time, once to
 validate it, then again to write it; what is kept per entity is a hash and a flag. The
-bodies one worker holds at once are bounded (``SINK_BYTES_IN_FLIGHT``): a batch that does
-not fit waits for room, then gets 503 with ``Retry-After``, which Sesam retries; the
+bodies one worker holds at once are bounded (``WORKER_MEMORY_BUDGET``, shared with the
+feeds: ``service.framework.memory``): a batch that does not fit waits for room, then gets
+503 with ``Retry-After``, which Sesam retries; the
 transform (``service.framework.transform``) reads its bodies the same way, within the same
 budget (``Bodies``). The walk uses the standard library's decoder one entity at a time
 (orjson has no incremental decoder; ``parse_body``, for tests and tools, uses it whole).

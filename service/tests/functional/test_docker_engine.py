@@ -26,12 +26,14 @@ import requests
 from service.tests.framework_kit import ROOT
 from service.tests.framework_kit import UPSTREAM_TOKEN
 from service.tests.framework_kit import running_demo_upstream
+from service.tests.loads import MB
+from service.tests.loads import slow_feeds_beside_maximum_batches
+from service.tests.loads import small_entities_batch
 from service.tools.dev import default_collection
 from service.tools.servers import free_port
 
 ENGINE_TOOL = ROOT.parent / "shared" / "tools" / "docker-engine"
 COMPOSE_PORTS = (5000, 8000)  # docker-compose.yml: the connector's and the upstream's
-MB = 1024 * 1024
 CGROUP_V2_LIMIT = "/sys/fs/cgroup/memory.max"
 CGROUP_V1_LIMIT = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 
@@ -232,6 +234,28 @@ def test_the_runtime_image_is_healthy_under_128_mb_with_a_big_feed_and_a_big_bat
         state = inspect(cid)["State"]
         assert state["Running"] and not state["OOMKilled"], state
         assert requests.get(f"{url}/health", timeout=10).status_code == 200
+
+
+def test_under_128_mb_slow_feeds_beside_maximum_batches_are_served_or_refused_never_killed(
+    runtime_image, synthetic_upstream
+):
+    """Issue 18's load in Sesam's default container: sixteen feed readers that stop
+    reading and four batches of the largest size at once. What fits in the worker's
+    memory budget is served, the rest gets 503 with Retry-After; /health answers
+    throughout; the container is never OOM-killed, and answers afterwards."""
+    with container(runtime_image, synthetic_upstream, "--memory", "128m") as (cid, url):
+        wait_for(lambda: _answers(url), 60, "the connector answers")
+        body = small_entities_batch(8 * MB)
+        stalled, answers = slow_feeds_beside_maximum_batches(url, "/big", body)
+        try:
+            state = inspect(cid)["State"]
+            assert state["Running"] and not state["OOMKilled"], state
+            assert 200 in answers and set(answers) <= {200, 502, 503}, answers
+        finally:
+            for sock in stalled:
+                sock.close()
+        wait_for(lambda: _answers(url), 60, "the connector answers after the load")
+        assert not inspect(cid)["State"]["OOMKilled"]
 
 
 def test_sigterm_ends_a_stream_cleanly(runtime_image, synthetic_upstream):

@@ -98,7 +98,7 @@ def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(connector_
 
 def test_a_declared_length_over_the_limit_is_413_at_once_without_the_body(connector_factory):
     """Refused on its Content-Length, before any byte of the body is read and before it
-    waits for room: a gigabyte declared is not held against SINK_BYTES_IN_FLIGHT (that
+    waits for room: a gigabyte declared is not held against WORKER_MEMORY_BUDGET (that
     would be a 503 after the admission wait, and Sesam would send it again)."""
     connector = connector_factory(SINK_MAX_BODY_BYTES="2000")
     head = (

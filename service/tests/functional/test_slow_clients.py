@@ -17,12 +17,15 @@ import psutil
 import pytest
 import requests
 
-from service.tests.framework_kit import Connector
 from service.tests.framework_kit import running_demo_upstream
+from service.tests.loads import MB
+from service.tests.loads import connect
+from service.tests.loads import quick
+from service.tests.loads import slow_feeds_beside_maximum_batches
+from service.tests.loads import small_entities_batch
 
 BIG = "big"  # a computed collection of the demo upstream: 1M records, no memory
 BIG_SIZE = 1_000_000
-MB = 1024 * 1024
 DEFAULTS = {"WORKERS": "", "THREADS": "", "UPSTREAM_PAGE_SIZE": "1000"}  # "": the default
 POOL = 32  # THREADS' default: the worker's thread pool
 
@@ -89,24 +92,6 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def quick(url: str) -> float:
-    """Seconds for /health, over a new connection."""
-    started = time.monotonic()
-    response = requests.get(f"{url}/health", timeout=10)
-    assert response.status_code == 200
-    return time.monotonic() - started
-
-
-def connect(url: str, receive_buffer: int | None = None) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    if receive_buffer is not None:  # before connecting, so the window stays small
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.settimeout(30)
-    sock.connect((host, int(port)))
-    return sock
 
 
 def client_ports(worker: psutil.Process) -> set[int]:
@@ -220,21 +205,6 @@ def dechunk(body: bytes) -> bytes:
 # --- memory --------------------------------------------------------------------------------
 
 
-def small_entities_batch(limit: int) -> bytes:
-    """The largest batch of small entities that fits ``limit`` bytes."""
-    parts = []
-    size = 2
-    index = 0
-    while True:
-        entity = f'{{"_id":"e-{index:07d}","v":{index}}}'
-        if size + len(entity) + 1 > limit:
-            break
-        parts.append(entity)
-        size += len(entity) + 1
-        index += 1
-    return ("[" + ",".join(parts) + "]").encode()
-
-
 def test_four_maximum_batches_at_once_stay_inside_128_mb(upstream, connector_factory):
     """4 concurrent bodies of SINK_MAX_BODY_BYTES (8 MiB, about 250,000 small entities
     each): the master and worker stay under 128 MB together. Each batch is read, checked
@@ -324,42 +294,6 @@ def pss(group: list[psutil.Process]) -> int:
     return total
 
 
-def one_load(connector: Connector, body: bytes) -> tuple[list[socket.socket], list[int], int]:
-    """Sixteen feed readers that stop reading and four maximum batches, at once, while
-    /health is asked again and again: (the readers' sockets, every status, PSS loaded)."""
-    readers: list[socket.socket] = []
-    answers: list[int] = []
-
-    def stalled_reader() -> None:
-        sock = connect(connector.url, receive_buffer=4096)
-        sock.settimeout(60)
-        sock.sendall(f"GET /{BIG} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        head = sock.recv(4096)
-        readers.append(sock)
-        answers.append(int(head.split()[1]))
-        if answers[-1] == 503:
-            assert b"retry-after: 5" in head.lower()
-
-    def batch() -> None:
-        answer = requests.post(f"{connector.url}/nosuch", data=body, timeout=120)
-        answers.append(answer.status_code)
-        if answer.status_code == 503:
-            assert answer.headers["Retry-After"] == "5"
-
-    group = processes(connector.url)
-    with PeakRss(group) as peak, ThreadPoolExecutor(20) as pool:
-        jobs = [pool.submit(stalled_reader) for _ in range(16)]
-        jobs += [pool.submit(batch) for _ in range(4)]
-        while not all(job.done() for job in jobs):
-            assert quick(connector.url) < 5  # /health, throughout
-            time.sleep(0.2)  # pacing the checks, not waiting for anything
-        for job in jobs:
-            job.result()
-        loaded = pss(group)
-    assert peak.peak <= 128 * MB, f"peak RSS {peak.peak / MB:.0f} MB"
-    return readers, answers, loaded
-
-
 def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_back(
     big_upstream, connector_factory
 ):
@@ -375,7 +309,10 @@ def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_b
     before = pss(group)
     after_each = []
     for load in range(2):
-        readers, answers, loaded = one_load(connector, body)
+        with PeakRss(group) as peak:
+            readers, answers = slow_feeds_beside_maximum_batches(connector.url, f"/{BIG}", body)
+            loaded = pss(group)
+        assert peak.peak <= 128 * MB, f"load {load}: peak RSS {peak.peak / MB:.0f} MB"
         assert 200 in answers and set(answers) <= {200, 502, 503}, answers
         assert loaded <= 128 * MB, f"load {load}: {loaded / MB:.0f} MB (PSS) with every client in"
         given_back = connector.log_text().count("free memory given back")

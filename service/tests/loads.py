@@ -1,0 +1,84 @@
+"""Loads the framework's tests put on a running connector: clients that read slowly or
+not at all, bodies of the largest size, /health asked throughout. Shared by the memory
+tests on loopback (test_slow_clients.py) and in a container (test_docker_engine.py)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+MB = 1024 * 1024
+
+
+def quick(url: str) -> float:
+    """Seconds for /health, over a new connection."""
+    started = time.monotonic()
+    response = requests.get(f"{url}/health", timeout=10)
+    assert response.status_code == 200
+    return time.monotonic() - started
+
+
+def connect(url: str, receive_buffer: int | None = None) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if receive_buffer is not None:  # before connecting, so the window stays small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(30)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def small_entities_batch(limit: int) -> bytes:
+    """The largest batch of small entities that fits ``limit`` bytes."""
+    parts = []
+    size = 2
+    index = 0
+    while True:
+        entity = f'{{"_id":"e-{index:07d}","v":{index}}}'
+        if size + len(entity) + 1 > limit:
+            break
+        parts.append(entity)
+        size += len(entity) + 1
+        index += 1
+    return ("[" + ",".join(parts) + "]").encode()
+
+
+def slow_feeds_beside_maximum_batches(
+    url: str, feed: str, body: bytes, *, readers: int = 16, batches: int = 4
+) -> tuple[list[socket.socket], list[int]]:
+    """Issue 18's load: ``readers`` clients that ask for ``feed`` and stop reading after
+    its first bytes, and ``batches`` sink requests of ``body`` (to a collection the
+    upstream does not have), all at once, while /health is asked again and again and must
+    answer within 5 s. Answers (the stalled readers' sockets, still open; every status).
+    A 503 must carry Retry-After."""
+    stalled: list[socket.socket] = []
+    answers: list[int] = []
+
+    def stalled_reader() -> None:
+        sock = connect(url, receive_buffer=4096)
+        sock.settimeout(60)
+        sock.sendall(f"GET {feed} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = sock.recv(4096)
+        stalled.append(sock)
+        answers.append(int(head.split()[1]))
+        if answers[-1] == 503:
+            assert b"retry-after: 5" in head.lower()
+
+    def batch() -> None:
+        answer = requests.post(f"{url}/nosuch", data=body, timeout=120)
+        answers.append(answer.status_code)
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"] == "5"
+
+    with ThreadPoolExecutor(readers + batches) as pool:
+        jobs = [pool.submit(stalled_reader) for _ in range(readers)]
+        jobs += [pool.submit(batch) for _ in range(batches)]
+        while not all(job.done() for job in jobs):
+            assert quick(url) < 5  # /health, throughout
+            time.sleep(0.2)  # pacing the checks, not waiting for anything
+        for job in jobs:
+            job.result()
+    return stalled, answers
