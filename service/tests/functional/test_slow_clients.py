@@ -301,8 +301,8 @@ def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_b
     sink batches of the largest size at once (master and worker went to 183 MB, and stayed
     at 146 MB). The worker's memory budget admits what fits and answers the rest 503 with
     Retry-After; /health answers throughout; master and worker stay within 128 MB; and
-    once the clients are gone the memory comes back, to a level a second load does not
-    raise (the allocator's free pages are given back)."""
+    once the clients are gone the memory comes back, after each load (the cycles broken
+    requests leave are collected and the allocator's free pages given back)."""
     connector = connector_factory(UPSTREAM_URL=big_upstream, **DEFAULTS)
     group = processes(connector.url)
     body = small_entities_batch(8 * MB)
@@ -323,8 +323,10 @@ def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_b
             60,
             "the worker gives its memory back once the clients have gone",
         )
-        after_each.append(pss(group))
+        after_each.append((loaded, pss(group)))
         assert quick(connector.url) < 2
-    first, second = after_each
-    assert first <= before + 40 * MB, f"{before / MB:.0f} MB before, {first / MB:.0f} MB after"
-    assert second <= first + 8 * MB, f"a second load kept more: {first / MB:.0f}, {second / MB:.0f}"
+    for loaded, after in after_each:
+        # Without the idle worker's collection and trim, nothing came back (about 79 MB
+        # loaded, 79 MB after); with them, 12 to 24 MB of it does, the same after each load.
+        assert after <= loaded - 8 * MB, f"{loaded / MB:.0f} MB loaded, {after / MB:.0f} after"
+        assert after <= before + 40 * MB, f"{before / MB:.0f} MB before, {after / MB:.0f} after"
