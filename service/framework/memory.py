@@ -88,11 +88,21 @@ class MemoryBudget:
         self._room = threading.Condition()
         self._trim = _malloc_trim()
 
-    def enter(self, what: str, *, base: int = 0, holds: int = 1, learn: bool = False) -> Ledger:
-        """A ledger for one request, holding a slot and ``base`` (a body): 503 at once when
-        every slot is taken, after a wait when the base does not fit. ``Ledger.close()``
-        gives both back. ``learn``: a feed, whose answers tell the next feed what to
-        reserve before its first (``feed_answer``)."""
+    def enter(
+        self,
+        what: str,
+        *,
+        base: int = 0,
+        holds: int = 1,
+        allowance: int = 0,
+        learn: bool = False,
+    ) -> Ledger:
+        """A ledger for one request, holding a slot, its ``base`` (a body) and ``holds``
+        answers of ``allowance`` bytes each: 503 at once when every slot is taken, after a
+        wait when that does not fit. Reserved up front, so that a request rarely grows
+        while it holds memory (two that each wait for the other's room would both wait in
+        vain). ``Ledger.close()`` gives all back. ``learn``: a feed, whose answers tell the
+        next feed what to reserve (``feed_answer``)."""
         with self._room:
             if self.busy >= self.slots:
                 raise self.busy_error(
@@ -100,17 +110,20 @@ class MemoryBudget:
                 )
             self.busy += 1
         ledger = Ledger(self, what, base=base, holds=holds, learn=learn)
+        ledger.largest = allowance
         try:
-            ledger.need(base)
+            ledger.need(base + holds * allowance)
         except BaseException:
             ledger.close()
             raise
         return ledger
 
     @contextlib.contextmanager
-    def admit(self, what: str, *, base: int = 0, holds: int = 1) -> Iterator[Ledger]:
+    def admit(
+        self, what: str, *, base: int = 0, holds: int = 1, allowance: int = 0
+    ) -> Iterator[Ledger]:
         """``enter``, with the ledger current in this context while the block runs."""
-        ledger = self.enter(what, base=base, holds=holds)
+        ledger = self.enter(what, base=base, holds=holds, allowance=allowance)
         try:
             with using(ledger):
                 yield ledger

@@ -244,9 +244,10 @@ class Settings:
         "FEED_SETTLE_SECONDS",
         seconds_or_zero,
         default="0",
-        meaning="Hold back records changed in the last this many seconds (by this "
-        "connector's clock) until a later run: for upstreams whose times are coarse or "
-        "whose writes can land with a time already read. 0: off.",
+        meaning="Records changed in the last this many seconds (by this connector's clock) "
+        "are delivered with a provisional _updated, and the next run asks again from the "
+        "start of that window: for upstreams whose times are coarse or whose writes can "
+        "land with a time already read. 0: off.",
     )
     sink_max_body_bytes: int = setting(
         "SINK_MAX_BODY_BYTES",
@@ -304,10 +305,12 @@ class Settings:
         """Rules across settings; a subclass adds its own and calls this one."""
         if bool(self.auth_username) != bool(self.auth_password):
             raise ConfigError("AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither")
-        if self.worker_memory_budget < BODY_COST * self.sink_max_body_bytes:
+        largest = BODY_COST * self.sink_max_body_bytes + self.sink_concurrency * ANSWER_ALLOWANCE
+        if self.worker_memory_budget < largest:
             raise ConfigError(
-                f"WORKER_MEMORY_BUDGET must be at least {BODY_COST} times SINK_MAX_BODY_BYTES: "
-                "a batch of the largest size must fit"
+                f"WORKER_MEMORY_BUDGET must be at least {BODY_COST} times SINK_MAX_BODY_BYTES "
+                f"and {ANSWER_ALLOWANCE >> 10} KiB per SINK_CONCURRENCY ({largest} bytes): a "
+                "batch of the largest size must fit"
             )
 
 
@@ -323,6 +326,10 @@ RENAMED = {
 }
 #: What a sink or transform body costs in ``WORKER_MEMORY_BUDGET``, per byte.
 BODY_COST = 3
+#: What a sink or transform batch reserves for each upstream answer it may hold at once
+#: (``SINK_CONCURRENCY`` of them), beside its body: an upstream's answer to a write, or a
+#: record a transform reads, parsed. A larger one makes the reservation grow.
+ANSWER_ALLOWANCE = 65536
 
 
 def variables(settings_class: type[Settings]) -> tuple[Variable, ...]:

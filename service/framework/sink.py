@@ -80,6 +80,7 @@ from service.framework.sequences import SequenceStore
 from service.framework.sequences import SyncParams
 from service.framework.sequences import Verdict
 from service.framework.sequences import parse_params
+from service.framework.settings import ANSWER_ALLOWANCE
 from service.framework.settings import BODY_COST
 from service.framework.settings import Settings
 from service.framework.upstream import REFUSED_STATUSES
@@ -596,9 +597,11 @@ class Bodies:
         """Room for this request in the budget, held while the batch is handled: a 413 at
         once for a declared length over the limit, else a wait, then a 503. Its body
         counts ``BODY_COST`` times its size, and the upstream's answers to its requests
-        (``SINK_CONCURRENCY`` at once) count as they come."""
+        (``SINK_CONCURRENCY`` at once) ``ANSWER_ALLOWANCE`` each, or more as they come."""
         size = self.body_size()
-        return self.budget.admit(what, base=BODY_COST * size, holds=self.concurrency)
+        return self.budget.admit(
+            what, base=BODY_COST * size, holds=self.concurrency, allowance=ANSWER_ALLOWANCE
+        )
 
     def too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(

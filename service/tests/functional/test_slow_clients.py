@@ -240,7 +240,7 @@ def test_batches_that_fit_together_are_handled_together(upstream, connector_fact
     """The bound is bytes, not batches: Sesam's usual small batches never wait (with threads
     enough for them: each takes one, and a worker keeps one free for /health)."""
     connector = connector_factory(
-        WORKER_MEMORY_BUDGET="1048576", SINK_MAX_BODY_BYTES="50000", THREADS="16"
+        WORKER_MEMORY_BUDGET=str(8 * MB), SINK_MAX_BODY_BYTES="50000", THREADS="16"
     )
     upstream.create("together")
     answers: list[requests.Response] = []

@@ -173,12 +173,28 @@ def test_waiting_requests_are_woken_when_room_is_given_back(monkeypatch):
     thread.join(30)
 
 
-def test_the_budget_must_hold_a_batch_of_the_largest_size():
+def test_the_budget_must_hold_a_batch_of_the_largest_size_and_its_answers():
+    largest = {"SINK_MAX_BODY_BYTES": str(MB), "SINK_CONCURRENCY": "8"}
     with pytest.raises(ConfigError, match="WORKER_MEMORY_BUDGET must be at least 3 times"):
-        load_settings(
-            Settings, {"WORKER_MEMORY_BUDGET": str(3 * MB), "SINK_MAX_BODY_BYTES": str(MB + 1)}
-        )
-    load_settings(Settings, {"WORKER_MEMORY_BUDGET": str(3 * MB), "SINK_MAX_BODY_BYTES": str(MB)})
+        load_settings(Settings, {**largest, "WORKER_MEMORY_BUDGET": str(3 * MB + 8 * 65536 - 1)})
+    load_settings(Settings, {**largest, "WORKER_MEMORY_BUDGET": str(3 * MB + 8 * 65536)})
+
+
+def test_a_batch_reserves_its_answers_up_front_so_two_never_wait_for_each_other(monkeypatch):
+    """Two batches that each held half the budget and then each needed a little more for
+    the upstream's answers waited for each other until both got 503 (seen in a 128 MB
+    container). With the answers reserved at admission, the second waits before it holds
+    anything, and the first goes on."""
+    monkeypatch.setattr(memory, "ADMISSION_WAIT_SECONDS", 0.2)
+    budget = MemoryBudget(2 * 3 * MB, slots=4)
+    first = budget.enter("a batch", base=3 * MB, holds=8, allowance=65536)
+    assert first.reserved == 3 * MB + 8 * 65536
+    with pytest.raises(MemoryBusy):
+        budget.enter("another batch", base=3 * MB, holds=8, allowance=65536)
+    memory.bind(first)
+    memory.charge_answer(60000)  # within the allowance: no growth, no wait
+    assert first.reserved == 3 * MB + 8 * 65536
+    first.close()
 
 
 def test_the_old_sink_budget_stops_the_start_naming_the_new_one():
