@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import dataclasses
 import functools
 import logging
 import math
@@ -58,6 +59,7 @@ from service.framework.errors import ClientGone
 from service.framework.errors import UpstreamContractError
 from service.framework.memory import FEED_ANSWERS_HELD
 from service.framework.memory import MemoryBudget
+from service.framework.positions import TIMESTAMP
 from service.framework.positions import Positions
 from service.framework.positions import Timestamp
 from service.framework.positions import utc_text
@@ -92,11 +94,46 @@ def _not_a_position(
     )
 
 
+#: Between a provisional token's cutoff and the record's own token (see ``Since``): "!"
+#: sorts below every character a token holds, and appears in none.
+PROVISIONAL = "!"
+
+
+@dataclasses.dataclass(frozen=True)
+class Since:
+    """A ``since`` as the feed resumes from it.
+
+    ``token``: what Sesam has; a record whose token is not after it is not delivered
+    again. A provisional token (``<cutoff>~!<token>``, handed out for a record still within
+    the settle window, see ``settled_until``) also carries ``settled_from``, the cutoff it
+    was handed out with: a record that has settled since, at a time after that cutoff, is
+    delivered again, so that a record written late into that window is not lost.
+    """
+
+    token: str
+    settled_from: str | None = None
+
+    @property
+    def floor(self) -> str:
+        """Settled records not after this are skipped."""
+        return self.settled_from or self.token
+
+
 def parse_since(since: str, positions: Positions) -> tuple[Any, ...]:
-    """The typed values of a ``since``: a token of this feed, or its first parts (a bare
-    timestamp, from an operator resetting a pipe by hand, means "from that time on")."""
+    """The typed values of a ``since``, as the upstream is asked from them: a token of
+    this feed, or its first parts (a bare timestamp, from an operator resetting a pipe by
+    hand, means "from that time on"); for a provisional token, its cutoff's."""
+    cutoff, marked, token = since.partition("~" + PROVISIONAL)
     try:
-        return positions.decode(since)
+        if not marked:
+            return positions.decode(since)
+        if not isinstance(positions.parts[0], Timestamp):
+            raise ValueError("this feed hands out no provisional tokens")
+        TIMESTAMP.decode(cutoff, 0, True)  # the cutoff: a timestamp in the canonical form
+        if len(cutoff) != TIMESTAMP.width:
+            raise ValueError("a provisional token's cutoff must be a timestamp")
+        positions.decode(token)  # the record's own token: one of this feed's
+        return positions.decode(cutoff)
     except ValueError as error:
         raise ValueError(
             f"since must be an _updated value from this feed ({positions.describe()}), "
@@ -104,9 +141,19 @@ def parse_since(since: str, positions: Positions) -> tuple[Any, ...]:
         ) from None
 
 
+def resume(since: str) -> Since:
+    """How the feed resumes from a ``since`` that ``parse_since`` took."""
+    cutoff, marked, token = since.partition("~" + PROVISIONAL)
+    return Since(token, cutoff + "~") if marked else Since(since)
+
+
 def settled_until(positions: Positions, settle_seconds: float) -> str | None:
-    """With a settle window, the greatest token the feed may hand out now: records whose
-    time is within the window are held back until a later run (``FEED_SETTLE_SECONDS``)."""
+    """With a settle window, the greatest token of a record that has settled: one whose
+    time is within the window (``FEED_SETTLE_SECONDS``) may still have company written late
+    into its instant. Such a record is delivered now, with a provisional token
+    (``<cutoff>~!<its token>``): it sorts after every settled one, so Sesam's next
+    ``since`` is one, and the feed then asks the upstream again from the cutoff, and
+    delivers again every record settled since, the late ones with them."""
     if settle_seconds <= 0 or not isinstance(positions.parts[0], Timestamp):
         return None
     cutoff = datetime.now(UTC) - timedelta(seconds=settle_seconds)
@@ -124,7 +171,7 @@ def parse_limit(limit: str | None) -> int | None:
 def entity_chunks(
     pages: Iterable[list[dict[str, Any]]],
     *,
-    since: str | None,
+    since: str | Since | None,
     limit: int | None,
     position: Callable[[dict[str, Any]], tuple[Any, ...]],
     to_entity: Callable[[dict[str, Any]], dict[str, Any]],
@@ -136,9 +183,9 @@ def entity_chunks(
     max_empty_pages: int = 20,
 ) -> Iterator[bytes]:
     """One JSON text (UTF-8 bytes) per upstream page: its entities, comma-separated, no
-    brackets. With ``until`` (``settled_until``), the feed ends before the first record
-    past it; with ``ordered`` false (a full-runs-only feed), the upstream's order is not
-    checked, but a page sent again is.
+    brackets. With ``until`` (``settled_until``), a record past it is delivered with a
+    provisional token; with ``ordered`` false (a full-runs-only feed), the upstream's order
+    is not checked, but a page sent again is.
 
     One pass per page, the least Python per record: its position, its token, the order
     checks, ``to_entity``; then one encoding of the page's entities (``jsontext.dumps``).
@@ -147,6 +194,16 @@ def entity_chunks(
     Pure: no Flask, no sockets, so it is unit-tested directly.
     """
     seen: str | None = None  # the greatest token the upstream sent, delivered or not
+    if isinstance(since, str):
+        since = resume(since)
+    floor = since.floor if since is not None else None
+    after = since.token if since is not None else None
+    if until is not None and floor is not None:
+        # A since at or after the cutoff (a clock set back, a window made shorter): its
+        # instant counts as settled, or a provisional token could sort before it.
+        until = max(until, floor[: TIMESTAMP.width] + "~")
+    mark = f"{until}{PROVISIONAL}"
+    stats.setdefault("provisional", 0)
     remaining = limit
     first = True
     empty = 0
@@ -185,14 +242,17 @@ def entity_chunks(
                             f"after {seen} (page {number}; a page sent again is a loop)"
                         )
                     seen = token
-                if since is not None and token <= since:
+                if floor is not None and token <= floor:
                     continue  # delivered already: the upstream's since is inclusive
-                if until is not None and token > until:
-                    stats["held_back"] = 1
-                    remaining = 0  # too recent to be final: the next run delivers it
-                    break
+                if until is not None and token > until:  # within the settle window
+                    if after is not None and token <= after:
+                        continue  # delivered already, provisionally
+                    stats["provisional"] += 1
+                    updated = mark + token
+                else:
+                    updated = token
                 entity = to_entity(record)
-                entity["_updated"] = token
+                entity["_updated"] = updated
                 append(entity)
                 if remaining is not None:
                     remaining -= 1
@@ -393,20 +453,21 @@ def register_feed(app: Flask, adapter: Adapter, budget: MemoryBudget) -> None:
 
 def read_query(
     adapter: Adapter, collection: str
-) -> tuple[tuple[Any, ...] | None, str | None, int | None]:
-    """The request's ``since`` and ``limit``: (since's typed values, since, the limit)."""
-    try:
-        since = request.args.get("since") or None
-        values = parse_since(since, adapter.positions) if since is not None else None
-        limit = parse_limit(request.args.get("limit"))
-    except ValueError as error:
-        raise BadRequest(str(error)) from None
-    if since is not None and not adapter.supports_since:
+) -> tuple[tuple[Any, ...] | None, Since | None, int | None]:
+    """The request's ``since`` and ``limit``: (the typed values the upstream is asked
+    from, how the feed resumes, the limit)."""
+    text = request.args.get("since") or None
+    if text is not None and not adapter.supports_since:
         raise BadRequest(
             f"the {collection} feed does full runs only (its upstream cannot be read in "
             "position order): set supports_since to false on the pipe's json source"
         )
-    return values, since, limit
+    try:
+        values = parse_since(text, adapter.positions) if text else None
+        limit = parse_limit(request.args.get("limit"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    return values, resume(text) if text else None, limit
 
 
 def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
@@ -414,13 +475,18 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
     require_collection(adapter, collection)
     positions = adapter.positions
     since_values, since, limit = read_query(adapter, collection)
-    stats = {"entities": 0}
+    request_since = request.args.get("since") or None
+    stats = {"entities": 0, "provisional": 0}
     started = time.monotonic()
-    ledger = budget.enter(f"the feed of {collection}", holds=FEED_ANSWERS_HELD, learn=True)
+    ledger = budget.enter(
+        f"the feed of {collection}",
+        holds=FEED_ANSWERS_HELD,
+        allowance=budget.feed_answer,  # as much as the last feed's pages took
+        learn=True,
+    )
     scope = deadlines.Deadline(math.inf, f"the feed of {collection}")
     gone = client_gone(request.environ.get("gunicorn.socket"))
     try:
-        ledger.need(FEED_ANSWERS_HELD * budget.feed_answer)
         context = contextvars.copy_context()
         context.run(_enter, ledger, scope)
         upstream_pages = Prefetched(
@@ -437,7 +503,11 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
         to_entity=adapter.to_entity,
         stats=stats,
         positions=positions,
-        until=settled_until(positions, adapter.settings.feed_settle_seconds),
+        until=(
+            settled_until(positions, adapter.settings.feed_settle_seconds)
+            if adapter.supports_since  # a full-runs-only feed has no since to protect
+            else None
+        ),
         ordered=adapter.supports_since,
         max_record_bytes=adapter.settings.upstream_max_record_bytes,
         max_empty_pages=adapter.max_empty_pages,
@@ -484,11 +554,12 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
         finally:
             stop(f"the feed ended: {outcome}")
             log.info(
-                "feed %s since=%s limit=%s entities=%d seconds=%.3f %s",
+                "feed %s since=%s limit=%s entities=%d provisional=%d seconds=%.3f %s",
                 collection,
-                since,
+                request_since,
                 limit,
                 stats["entities"],
+                stats["provisional"],
                 time.monotonic() - started,
                 outcome,
             )

@@ -6,12 +6,10 @@ from __future__ import annotations
 import random
 from datetime import UTC
 from datetime import datetime
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from service.framework.feed import entity_chunks
 from service.framework.feed import settled_until
 from service.framework.positions import EPOCH_MILLIS
 from service.framework.positions import EPOCH_SECONDS
@@ -20,7 +18,6 @@ from service.framework.positions import NUMBER
 from service.framework.positions import TEXT
 from service.framework.positions import TIMESTAMP
 from service.framework.positions import Positions
-from service.framework.positions import utc_text
 
 TEXTS = ["a", "ab", "abc", "b", "a b", "é", "日本", "😀", "\uffff", "~", "0", "A"]
 INTEGERS = [-(10**300), -1000, -17, -10, -9, -2, -1, 0, 1, 2, 9, 10, 17, 1000, 10**300]
@@ -179,29 +176,7 @@ def records_at(times):
     return [{"id": f"r{n}", "updated_at": t} for n, t in enumerate(times)]
 
 
-def test_the_settle_window_holds_back_what_is_too_recent_and_keeps_the_rest_in_order():
-    positions = Positions((TIMESTAMP, TEXT))
-    now = datetime.now(UTC).timestamp()
-    old = utc_text(datetime.fromtimestamp(now - 60, UTC))
-    recent = utc_text(datetime.fromtimestamp(now - 1, UTC))
-    stats = {"entities": 0}
-    chunks = entity_chunks(
-        [records_at([old, old]), records_at([recent])],
-        since=None,
-        limit=None,
-        position=lambda r: (r["updated_at"], r["id"]),
-        to_entity=lambda r: {"_id": r["id"]},
-        stats=stats,
-        positions=positions,
-        until=settled_until(positions, 30),
-    )
-    assert b"".join(chunks).count(b'"_id"') == 2
-    assert stats["held_back"] == 1
-    assert settled_until(positions, 0) is None
-    assert settled_until(Positions((INTEGER,)), 30) is None  # no time to settle on
-
-
-def test_a_settle_window_of_one_second_holds_back_the_last_second():
+def test_a_settle_window_of_one_second_settles_all_but_the_last_second():
     positions = Positions((TIMESTAMP, TEXT))
     before = datetime.now(UTC).timestamp()
     until = settled_until(positions, 1)
@@ -209,51 +184,3 @@ def test_a_settle_window_of_one_second_holds_back_the_last_second():
     assert until is not None
     cutoff = datetime.fromisoformat(until.removesuffix("~")).timestamp()
     assert before - 1 <= cutoff <= after - 1
-
-
-def test_a_record_at_the_cutoff_instant_is_delivered_and_the_next_microsecond_is_not():
-    positions = Positions((TIMESTAMP, TEXT))
-    until = settled_until(positions, 5)
-    cutoff = until.removesuffix("~")
-    later = utc_text(datetime.fromisoformat(cutoff) + timedelta(microseconds=1))
-    stats = {"entities": 0}
-    chunks = entity_chunks(
-        [records_at([cutoff, cutoff, later])],
-        since=None,
-        limit=None,
-        position=lambda r: (r["updated_at"], r["id"]),
-        to_entity=lambda r: {"_id": r["id"]},
-        stats=stats,
-        positions=positions,
-        until=until,
-    )
-    assert b"".join(chunks).count(b'"_id"') == 2
-    assert stats["held_back"] == 1
-
-
-def test_a_held_back_record_ends_the_reads_too():
-    """Records come in position order: after the first one too recent to deliver, every
-    later one is too, so the feed reads no further page."""
-    positions = Positions((TIMESTAMP, TEXT))
-    now = datetime.now(UTC).timestamp()
-    old = utc_text(datetime.fromtimestamp(now - 60, UTC))
-    recent = utc_text(datetime.fromtimestamp(now - 1, UTC))
-    pulled = []
-
-    def pages():
-        for number in range(5):
-            pulled.append(number)
-            yield records_at([old, recent] if number == 0 else [recent, recent])
-
-    chunks = entity_chunks(
-        pages(),
-        since=None,
-        limit=None,
-        position=lambda r: (r["updated_at"], r["id"]),
-        to_entity=lambda r: {"_id": r["id"]},
-        stats={"entities": 0},
-        positions=positions,
-        until=settled_until(positions, 30),
-    )
-    assert b"".join(chunks).count(b'"_id"') == 1
-    assert pulled == [0]
