@@ -470,6 +470,8 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
 
     try:
         head = next(chunks)  # the first upstream page, before any byte is sent
+        while not head:  # pages with nothing to send (behind since): still no byte sent
+            head = next(chunks)
     except StopIteration:
         head = None
     except BaseException:
