@@ -1,6 +1,6 @@
 """An upstream whose answers are too large, never end or hold what the connector cannot
 place (issue 18, items 1, 2 and 6), against the real server: the reference connector under
-gunicorn in front of the hostile upstream, with the defaults but for small pages.
+gunicorn in front of the hostile upstream, with the defaults but for pages of two records.
 
 Each test checks what Sesam gets (a 502 naming the bound or the record before the first
 byte, a broken stream after it), what the upstream saw (how much of its answer was taken,
@@ -44,7 +44,13 @@ def connector(
     hostile_server: HostileUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HostileConnector]:
     directory = tmp_path_factory.mktemp("answers")
-    with serving(hostile_server, directory, UPSTREAM_PAGE_SIZE=str(PAGE_SIZE)) as served:
+    with serving(
+        hostile_server,
+        directory,
+        UPSTREAM_PAGE_SIZE=str(PAGE_SIZE),
+        UPSTREAM_READ_TIMEOUT="",  # the defaults, not the kit's short ones
+        UPSTREAM_FEED_RETRY_BUDGET="",
+    ) as served:
         yield served
 
 
@@ -271,8 +277,9 @@ def test_when_sesam_hangs_up_mid_feed_the_upstream_read_stops_and_no_more_pages_
     hostile, connector
 ):
     """The next page is being read (here: the upstream holds it) when Sesam closes the
-    connection: the read is cut within a second or two, not at its deadline
-    (UPSTREAM_REQUEST_DEADLINE, 180 s here), and no page after it is asked for."""
+    connection: the read is cut within a second or two, not at a timeout
+    (UPSTREAM_READ_TIMEOUT, 60 s, and UPSTREAM_REQUEST_DEADLINE, 180 s: the defaults),
+    and no page after it is asked for."""
     hostile.seed("people", people(3 * PAGE_SIZE))
     hostile.set_rules(rule("hang", method="GET", prefix="/people", query="cursor="))
     mark = connector.mark()
