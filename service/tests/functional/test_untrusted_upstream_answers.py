@@ -35,8 +35,8 @@ pytest_plugins = ["service.tests.hostile_kit"]
 PAGE_SIZE = 2  # three records make two pages: a fault on a later page
 TIME = "2026-01-01T00:00:00.000000Z"
 # What the connector's memory may grow by while it refuses an answer: the answer limit
-# (UPSTREAM_MAX_ANSWER_BYTES, 8 MiB by default) and a piece of it, parsed or not, with room.
-GROWTH = 40 * MB
+# (UPSTREAM_MAX_ANSWER_BYTES, 8 MiB by default), a piece of it, and room.
+GROWTH = 32 * MB
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,10 @@ def test_a_gzip_bomb_is_a_502_naming_the_limit_and_memory_stays_far_below_128_mb
         feed = read_feed(connector.url, "people")
     assert feed.status == 502, feed.body[:300]
     assert "UPSTREAM_MAX_ANSWER_BYTES" in detail(feed)
-    assert memory.peak - memory.before < GROWTH, f"grew {(memory.peak - memory.before) / MB} MB"
-    assert memory.peak < 100 * MB, f"peak RSS {memory.peak / MB:.0f} MB"
+    # About 80 MB before and 95 MB at the peak here; before issue 18, about 2 GB.
+    shown = f"RSS {memory.before / MB:.0f} MB before, {memory.peak / MB:.0f} MB at the peak"
+    assert memory.peak - memory.before < GROWTH, shown
+    assert memory.peak < 110 * MB, shown
     assert requests_to(hostile, "GET") == 1  # refused, not asked again
 
 
