@@ -209,7 +209,7 @@ def entity_chunks(
     empty = 0
     recent: collections.deque[tuple[str, str]] = collections.deque(maxlen=RECENT_PAGES)
     encode = positions.encode
-    for number, page in enumerate(pages, 1):
+    for number, page in enumerate(_read_by_the_adapter(pages), 1):
         if not isinstance(page, list):
             raise UpstreamContractError(
                 f"page {number} of the upstream is a {type(page).__name__}, not a list of "
@@ -277,6 +277,26 @@ def entity_chunks(
             yield b""
         if remaining == 0:
             return
+
+
+def _read_by_the_adapter(pages: Iterable[T]) -> Iterator[T]:
+    """The adapter's pages. Its paging reads records too (a loop guard, a paging block,
+    places each page's last record) before the feed sees them: a record it cannot read
+    fails the run as the upstream's data does (502, or a broken stream), not as a 500."""
+    number = 1
+    try:
+        for page in pages:
+            yield page
+            number += 1
+    except DATA_ERRORS as error:
+        what = (
+            f"has no {error.args[0]!r}"
+            if isinstance(error, KeyError) and error.args
+            else f"{type(error).__name__}: {str(error)[:200]}"
+        )
+        raise UpstreamContractError(
+            f"the upstream's page {number} holds a record the adapter's paging cannot read: {what}"
+        ) from None
 
 
 def _bad_record(page: list[Any], number: int, record: Any, error: Any) -> UpstreamContractError:
@@ -520,6 +540,8 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
 
     try:
         head = next(chunks)  # the first upstream page, before any byte is sent
+        while not head:  # pages with nothing to send (behind since): still no byte sent
+            head = next(chunks)
     except StopIteration:
         head = None
     except BaseException:
