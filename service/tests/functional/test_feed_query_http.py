@@ -36,7 +36,14 @@ def test_an_empty_collection_is_an_empty_array_and_logged_as_ok(connector, upstr
         assert response.status_code == 200
         assert response.content == b"[]"
     log = connector.log_text()[before:]
-    assert len(re.findall(r"feed empty since=\S+ limit=\S+ entities=0 seconds=\S+ ok", log)) == 3
+    assert (
+        len(
+            re.findall(
+                r"feed empty since=\S+ limit=\S+ entities=0 provisional=0 seconds=\S+ ok", log
+            )
+        )
+        == 3
+    )
 
 
 def test_the_read_ahead_thread_ends_with_each_answer(upstream, tmp_path):
@@ -101,5 +108,7 @@ def test_an_adapter_that_yields_no_page_at_all_is_an_empty_array(tmp_path, caplo
         assert response.status_code == 200
         assert response.get_data() == b"[]"
     assert re.search(
-        r"feed bulk since=None limit=None entities=0 seconds=\S+ ok$", caplog.text, re.M
+        r"feed bulk since=None limit=None entities=0 provisional=0 seconds=\S+ ok$",
+        caplog.text,
+        re.M,
     )
