@@ -24,6 +24,8 @@ BIG_SIZE = 1_000_000
 MB = 1024 * 1024
 DEFAULTS = {"WORKERS": "", "THREADS": "", "UPSTREAM_PAGE_SIZE": "1000"}  # "": the default
 POOL = 32  # THREADS' default: the worker's thread pool
+# Each test measures time or memory (or loads the machine so that the others would): alone.
+pytestmark = pytest.mark.serial
 
 
 @pytest.fixture(scope="module")
