@@ -11,6 +11,7 @@ before ``.venv`` exists.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -33,10 +34,31 @@ class ServerError(RuntimeError):
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now (the OS picks it).
+
+    Between this answer and the server's bind, another process may be handed the same
+    port. Under pytest-xdist (``PYTEST_XDIST_WORKER``, ``PYTEST_XDIST_WORKER_COUNT``, which
+    the servers a test starts inherit), each worker takes only ports of its own share, so
+    that two workers of one run never race for one port: the port's half (bind() is handed
+    odd ports first, so halving keeps every share the same size) modulo the worker count.
+    """
+    worker, count = _worker_share()
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if (port // 2) % count == worker:
+            return port
+    raise ServerError(f"no free port in worker {worker}'s share of {count} after 1000 tries")
+
+
+def _worker_share() -> tuple[int, int]:
+    """This pytest-xdist worker's index and the number of workers; (0, 1) outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if name.startswith("gw") and name[2:].isdigit() and count.isdigit() and int(count) > 0:
+        return int(name[2:]) % int(count), int(count)
+    return 0, 1
 
 
 def listening(port: int, host: str = LOOPBACK) -> bool:

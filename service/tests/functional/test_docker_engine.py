@@ -58,6 +58,8 @@ pytestmark = [
     pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or ""),
     # building images and running the whole suite in a container outlast pytest.ini's 300 s
     pytest.mark.timeout(3600),
+    # compose's fixed ports (5000, 8000), the machine's one engine, a bound of 128 MB: alone
+    pytest.mark.serial,
 ]
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 # The connector's retry and timeout settings left at their defaults ("" reads as unset).
 DEFAULTS = {
     "UPSTREAM_FEED_RETRY_BUDGET": "",
@@ -31,6 +33,7 @@ def incremental(connector, collection, entities):
     )
 
 
+@pytest.mark.serial  # a bound on time: alone, so that no other test takes its CPU
 def test_a_sink_batch_against_a_dead_upstream_fails_within_15_seconds_by_default(
     connector_factory, upstream
 ):

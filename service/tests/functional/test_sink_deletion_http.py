@@ -114,6 +114,7 @@ def test_a_failure_while_listing_live_ids_is_a_502_and_the_retry_finishes(deleti
     assert sorted(upstream.live("people")) == sorted(PEOPLE[:18])
 
 
+@pytest.mark.serial  # its good path has a 0.3 s read timeout: alone, so that no test slows it
 def test_listing_live_ids_that_times_out_is_a_504(connector_factory, upstream):
     slow = connector_factory(
         FULL_SYNC_DELETE="true", UPSTREAM_READ_TIMEOUT="0.3", UPSTREAM_RETRIES="0"
@@ -134,6 +135,7 @@ def test_listing_live_ids_that_times_out_is_a_504(connector_factory, upstream):
 # --- writes that time out ------------------------------------------------------------------
 
 
+@pytest.mark.serial  # its good path has a 0.3 s read timeout: alone, so that no test slows it
 def test_writes_that_time_out_are_a_504_naming_them(connector_factory, upstream):
     slow = connector_factory(UPSTREAM_READ_TIMEOUT="0.3", UPSTREAM_RETRIES="0")
     sync = Sync(slow, "people")

@@ -28,6 +28,8 @@ BIG = "big"  # a computed collection of the demo upstream: 1M records, no memory
 BIG_SIZE = 1_000_000
 DEFAULTS = {"WORKERS": "", "THREADS": "", "UPSTREAM_PAGE_SIZE": "1000"}  # "": the default
 POOL = 32  # THREADS' default: the worker's thread pool
+# Each test measures time or memory (or loads the machine so that the others would): alone.
+pytestmark = pytest.mark.serial
 
 
 @pytest.fixture(scope="module")

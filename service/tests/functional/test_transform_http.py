@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 RECORD = "records:record"
@@ -64,6 +65,7 @@ def test_an_unknown_transform_is_a_404(connector, upstream):
     assert response.json()["error"] == "Not Found"
 
 
+@pytest.mark.serial  # a bound on time: alone, so that no other test takes its CPU
 def test_an_upstream_that_is_down_fails_the_batch_fast_naming_the_entities(connector, upstream):
     upstream.faults(storm={"status": 503, "count": 1_000_000, "retry_after": None})
     batch = [{"_id": f"p-{n}"} for n in range(1, 21)]

@@ -64,6 +64,7 @@ def detail(feed: Any) -> str:
 # --- answers larger than any page should be ----------------------------------------------
 
 
+@pytest.mark.serial  # measures the connector's memory: alone
 def test_a_gzip_bomb_is_a_502_naming_the_limit_and_memory_stays_far_below_128_mb(
     hostile, connector
 ):

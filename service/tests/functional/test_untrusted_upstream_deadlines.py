@@ -29,6 +29,8 @@ from service.tests.hostile_kit import HostileUpstream
 from service.tests.hostile_kit import rule
 
 pytest_plugins = ["service.tests.hostile_kit"]
+# Bounds on time, and forty feeds at once: alone, so that no other test takes their CPU.
+pytestmark = pytest.mark.serial
 
 REQUEST_DEADLINE = 2  # UPSTREAM_REQUEST_DEADLINE
 SINK_DEADLINE = 1  # UPSTREAM_SINK_DEADLINE

@@ -423,6 +423,7 @@ def test_fail_write_ids_fails_only_those_ids_until_cleared(api):
     assert api.put("people", "p-1", {"name": "now"}).json["name"] == "now"
 
 
+@pytest.mark.serial  # a bound on time: alone, so that no other test takes its CPU
 def test_latency_delays_every_api_response_but_not_the_admin_api(api):
     # A long latency, so that an admin call that took it too could not pass for a slow
     # machine's: the admin call must come back well within it.
@@ -535,6 +536,7 @@ def test_a_synthetic_collection_resumes_exactly_at_a_tie_run_boundary():
     assert [r["id"] for r in tail["data"][:3]] == [f"rec-{i:09d}" for i in (998, 999, 1000)]
 
 
+@pytest.mark.serial  # a bound on time: alone, so that no other test takes its CPU
 def test_a_huge_synthetic_collection_answers_any_page_without_materialising_it():
     bench = Api(seed=False, synthetic={"huge": 10**9}, tie_size=1000)
     started = time.monotonic()
