@@ -24,6 +24,7 @@ RUN useradd --uid 10001 --user-group --no-log-init --no-create-home \
 COPY service/requirements.txt service/
 RUN pip install --no-cache-dir -r service/requirements.txt
 
+COPY fork.toml ./
 COPY service/*.py service/
 COPY service/framework/ service/framework/
 
@@ -35,8 +36,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 
 USER 10001:10001
 
-# The contract's command, exec form: gunicorn is PID 1 and gets SIGTERM itself.
-CMD ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
+# The contract's command, exec form: gunicorn is PID 1 and gets SIGTERM itself. It serves
+# the app fork.toml names (wsgi_app in service/gunicorn.conf.py), so it names no module.
+CMD ["gunicorn", "-c", "service/gunicorn.conf.py"]
 
 
 FROM base AS test

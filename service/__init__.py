@@ -1,1 +1,1 @@
-"""The reference Sesam connector: see README.md."""
+"""A Sesam connector on the reference's framework: see README.md and fork.toml."""

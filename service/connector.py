@@ -5,7 +5,8 @@ that knows the upstream is marked ``FORK:`` (``grep -n "FORK:" service/connector
 The Sesam protocols, the HTTP client, settings, logging and errors live in
 ``service/framework/`` and stay as they are.
 
-Run it with ``gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'``.
+Gunicorn serves its ``create_app()`` as ``fork.toml`` names it:
+``gunicorn -c service/gunicorn.conf.py``.
 """
 
 from __future__ import annotations

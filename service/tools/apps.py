@@ -1,9 +1,8 @@
 """The connector apps the tools and the framework's tests start, found by their factory.
 
-Two apps matter: this repository's connector, the factory its gunicorn command names
-(``GUNICORN_ARGS`` in ``service/tools/dev.py``, which the rename keeps pointing at the
-fork's module), and the reference adapter (``service/tools/reference.py``), the same in
-every fork. The framework's tests check a fork's own artefacts (its settings table, its
+Two apps matter: this repository's connector, the factory ``fork.toml`` names (gunicorn
+serves it, and the rename writes it), and the reference adapter
+(``service/tools/reference.py``), the same in every fork. The framework's tests check a fork's own artefacts (its settings table, its
 compose file, its Sesam config, its image's command) against what the first declares,
 and the framework's behaviour against the second, so that they run unchanged in a fork
 to any upstream with any settings.
@@ -21,7 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 from typing import Any
 
-from service.tools.dev import GUNICORN_ARGS
+from service.tools.ownership import read_fork
 
 if TYPE_CHECKING:
     from service.framework.app import AppFactory
@@ -33,8 +32,8 @@ REFERENCE_APP = "service.tools.reference:create_app()"
 
 
 def connector_app() -> str:
-    """This repository's connector, as its gunicorn command names it."""
-    return GUNICORN_ARGS[-1]
+    """This repository's connector, as ``fork.toml`` names it: ``service.<module>:create_app()``."""
+    return read_fork().app
 
 
 def factory(app: str) -> AppFactory:

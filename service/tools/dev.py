@@ -28,8 +28,9 @@ commands are listed. docs/dev.md is the reader's page for all of this.
 ``run`` stops with a non-zero status and one line when it cannot serve: a port taken, a
 server that exits before it answers, or one that stops while the other runs.
 
-``run --app MODULE:create_app()`` serves another app factory than the gunicorn command's
-(the framework's tests run the reference adapter, ``service.tools.reference``, this way).
+``run`` serves the connector's app, the one ``fork.toml`` names; ``run --app
+MODULE:create_app()`` serves another app factory (the framework's tests run the reference
+adapter, ``service.tools.reference``, this way).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 from typing import NamedTuple
 
+from service.tools.ownership import read_fork
 from service.tools.servers import ServerError
 from service.tools.servers import stop
 from service.tools.servers import wait_until_up
@@ -68,7 +70,8 @@ def default_collection() -> str:
     return "people"
 
 
-GUNICORN_ARGS = ["-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
+# The contract's command, the image's CMD: gunicorn serves the app fork.toml names.
+GUNICORN_ARGS = ["-c", "service/gunicorn.conf.py"]
 PROG = "python3 -m service.tools.dev"
 # Every command, as the usage lists it.
 COMMANDS = {
@@ -210,9 +213,10 @@ class Listener(NamedTuple):
             raise SystemExit(f"dev run: {self.name} did not answer at {self.url} in 30 s") from None
 
 
-def run(app: str = GUNICORN_ARGS[-1]) -> int:
+def run(app: str | None = None) -> int:
     """The connector under gunicorn (the contract's command), beside the demo upstream
-    unless ``UPSTREAM_URL`` names another or the connector reads another upstream."""
+    unless ``UPSTREAM_URL`` names another or the connector reads another upstream.
+    ``app``: another app factory than the connector's own (``fork.toml``)."""
     python = python_to_use()
     env = dict(os.environ)
     host = env.get("DEV_HOST") or DEFAULT_HOST
@@ -221,13 +225,13 @@ def run(app: str = GUNICORN_ARGS[-1]) -> int:
     collection = urllib.parse.quote(env.get("DEV_COLLECTION") or default_collection())
     demo = False
     if not env.get("UPSTREAM_URL"):
-        settings = describe(python, app)
+        settings = describe(python, app or read_fork().app)
         demo = bool(settings["reads_the_demo"])
         missing = [name for name in settings["required"] if not env.get(name)]
         if not demo and missing:
             raise SystemExit(
                 f"dev run: {settings['module']} does not read the demo Records API, so set "
-                f"its upstream's settings: {', '.join(missing)} (docs/configuration.md)"
+                f"its upstream's settings: {', '.join(missing)} (docs/connector.md)"
             )
     servers = [Listener("the connector", port, "PORT", f"http://{reach(host, port)}/health")]
     if demo:
@@ -272,7 +276,9 @@ def run(app: str = GUNICORN_ARGS[-1]) -> int:
     try:
         processes.append(
             subprocess.Popen(
-                [str(python.with_name("gunicorn")), *GUNICORN_ARGS[:-1], app], cwd=ROOT, env=env
+                [str(python.with_name("gunicorn")), *GUNICORN_ARGS, *([app] if app else [])],
+                cwd=ROOT,
+                env=env,
             )
         )
         if demo:

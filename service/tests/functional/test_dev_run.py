@@ -139,7 +139,7 @@ def test_run_of_a_connector_to_another_upstream_names_the_settings_to_set(tmp_pa
     names = ", ".join(required(TICKETS_APP))
     assert result.stderr.strip() == (
         "dev run: service.tools.examples.tickets does not read the demo Records API, so set "
-        f"its upstream's settings: {names} (docs/configuration.md)"
+        f"its upstream's settings: {names} (docs/connector.md)"
     )
     assert result.stdout == ""
     assert not listening(upstream_port)
@@ -261,7 +261,8 @@ def test_the_first_set_up_says_what_it_does_while_it_installs(tmp_path):
     requirements files that install nothing: it names each step as it starts it."""
     copy = tmp_path / "repo"
     (copy / "service" / "tools").mkdir(parents=True)
-    for name in ("__init__.py", "tools/__init__.py", "tools/dev.py", "tools/servers.py"):
+    tools = ("dev.py", "servers.py", "ownership.py")
+    for name in ("__init__.py", "tools/__init__.py", *(f"tools/{tool}" for tool in tools)):
         shutil.copy(ROOT / "service" / name, copy / "service" / name)
     for name in ("requirements.txt", "requirements-dev.txt"):
         (copy / "service" / name).write_text("# nothing to install\n")

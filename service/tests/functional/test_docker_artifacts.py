@@ -31,9 +31,11 @@ from dockerfile_parse import DockerfileParser
 from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
+from service.framework import __version__
 from service.framework.settings import variables
 from service.tests.framework_kit import compose_runs_the_demo
 from service.tools import servers
+from service.tools.apps import connector_app
 from service.tools.apps import connector_factory
 from service.tools.apps import reads_the_demo
 from service.tools.dev import GUNICORN_ARGS
@@ -42,7 +44,8 @@ from service.tools.servers import free_port
 from service.tools.servers import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[3]
-CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.connector:create_app()"]
+# The contract's command names no module: gunicorn serves the app fork.toml names.
+CONTRACT = ["gunicorn", "-c", "service/gunicorn.conf.py"]
 DEBIAN = ("buster", "bullseye", "bookworm", "trixie", "forky")
 # The connector's settings, whatever its upstream: what compose and .env.example must give it.
 ConnectorSettings = connector_factory().settings_class
@@ -143,7 +146,7 @@ def compose() -> dict[str, Any]:
 
 
 def connector_name() -> str:
-    """The connector's compose service: the one beside ``upstream`` (a rename renames it)."""
+    """The connector's compose service: the one beside ``upstream``."""
     (name,) = [name for name in compose()["services"] if name != "upstream"]
     return name
 
@@ -297,8 +300,12 @@ def test_the_state_directory_belongs_to_that_user():
 
 
 def test_cmd_is_the_contracts_command_as_the_readme_and_dev_run_it():
+    """One command in every fork: it names no module (a fork's app is in fork.toml, which
+    the image carries), so a fork never edits the Dockerfile, the README's command or the
+    dev tool to serve its own."""
     cmd = exec_form(stages()[""].last("CMD"))
     assert cmd == CONTRACT
+    assert "fork.toml" in " ".join(stages()[""].all("COPY"))
     assert ["gunicorn", *GUNICORN_ARGS] == cmd
     shown = readme_commands("gunicorn")
     assert shown, "the README shows no gunicorn command"
@@ -468,6 +475,15 @@ def test_the_upstream_url_names_the_upstream_service_and_its_port():
     assert (url.hostname, str(url.port)) == ("upstream", command[command.index("--port") + 1])
 
 
+def test_the_connectors_compose_service_is_the_one_the_docs_and_ci_name():
+    """``connector`` is a role, as ``upstream`` is, the same in every fork: the framework's
+    docs (docker-compose exec connector pytest) and CI name it, and the rename leaves it."""
+    assert connector_name() == "connector", (
+        f"docker-compose.yml names the connector's service {connector_name()!r}: the docs and "
+        "CI name it connector in every fork (docs/docker.md)"
+    )
+
+
 def test_the_readmes_docker_commands_name_the_compose_service():
     commands = [c for c in readme_commands("docker-compose") if "exec" in c or "run" in c]
     assert ["docker-compose", "exec", connector_name(), "pytest"] in commands
@@ -602,6 +618,9 @@ def serve_as_the_image_would(
     connector = start(gunicorn, app, env, tmp_path / "connector.log")
     try:
         health = wait_for(f"http://127.0.0.1:{port}/health", connector, tmp_path / "connector.log")
+        started = (tmp_path / "connector.log").read_text(errors="replace")
+        # What an operator reads on Sesam's status page: which app, on which release.
+        assert f"serving {connector_app()} on framework {__version__}" in started, started
         assert health.json() == {"status": "ok"}
         check = python_command(healthcheck_command(final))
         assert subprocess.run(check, env=env, timeout=30).returncode == 0
@@ -670,7 +689,8 @@ def test_pytest_runs_started_by_tests_do_not_inherit_the_images_pytest_options()
 
 
 def test_the_runtime_image_holds_only_the_runtime(tmp_path):
-    """What Sesam pulls: the connector module, gunicorn's settings and the framework; no
+    """What Sesam pulls: the connector module and fork.toml, which names it, gunicorn's
+    settings and the framework; no
     tools (dev runner, rename, demo upstream, benchmarks) and no tests."""
     root = tmp_path / "image"
     app = lay_out_image(stages()[""], root)
@@ -679,13 +699,14 @@ def test_the_runtime_image_holds_only_the_runtime(tmp_path):
         for path in app.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     )
-    module = CONTRACT[-1].split(":")[0].split(".")[-1]
+    module = connector_app().split(":")[0].split(".")[-1]
     framework = sorted(
         str(path.relative_to(ROOT))
         for path in (ROOT / "service" / "framework").rglob("*.py")
         if "__pycache__" not in path.parts
     )
     expected = [
+        "fork.toml",
         "service/__init__.py",
         "service/gunicorn.conf.py",
         "service/requirements.txt",

@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-RUNTIME = ["service/framework", "service/connector.py", "service/gunicorn.conf.py"]
+# The image's code: the framework, the connector's module, gunicorn's config (service/*.py).
+RUNTIME = [
+    "service/framework",
+    *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("service/*.py")),
+]
 
 
 def bandit(*arguments: str) -> subprocess.CompletedProcess[str]:
