@@ -1,16 +1,19 @@
 """Rename the connector in place, from the root of a fork (stdlib only).
 
-    python -m service.tools.rename acme-crm             # service/acme_crm.py, service acme-crm, ...
+    python -m service.tools.rename acme-crm             # service/acme_crm.py, fork.toml, sesam/, ...
     python -m service.tools.rename acme-crm --dry-run   # show what would change, change nothing
     python -m service.tools.rename other-name --force   # rename an already renamed fork again
 
-Why a command: the connector's name shows in its module, the gunicorn command, the
-Dockerfile, the compose service and image, the Sesam config, CI, the tests, the README and docs/;
-a rename by hand misses one. Every place it touches is one line of ``PLACES`` below, and
-each is a precise pattern (``service.connector``, ``service/connector.py``, the compose
-service key, ...): the word "connector" in prose is left alone. Running it again with the
-same name changes nothing; it also repairs places that still name the original
-``connector`` (after merging changes from the reference, say).
+Why a command: the connector's name shows in its module, ``fork.toml`` (which gunicorn,
+the tools and the tests read), its test, the Sesam config, CI's image, the README and the
+connector's page; a rename by hand misses one. It edits the fork's files only, never one
+that ``ownership.toml`` names as the framework's, so that an upgrade merges the
+reference's next release into the framework without a conflict (docs/upgrading.md).
+Every place it touches is one line of ``PLACES`` below, and each is a precise pattern
+(``service.connector``, ``service/connector.py``, the Sesam ids, ...): the word "connector"
+in prose is left alone. Running it again with the same name changes nothing; it also
+repairs places in the fork's files that still name the original ``connector`` (after
+merging a change the reference made to one of them, say).
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from service.tools.ownership import FORK
+from service.tools.ownership import Ownership
+from service.tools.ownership import OwnershipError
+from service.tools.ownership import read_fork
+from service.tools.ownership import read_ownership
 
 ORIGINAL = "connector"
 SESAM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
@@ -85,21 +94,12 @@ RESERVED = frozenset(
         "servers",
         "reference",
         "mutation_audit",
+        "ownership",
         "demo_upstream",
         "demo_tickets",
         "hostile_upstream",
         "examples",
         "benchmarks",
-    }
-)
-# The rename tool and its tests speak of the original name on purpose: never rewritten.
-# Everything else in service/ (framework, tools, tests) is rewritten where it names the
-# connector's module: the dev runner's and the benchmarks' gunicorn commands, the tests.
-LEFT_ALONE = frozenset(
-    {
-        "service/tools/rename.py",
-        "service/tests/functional/test_rename.py",
-        "service/tests/unit/test_rename_rules.py",
     }
 )
 SKIPPED_DIRS = frozenset(
@@ -116,13 +116,13 @@ SKIPPED_DIRS = frozenset(
     }
 )
 
+# Where to look; of these, only the fork's files are read (ownership.toml).
 CODE = ("service/**/*.py", "service/**/*.ini", "service/**/*.toml")
-DOCKER = ("Dockerfile", "docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
-COMPOSE = DOCKER[1:]
-CI = (".github/workflows/*.yml", ".github/workflows/*.yaml", ".ci/*")
+COMPOSE = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
+CI = (".github/workflows/*.yml", ".github/workflows/*.yaml")
 SESAM = ("sesam/**/*.json",)
 DOCS = ("README.md", "docs/**/*.md")
-EVERYWHERE = CODE + DOCKER + CI + SESAM + DOCS
+EVERYWHERE = (FORK, *CODE, *COMPOSE, *CI, *SESAM, *DOCS)
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,10 @@ class Place:
     what: str
 
 
+# The compose service stays ``connector`` in every fork, as ``upstream`` does: a role the
+# framework's docs, CI and the image's test stage name, not the connector's name.
 PLACES = (
+    Place((FORK,), r'(?m)^(name\s*=\s*")({name})(")', r"\g<1>{name}\g<3>", "its name"),
     Place(
         EVERYWHERE,
         r"\bservice\.{module}\b",
@@ -150,33 +153,10 @@ PLACES = (
     Place(EVERYWHERE, r"\bservice/{module}\.py\b", "service/{module}.py", "the module's path"),
     Place(EVERYWHERE, r"\btest_{module}\.py\b", "test_{module}.py", "its tests' file name"),
     Place(
-        COMPOSE, r"(?m)^(\s+){name}:(\s*(?:#.*)?)$", r"\g<1>{name}:\g<2>", "the compose service key"
-    ),
-    Place(
         COMPOSE + DOCS + CI,
         r"(?mi)^(\s*(?:-\s*)?image:\s*[\"']?[^\s\"']*?)\b{name}\b",
         r"\g<1>{name}",
         "the image name",
-    ),
-    Place(
-        CODE,
-        r"((?:\bservices|\[\s*[\"']services[\"']\s*\])\s*\[\s*[\"']){name}([\"'])",
-        r"\g<1>{name}\g<2>",
-        "the compose service in tests that read docker-compose.yml",
-    ),
-    Place(
-        COMPOSE,
-        r"(?m)^(\s*container_name:\s*[\"']?[^\s\"']*?)\b{name}\b",
-        r"\g<1>{name}",
-        "the container name",
-    ),
-    Place(
-        DOCS + CI + DOCKER + CODE,
-        r"\b(docker[- ]compose(?:\s+-{1,2}\S+)*\s+"
-        r"(?:exec|run|logs|restart|stop|start|build|up|down|ps|kill|rm|pull|push)"
-        r"(?:\s+-{1,2}\S+)*\s+){name}\b",
-        r"\g<1>{name}",
-        "docker-compose commands naming the service",
     ),
     Place(
         DOCS + CI,
@@ -204,7 +184,7 @@ PLACES = (
         "paths of the Sesam config files (moved: see plan())",
     ),
     Place(
-        DOCS + CI + DOCKER,
+        DOCS + CI + COMPOSE,
         r"(?<![\w.-])((?:[\w.-]+/)+)(?<!service/){name}(?=:[\w.-]|[\s`\"')\]]|$)",
         r"\g<1>{name}",
         "image references in prose (sesamcommunity/connector:1.0.0)",
@@ -275,7 +255,20 @@ def walk(root: Path) -> Iterator[Path]:
             yield Path(directory, file)
 
 
+def ownership(root: Path) -> Ownership:
+    try:
+        return read_ownership(root)
+    except OwnershipError as error:
+        raise Refused(f"{error}; run this from the root of a fork") from None
+
+
+def forks_own(root: Path, owners: Ownership, path: Path) -> bool:
+    """Whether a file is the fork's, by ``ownership.toml``: the only files a rename edits."""
+    return owners.owner(path.relative_to(root).as_posix()) == "fork"
+
+
 def place_files(root: Path, place: Place) -> list[Path]:
+    """The fork's files that ``place`` looks in (never a framework file)."""
     found: set[Path] = set()
     for pattern in place.files:
         found.update(
@@ -283,7 +276,8 @@ def place_files(root: Path, place: Place) -> list[Path]:
             for p in root.glob(pattern)
             if p.is_file() and not SKIPPED_DIRS.intersection(p.relative_to(root).parts)
         )
-    return sorted(p for p in found if p.relative_to(root).as_posix() not in LEFT_ALONE)
+    owners = ownership(root)
+    return sorted(p for p in found if forks_own(root, owners, p))
 
 
 def connector_module(root: Path) -> str:
@@ -310,7 +304,15 @@ def connector_module(root: Path) -> str:
 
 
 def current_names(root: Path) -> Names:
-    """The fork's current name: its module, and the spelling its compose file or README uses."""
+    """The fork's current name, as ``fork.toml`` says when its module is there; else (a
+    fork made before ``fork.toml`` existed, which an upgrade gave the reference's) its
+    module, and the spelling its compose file or README uses."""
+    try:
+        fork = read_fork(root)
+    except OwnershipError:
+        fork = None
+    if fork is not None and (root / "service" / f"{fork.module}.py").is_file():
+        return Names(fork.name, fork.module)
     module = connector_module(root)
     if module == ORIGINAL:
         return Names(ORIGINAL, ORIGINAL)
@@ -423,12 +425,14 @@ def plan(root: Path, new: Names, old: Names) -> Plan:
 
 
 def stale(root: Path, module: str) -> list[str]:
-    """Places anywhere in the fork that still name an old module after the rename."""
+    """Places in the fork's files that still name an old module after the rename (the
+    framework's name none: service/<module>.py)."""
     look = re.compile(rf"\bservice[./]{re.escape(module)}\b")
+    owners = ownership(root)
     found = []
     for path in walk(root):
         relative = path.relative_to(root).as_posix()
-        if relative in LEFT_ALONE or path.suffix in (".pyc", ".sqlite", ".db"):
+        if path.suffix in (".pyc", ".sqlite", ".db") or not forks_own(root, owners, path):
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -469,6 +473,7 @@ def rename(root: Path, name: str, force: bool = False, dry_run: bool = False) ->
     check_name(name)
     if not (root / "service" / "__init__.py").is_file():
         raise Refused(f"no service/ package in {root}: run this from the root of a fork")
+    ownership(root)  # the line it keeps to: refused here, before anything, when missing
     new = Names.of(name)
     old = current_names(root)
     if old.module not in (ORIGINAL, new.module) and not force:

@@ -1,17 +1,18 @@
 """The template tests itself as a template: rename a copy, then run the copy's own tests.
 
 The copy is what a fork would hold: the files git tracks plus uncommitted working files
-(``git ls-files -co --exclude-standard``), without ``.venv`` and ``.git``. The renamed copy
-collects its whole suite and runs, green, with this interpreter, every test that can tell
-it from this tree: the fork's own, the conformance suite, every test the rename edited,
-and the framework's tests of the fork's artefacts and commands (``COPY_FORK_TESTS`` below
-says why that is enough, and two tests here check its premise).
+(``git ls-files -co --exclude-standard``), without ``.venv`` and ``.git``. The rename edits
+the fork's files only, never one of the framework's (``ownership.toml``): the line that
+lets a fork take the reference's next release by a merge without conflicts. The renamed
+copy collects its whole suite and runs, green, with this interpreter, every test that can
+tell it from this tree: the fork's own, the conformance suite, every test the rename
+edited, and the framework's tests of the fork's artefacts and commands (``COPY_FORK_TESTS``
+below says why that is enough, and two tests here check its premise).
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import json
 import os
 import re
@@ -24,6 +25,8 @@ from typing import NamedTuple
 import pytest
 
 from service.tools import rename
+from service.tools.ownership import read_fork
+from service.tools.ownership import read_ownership
 
 ROOT = Path(__file__).resolve().parents[3]
 # The name the repository has now: "connector" in the reference, "acme-crm" right after the
@@ -131,17 +134,29 @@ def test_no_place_in_the_copy_names_the_old_module(renamed):
     assert stale == []
 
 
-def test_the_commands_a_user_runs_name_the_new_connector(renamed):
+def test_the_rename_edits_only_the_forks_files(renamed):
+    """The ownership line: no file ownership.toml names as the framework's changes, so that
+    the reference's next release merges into them without a conflict (docs/upgrading.md)."""
+    _, out, changed = renamed
+    owners = read_ownership(ROOT)
+    assert sorted(name for name in changed if owners.owner(name) == "framework") == []
+    assert changed, out
+
+
+def test_fork_toml_names_the_new_connector_and_the_commands_a_user_runs_stay_as_they_are(
+    renamed,
+):
+    """gunicorn serves fork.toml's app, so the contract's command (the image's CMD, the
+    README's, dev run's) and the compose service are the same in every fork."""
     copy, _, _ = renamed
+    assert read_fork(copy).name == NAME
+    assert read_fork(copy).app == f"service.{MODULE}:create_app()"
     readme = (copy / "README.md").read_text(encoding="utf-8")
     assert readme.startswith(f"# {NAME}: a Sesam connector")
-    assert f"'service.{MODULE}:create_app()'" in readme
-    assert f"docker-compose exec {OLD.name} " not in readme
+    assert f"service.{MODULE}:create_app()" in readme
+    assert "gunicorn -c service/gunicorn.conf.py\n" in readme
     if "docker-compose exec" in (ROOT / "README.md").read_text(encoding="utf-8"):
-        assert f"docker-compose exec {NAME} pytest" in readme
-    dockerfile = copy / "Dockerfile"
-    if dockerfile.exists():
-        assert f"service.{MODULE}:create_app()" in dockerfile.read_text(encoding="utf-8")
+        assert "docker-compose exec connector pytest" in readme
 
 
 def test_the_image_sesam_pulls_is_renamed_and_stays_pushable(renamed):
@@ -166,10 +181,10 @@ def test_renaming_again_with_the_same_name_changes_nothing(renamed):
 
 
 # What the renamed copy runs, beside collecting its whole suite. A test can pass here and fail
-# in the fork only if it runs something the rename changed: the connector's module and
-# name, the wiring (conftest.py), the artefacts that name it (README, Dockerfile, compose,
-# CI, sesam/, docs/), or the gunicorn command (service/tools/dev.py, which
-# service.tools.apps reads to find the connector). So the copy runs, in full:
+# in the fork only if it runs something the rename changed, all of it the fork's: the
+# connector's module and name, fork.toml (which gunicorn and service.tools.apps read to find
+# the connector), the wiring (conftest.py), the artefacts that name it (README, CI, sesam/,
+# docs/connector.md). So the copy runs, in full:
 # - the fork's own tests (service/tests/test_*.py) and the conformance suite against the
 #   renamed connector (service/tests/conformance/), and any other test file that uses a
 #   fixture of the wiring (found in the copy by --fixtures-per-test);
@@ -180,14 +195,16 @@ def test_renaming_again_with_the_same_name_changes_nothing(renamed):
 #   demo upstream started by the framework kit from the renamed tree.
 # The rest of the framework's tests run the reference adapter over the demo upstreams, the
 # same code on the same inputs as in this run, which has just run them:
-# test_the_rename_changes_no_code_the_copy_leaves_unrun checks that premise (the rename
-# changes no code but the connector's module, the command and docstrings), and
+# test_the_rename_edits_only_the_forks_files and
+# test_the_rename_changes_no_code_the_copy_leaves_unrun check that premise (the rename
+# changes no framework file, and no code of the fork's but the connector's module), and
 # test_no_test_left_unrun_in_the_copy_reads_what_the_rename_edits that none of those tests
-# names a file the rename changed.
+# names a file the rename changed or finds the connector through fork.toml.
 COPY_FORK_TESTS = ["service/tests/conformance", "service/tests/test_*.py"]
 COPY_ARTEFACT_TESTS = [
     "service/tests/functional/test_docker_artifacts.py",  # Dockerfile, compose, README, CI
     "service/tests/functional/test_dev_run.py",  # the README's run command
+    "service/tests/functional/test_docs_commands.py",  # the commands of README and docs/
     "service/tests/functional/test_sesam_expected.py",  # sesam/expected, over the demo
     "service/tests/unit/test_config.py",  # the settings table, the start-up line
     "service/tests/unit/test_sesam_config.py",  # sesam/: the system, pipes, images
@@ -205,6 +222,9 @@ NOT_IN_THE_COPY = {
     "service/tests/functional/test_docker_engine.py": "the engine's ports and images are this run's",
     "service/tests/functional/test_benchmark_smoke.py": (
         "slow; it reads docs/benchmarks.md's table, where the rename changes no line"
+    ),
+    "service/tests/functional/test_untrusted_upstream_credentials.py": (
+        "takes only the reference's app (REFERENCE_APP) from service.tools.apps"
     ),
 }
 WIRING = "service/tests/conftest.py"
@@ -265,41 +285,41 @@ def code(path: Path) -> str:
 
 
 def test_the_rename_changes_no_code_the_copy_leaves_unrun(renamed):
-    """The premise of the copy's short run: outside the tests, the rename changes no code
-    but the connector's module and the gunicorn command (dev.py), which the copy's run
-    covers; elsewhere only docstrings and files that are not Python. A rename that starts
-    changing other code must widen what the copy runs (COPY_ARTEFACT_TESTS)."""
+    """The premise of the copy's short run: the rename changes no framework file (above),
+    and of the fork's Python files only the connector's module, its wiring and its tests,
+    which the copy runs. A rename that starts changing other code must widen what the copy
+    runs (COPY_ARTEFACT_TESTS)."""
     copy, _, changed = renamed
     code_changed = []
     for name in sorted(changed):
         if not name.endswith(".py") or name.startswith("service/tests/"):
             continue
-        if name in (f"service/{OLD.module}.py", f"service/{MODULE}.py", "service/tools/dev.py"):
+        if name in (f"service/{OLD.module}.py", f"service/{MODULE}.py"):
             continue
         if not (ROOT / name).exists() or not (copy / name).exists():
             code_changed.append(f"{name} (moved)")
         elif code(ROOT / name) != code(copy / name):
             code_changed.append(name)
     assert code_changed == []
-    dev = [
-        line
-        for line in difflib.unified_diff(
-            (ROOT / "service/tools/dev.py").read_text(encoding="utf-8").splitlines(),
-            (copy / "service/tools/dev.py").read_text(encoding="utf-8").splitlines(),
-            lineterm="",
-            n=0,
-        )
-        if line[:1] in "+-" and line[:3] not in ("+++", "---")
-    ]
-    assert all(line[1:].startswith("GUNICORN_ARGS = ") for line in dev), dev
+
+
+# What a test that finds the connector through fork.toml names (service.tools.apps reads it).
+FORK_READERS = (
+    "service.tools.apps",
+    "service.tools import apps",
+    "service.tools.ownership",
+    "service.tools import ownership",
+)
 
 
 def test_no_test_left_unrun_in_the_copy_reads_what_the_rename_edits(renamed):
     """A test file the copy does not run names no file the rename changed (README.md,
-    Dockerfile, a Sesam config, a docs page, ...), unless NOT_IN_THE_COPY says why."""
+    fork.toml, a Sesam config, the connector's page, ...) and finds no connector through
+    fork.toml, unless NOT_IN_THE_COPY says why."""
     copy, _, changed = renamed
     runs = set(copy_runs(copy, changed))
     names = {Path(name).name for name in changed if not name.endswith(".py")}
+    names |= set(FORK_READERS)
     named = {}
     for path in sorted(copy.glob("service/tests/**/test_*.py")):
         relative = path.relative_to(copy).as_posix()

@@ -1,8 +1,9 @@
 """The rename command's rules, on a miniature fork in a temporary directory.
 
 The whole-repository rename (and the renamed copy's own tests) is in
-``functional/test_rename.py``; here are the name rules, idempotence, --force, and that
-prose saying "connector" is left alone.
+``functional/test_rename.py``; here are the name rules, idempotence, --force, that prose
+saying "connector" is left alone, and that the framework's files are never edited (the
+miniature carries the repository's own ``ownership.toml``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from service.tools import rename
 
+ROOT = Path(__file__).resolve().parents[3]
 CONNECTOR = '''"""The Records API connector. Run it with
 gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'."""
 
@@ -67,6 +69,10 @@ TEST_COMPOSE = """def test_it(compose):
     services = compose["services"]
     assert services["upstream"] and services['connector']
 """
+FORK_TOML = """# This connector.
+name = "connector"
+app = "service.connector:create_app()"
+"""
 WORKFLOW = """env:
   IMAGE: yourorg/connector
   # as in sesam/systems/connector.conf.json
@@ -93,6 +99,11 @@ def make_fork(root: Path) -> Path:
         "sesam/pipes/connector-people.conf.json": SESAM_PIPE,
         "service/tests/test_compose.py": TEST_COMPOSE,
         ".github/workflows/ci.yml": WORKFLOW,
+        "fork.toml": FORK_TOML,
+        "ownership.toml": (ROOT / "ownership.toml").read_text(encoding="utf-8"),
+        # Framework files that name the module: a rename leaves them as they are.
+        "service/tools/dev.py": 'ARGS = ["service.connector:create_app()"]\n',
+        "docs/feed.md": "Start `connector-people`; edit `service/connector.py`.\n",
     }
     for name, text in files.items():
         path = root / name
@@ -162,11 +173,14 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
         "from service.acme_crm import create_app\n"
     )
     assert not (fork / "service/tests/test_connector.py").exists()
+    assert (fork / "fork.toml").read_text() == FORK_TOML.replace(
+        '"connector"', '"acme-crm"'
+    ).replace("service.connector", "service.acme_crm")
     readme = (fork / "README.md").read_text()
     assert readme.splitlines()[0] == "# acme-crm: a Sesam connector (Python, Flask)"
     assert "This connector is meant to be forked; edit `service/acme_crm.py`." in readme
     assert "'service.acme_crm:create_app()'" in readme
-    assert "docker-compose exec acme-crm pytest" in readme
+    assert "docker-compose exec connector pytest" in readme  # the compose service: a role
     assert "docker build -t yourorg/acme-crm:dev ." in readme
     assert (
         "Start the pipe `acme-crm-people`, then `people-to-acme-crm`; the service "
@@ -175,9 +189,7 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
         "its settings.\n"
     ) in readme
     compose = (fork / "docker-compose.yml").read_text()
-    assert "\n  acme-crm:\n    build: .\n    image: yourorg/acme-crm:dev\n" in compose
-    assert "  upstream:\n" in compose and "      - upstream\n" in compose
-    assert '"service.acme_crm:create_app()"' in (fork / "Dockerfile").read_text()
+    assert compose == COMPOSE.replace("yourorg/connector", "yourorg/acme-crm")  # images only
     assert not list((fork / "sesam").glob("**/connector*"))
     assert (fork / "sesam/systems/acme-crm.conf.json").read_text() == SESAM_SYSTEM.replace(
         '"connector"', '"acme-crm"'
@@ -186,15 +198,52 @@ def test_a_rename_moves_the_module_and_every_place_that_names_it(tmp_path, capsy
         '{"_id": "acme-crm-people", "type": "pipe",\n'
         ' "source": {"type": "json", "system": "acme-crm", "url": "people"}}\n'
     )
-    assert (fork / "service/tests/test_compose.py").read_text() == TEST_COMPOSE.replace(
-        '["connector"]', '["acme-crm"]'
-    ).replace("['connector']", "['acme-crm']")
+    assert (fork / "service/tests/test_compose.py").read_text() == TEST_COMPOSE
     workflow = (fork / ".github/workflows/ci.yml").read_text()
     assert "  IMAGE: yourorg/acme-crm\n  # as in sesam/systems/acme-crm.conf.json\n" in workflow
     assert "docker build -t acme-crm:ci ." in workflow
     assert "service/tests/test_acme_crm.py" in workflow
     out = capsys.readouterr().out
     assert "renamed connector to acme-crm" in out
+
+
+def test_the_framework_files_are_never_edited_even_where_they_name_the_module(tmp_path, capsys):
+    """ownership.toml's framework files are the reference's: an upgrade merges them, so a
+    rename that edited one would make every later upgrade conflict there."""
+    fork = make_fork(tmp_path)
+    framework = {
+        name: (fork / name).read_bytes()
+        for name in ("Dockerfile", "service/tools/dev.py", "docs/feed.md", "ownership.toml")
+    }
+    assert run(fork, "acme-crm") == 0
+    assert {name: (fork / name).read_bytes() for name in framework} == framework
+    out = capsys.readouterr().out
+    assert not [line for line in out.splitlines() if line.split(":")[0].split()[-1] in framework]
+
+
+def test_without_the_ownership_line_it_refuses_and_changes_nothing(tmp_path, capsys):
+    fork = make_fork(tmp_path)
+    (fork / "ownership.toml").unlink()
+    before = snapshot(fork)
+    assert run(fork, "acme-crm") == 2
+    assert "ownership.toml is missing" in capsys.readouterr().err
+    assert snapshot(fork) == before
+
+
+def test_a_fork_made_before_fork_toml_gets_its_own_name_there(tmp_path):
+    """A fork renamed before fork.toml existed gets the reference's with the upgrade that
+    brings it (naming service.connector); running the rename again with its name puts its
+    own there, so that gunicorn serves its app."""
+    fork = make_fork(tmp_path)
+    (fork / "fork.toml").unlink()
+    assert run(fork, "acme-crm") == 0
+    (fork / "fork.toml").write_text(FORK_TOML)  # the upgrade's, the reference's
+    assert rename.current_names(fork) == rename.Names("acme-crm", "acme_crm")
+    assert run(fork, "acme-crm") == 0
+    assert (
+        'name = "acme-crm"\napp = "service.acme_crm:create_app()"\n'
+        in (fork / "fork.toml").read_text()
+    )
 
 
 def test_imports_stay_in_isort_order_after_the_module_changes_name(tmp_path):
@@ -233,8 +282,10 @@ def test_a_second_rename_needs_force(tmp_path, capsys):
     assert run(fork, "billing-hub", "--force") == 0
     assert (fork / "service/billing_hub.py").exists()
     assert not (fork / "service/acme_crm.py").exists()
-    assert "\n  billing-hub:\n" in (fork / "docker-compose.yml").read_text()
-    assert "docker-compose exec billing-hub pytest" in (fork / "README.md").read_text()
+    assert (
+        'name = "billing-hub"\napp = "service.billing_hub:create_app()"\n'
+        in (fork / "fork.toml").read_text()
+    )
     assert (fork / "README.md").read_text().startswith("# billing-hub: a Sesam connector")
 
 
@@ -254,15 +305,14 @@ def test_a_pipe_whose_id_names_the_connector_twice_keeps_its_file_and_id_in_step
 
 
 def test_a_rerun_repairs_places_that_still_name_the_original(tmp_path):
-    """After merging a change from the reference, a file may name service.connector again."""
+    """After merging a change the reference made to a fork's file, it may name
+    service.connector again."""
     fork = make_fork(tmp_path)
     assert run(fork, "acme-crm") == 0
-    (fork / "service/tools").mkdir()
-    (fork / "service/tools/dev.py").write_text('ARGS = ["service.connector:create_app()"]\n')
+    wiring = fork / "service/tests/conftest.py"
+    wiring.write_text(wiring.read_text() + 'APP = "service.connector:create_app()"\n')
     assert run(fork, "acme-crm") == 0
-    assert (
-        fork / "service/tools/dev.py"
-    ).read_text() == 'ARGS = ["service.acme_crm:create_app()"]\n'
+    assert wiring.read_text().endswith('APP = "service.acme_crm:create_app()"\n')
 
 
 def test_a_name_taken_by_a_file_in_service_is_refused(tmp_path, capsys):
@@ -284,7 +334,6 @@ def test_a_dry_run_changes_nothing(tmp_path, capsys):
 
 def test_a_place_the_command_does_not_know_is_reported(tmp_path, capsys):
     fork = make_fork(tmp_path)
-    (fork / "docs").mkdir()
     (fork / "docs/notes.txt").write_text("start: gunicorn 'service.connector:create_app()'\n")
     assert run(fork, "acme-crm") == 1
     out = capsys.readouterr().out
@@ -316,7 +365,7 @@ def test_the_forks_own_ruff_in_dot_venv_comes_first(tmp_path):
     assert rename.find_ruff(tmp_path) == str(ruff)
 
 
-def test_the_docs_pages_are_renamed_like_the_readme(tmp_path):
+def test_the_forks_own_docs_pages_are_renamed_like_the_readme(tmp_path):
     root = make_fork(tmp_path)
     (root / "docs" / "operations").mkdir(parents=True)
     (root / "docs" / "operations" / "running.md").write_text(
@@ -327,8 +376,12 @@ def test_the_docs_pages_are_renamed_like_the_readme(tmp_path):
     assert run(root, "acme-crm") == 0
     page = (root / "docs" / "operations" / "running.md").read_text()
     assert "'service.acme_crm:create_app()'" in page
-    assert "docker-compose exec acme-crm pytest" in page
+    assert "docker-compose exec connector pytest" in page  # the compose service: a role
     assert "`service/acme_crm.py`; the connector answers" in page  # prose left alone
+    # A page of the framework's is the reference's: an upgrade merges it.
+    assert (root / "docs" / "feed.md").read_text() == (
+        "Start `connector-people`; edit `service/connector.py`.\n"
+    )
 
 
 @pytest.mark.parametrize("name", ["framework", "tools", "sesam-client", "servers", "adapter"])

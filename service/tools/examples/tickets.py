@@ -4,7 +4,7 @@ The Tickets API (``python -m service.tools.demo_tickets``) is shaped unlike the 
 API: page numbers (``page``, ``per_page``, ``total_pages``), an ``X-Api-Key`` header,
 integer ids, second-precision times (``2026-01-02T03:04:05Z``) and a ``modified_since``
 filter (inclusive) that is also the only way to see deletions (``"deleted": true``). A
-fork to an API of this shape copies this module over ``service/connector.py`` and edits
+fork to an API of this shape copies this module over ``service/<module>.py`` and edits
 the ``FORK:`` places; nothing outside it, its settings and its test wiring.
 
 - Positions are (``TIMESTAMP``, ``INTEGER``): the framework encodes them so that ticket
