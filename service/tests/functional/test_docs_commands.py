@@ -31,7 +31,6 @@ import requests
 
 from service.tests.framework_kit import DEMO_SETTINGS
 from service.tools import apps
-from service.tools import rename
 from service.tools.servers import free_port
 from service.tools.servers import stop
 from service.tools.servers import wait_until_up
@@ -40,9 +39,8 @@ from service.tools.sesam_expected import SESAM
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BIN = str(Path(sys.executable).parent)
-# The compose service of the connector, and the image the docs build and push: a rename
-# changes both.
-SERVICE = rename.current_names(ROOT).name
+# The compose service of the connector: a role, the same in every fork (docs/docker.md).
+SERVICE = "connector"
 # The image the docs build and push: the one the system in sesam/ runs (a rename changes it).
 IMAGE = next(
     json.loads(path.read_text(encoding="utf-8"))["docker"]["image"]
@@ -128,7 +126,7 @@ TEST_FOLDERS = (  # checked here up to pytest's collection: the suite runs the t
 )
 FORK_GREP = 'grep -n "FORK:" service/*.py service/tests/conftest.py'
 MUTANTS = ".venv/bin/python -m service.tools.mutation_audit --list"
-GUNICORN = ".venv/bin/gunicorn -c service/gunicorn.conf.py 'service.connector:create_app()'"
+GUNICORN = ".venv/bin/gunicorn -c service/gunicorn.conf.py"
 DEMO = ".venv/bin/python -m service.tools.demo_upstream --port 8000"
 DEMO_SYNTHETIC = (
     ".venv/bin/python -m service.tools.demo_upstream --no-seed --synthetic bench=300000 "

@@ -2,8 +2,9 @@
 
 The framework's behaviour is tested on the reference adapter's settings
 (``service/tools/reference.py``, the same in every fork); the configuration table and the
-start-up line are tested against this repository's connector, the one its gunicorn
-command names (``service.tools.apps``), whatever its upstream's settings are.
+start-up line are tested against this repository's connector, the one ``fork.toml``
+names (``service.tools.apps``), whatever its upstream's settings are: the framework's
+settings in docs/configuration.md, the connector's own on its page, docs/connector.md.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from pathlib import Path
 import pytest
 
 from service.framework.settings import ConfigError
+from service.framework.settings import Settings
+from service.framework.settings import Variable
 from service.framework.settings import load_settings
 from service.framework.settings import variables
 from service.tools.apps import REFERENCE_APP
 from service.tools.apps import connector_app
 from service.tools.apps import connector_factory
+from service.tools.apps import upstream_variables
+from service.tools.dev import GUNICORN_ARGS
+from service.tools.ownership import read_fork
 from service.tools.reference import ReferenceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -70,36 +76,75 @@ def test_a_malformed_secret_is_not_echoed():
     assert "(secret)" in str(raised.value)
 
 
-def configuration_table() -> dict[str, list[str]]:
-    """docs/configuration.md's table: name -> [default, required, secret, meaning]."""
+def settings_table(page: str) -> dict[str, list[str]]:
+    """A docs page's table of settings: name -> [default, required, secret, meaning]."""
     rows = {}
-    for line in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / "docs" / page).read_text(encoding="utf-8").splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = cells[1:]
     return rows
 
 
-def test_the_configuration_table_is_the_declarations():
-    """Every declared setting has its row with its default, required and secret columns, and
-    the table names no setting that is not declared."""
-    table = configuration_table()
-    declared = variables(ConnectorSettings)
-    assert sorted(table) == sorted(v.name for v in declared)
+def table_problems(page: str, declared: tuple[Variable, ...]) -> list[str]:
+    """What the page's table says otherwise than the declarations: a row for each declared
+    setting with its default, required and secret columns, and no other row."""
+    table = settings_table(page)
+    problems = [f"docs/{page} has no row for {v.name}" for v in declared if v.name not in table]
+    problems += [
+        f"docs/{page} has a row for {name}, which is not declared there"
+        for name in sorted(set(table) - {v.name for v in declared})
+    ]
     for variable in declared:
+        if variable.name not in table:
+            continue
         default, required, secret, meaning = table[variable.name]
-        assert default == (f"`{variable.default}`" if variable.default else ""), variable.name
-        assert required == ("yes" if variable.default is None else "no"), variable.name
-        assert secret == ("yes" if variable.secret else "no"), variable.name
-        assert meaning, variable.name
+        expected = [
+            f"`{variable.default}`" if variable.default else "",
+            "yes" if variable.default is None else "no",
+            "yes" if variable.secret else "no",
+        ]
+        if [default, required, secret] != expected or not meaning:
+            problems.append(f"docs/{page}, {variable.name}: {table[variable.name]}, not {expected}")
+    return problems
 
 
-def gunicorn_output(app: str, **environ: str) -> str:
-    """What gunicorn prints when it cannot start ``app`` in an environment of ``environ``."""
+def test_the_configuration_table_is_the_frameworks_declarations():
+    """docs/configuration.md, a page of the framework's, tables the framework's settings:
+    the same in every fork."""
+    assert table_problems("configuration.md", variables(Settings)) == []
+
+
+def test_the_connectors_page_tables_the_settings_its_adapter_declares():
+    """A fork's own settings have their rows on its own page, docs/connector.md, never on
+    the framework's (which an upgrade replaces)."""
+    declared = upstream_variables(ConnectorSettings)
+    assert declared, "the connector declares no setting of its own: where is its upstream?"
+    assert table_problems("connector.md", declared) == []
+
+
+def test_a_table_that_leaves_out_or_misstates_a_setting_is_caught(tmp_path, monkeypatch):
+    """The check above, on a table that lost a row and one that calls a secret not secret."""
+    page = (ROOT / "docs" / "connector.md").read_text(encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    broken = page.replace("| `UPSTREAM_TOKEN` | | yes | yes |", "| `UPSTREAM_TOKEN` | | yes | no |")
+    (tmp_path / "docs" / "connector.md").write_text(broken, encoding="utf-8")
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    declared = upstream_variables(ReferenceSettings)
+    assert [p.split(":")[0] for p in table_problems("connector.md", declared)] == [
+        "docs/connector.md, UPSTREAM_TOKEN"
+    ]
+    missing = tuple(v for v in variables(Settings) if v.name == "PORT")
+    assert table_problems("connector.md", missing)[0] == "docs/connector.md has no row for PORT"
+
+
+def gunicorn_output(app: str | None, **environ: str) -> str:
+    """What gunicorn prints when it cannot start ``app`` (None: the one the contract's
+    command serves, fork.toml's) in an environment of ``environ``."""
     env = {"PATH": str(Path(sys.executable).parent), **environ}
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     result = subprocess.run(
-        [gunicorn, "-c", "service/gunicorn.conf.py", app],
+        [gunicorn, *GUNICORN_ARGS, *([app] if app else [])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -115,9 +160,12 @@ def test_gunicorn_stops_with_one_line_when_a_variable_is_missing():
     assert output == "configuration error: UPSTREAM_URL is required: Base URL of the Records API."
 
 
-def test_the_connectors_command_stops_with_one_line_naming_its_first_required_variable():
+def test_the_contract_command_serves_fork_tomls_app_and_stops_naming_its_first_required_variable():
+    """The command names no app: gunicorn's config serves the one fork.toml names, and
+    checks that app's settings, not the framework's alone."""
+    assert read_fork().app == connector_app()
     required = [v for v in variables(ConnectorSettings) if v.default is None]
     assert required, "the connector requires no setting: where is its upstream?"
-    output = gunicorn_output(connector_app())
+    output = gunicorn_output(None)
     first = required[0]
     assert output == f"configuration error: {first.name} is required: {first.meaning}"

@@ -142,12 +142,16 @@ def test_the_memory_fits_the_workers():
     assert docker["memory"] >= 35 * (workers + 1), docker
 
 
-def test_the_sesam_page_names_the_secret_to_set():
+def test_the_connectors_page_names_the_secrets_to_set():
+    """A user looks on the connector's own page (a fork's file) for what to set on the node:
+    every secret its system reads is named there."""
     names = SECRET.findall(json.dumps(the_system()))
     assert names
-    page = (ROOT / "docs" / "sesam.md").read_text(encoding="utf-8")
+    page = (ROOT / "docs" / "connector.md").read_text(encoding="utf-8")
     for name in names:
-        assert name in page, f"docs/sesam.md does not name secret {name} (the system sets it)"
+        assert f"$SECRET({name})" in page or f"`{name}`" in page, (
+            f"docs/connector.md does not name secret {name} (the system reads it)"
+        )
 
 
 def test_the_system_runs_the_image_ci_pushes_under_a_name_docker_hub_takes():
