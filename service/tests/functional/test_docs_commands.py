@@ -50,6 +50,7 @@ IMAGE = next(
 # Run by another test: command -> (that test or fixture, as file::name, relative to
 # service/tests).
 ENGINE = "functional/test_docker_engine.py"
+UPGRADE = "functional/test_upgrade.py"
 ELSEWHERE = {
     "python3 -m service.tools.dev run": (
         "functional/test_dev_run.py::test_the_readmes_run_command_serves_the_demo_or_names_the_settings_to_set"
@@ -63,6 +64,24 @@ ELSEWHERE = {
     ),
     "python3 -m service.tools.rename acme-crm --dry-run": (
         "unit/test_rename_rules.py::test_a_dry_run_changes_nothing"
+    ),
+    # docs/upgrading.md, on throwaway repositories (the reference's path for URL, a release
+    # of the test's own for the example, a file for FILE).
+    "git remote add --no-tags reference URL": f"{UPGRADE}::repositories",
+    "git ls-remote --tags reference 'framework/v*'": f"{UPGRADE}::merged",
+    "git fetch reference tag framework/v2.1.0": f"{UPGRADE}::merged",
+    "python3 -m service.tools.ownership edited framework/v2.1.0": f"{UPGRADE}::merged",
+    "git merge framework/v2.1.0": f"{UPGRADE}::merged",
+    "git checkout --theirs -- FILE && git add FILE": (
+        f"{UPGRADE}::test_a_conflict_is_resolved_as_the_page_says"
+    ),
+    "git checkout --ours -- FILE && git add FILE": (
+        f"{UPGRADE}::test_a_conflict_is_resolved_as_the_page_says"
+    ),
+    "git commit --no-edit": f"{UPGRADE}::test_a_conflict_is_resolved_as_the_page_says",
+    "git merge --abort": f"{UPGRADE}::test_a_conflict_is_resolved_as_the_page_says",
+    "python3 -m service.tools.ownership": (
+        "unit/test_ownership.py::test_the_version_command_says_which_release_and_which_connector"
     ),
     # Its test kit starts it with these options (ports from the OS): every test of it.
     ".venv/bin/python -m service.tools.hostile_upstream --port 8800 --other-port 8801 --token T --client-id ID --client-secret SECRET --expires-in 3600": (
