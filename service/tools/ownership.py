@@ -93,7 +93,9 @@ class Ownership:
         return "fork"
 
     def named(self, path: str) -> list[Owner]:
-        """The lists that name a file: exactly one, for every file of the reference."""
+        """The lists that name a file: one at least, for every file of the reference (the
+        framework's wins where both do: ``service/gunicorn.conf.py`` is one of
+        ``service/*.py``)."""
         lists: list[tuple[Owner, tuple[str, ...]]] = [
             ("framework", self.framework),
             ("fork", self.fork),

@@ -16,7 +16,6 @@ import ast
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import NamedTuple
 
 import pytest
 
+from service.tests.functional.template_kit import copy_repository
 from service.tools import rename
 from service.tools.ownership import read_fork
 from service.tools.ownership import read_ownership
@@ -38,26 +38,6 @@ STALE = re.compile(rf"\bservice[./]{re.escape(OLD.module)}\b")
 FORCE = [] if OLD.module == rename.ORIGINAL else ["--force"]  # renaming a renamed fork
 
 
-def repository_files() -> list[str]:
-    # The test image (Dockerfile, stage test) has neither: it runs this test in the host's suite.
-    if shutil.which("git") is None:
-        pytest.skip("needs git to list the repository's files, and git is not installed")
-    if not (ROOT / ".git").exists():
-        pytest.skip(f"needs a git checkout to list the repository's files; {ROOT} has no .git")
-    try:
-        listed = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"git could not list the repository's files: {error}")
-    names = [n for n in listed.decode("utf-8").split("\0") if n]
-    return [n for n in names if not n.startswith((".venv/", ".git/")) and (ROOT / n).is_file()]
-
-
 class Renamed(NamedTuple):
     copy: Path  # the renamed copy
     out: str  # what the rename printed
@@ -67,11 +47,7 @@ class Renamed(NamedTuple):
 @pytest.fixture(scope="module")
 def renamed(tmp_path_factory: pytest.TempPathFactory) -> Renamed:
     copy = tmp_path_factory.mktemp("fork") / "fork"
-    originals = repository_files()
-    for name in originals:
-        target = copy / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
+    originals = copy_repository(copy)
     result = subprocess.run(
         [sys.executable, "-m", "service.tools.rename", *FORCE, NAME],
         cwd=copy,
@@ -210,6 +186,8 @@ COPY_ARTEFACT_TESTS = [
     "service/tests/unit/test_sesam_config.py",  # sesam/: the system, pipes, images
     "service/tests/unit/test_lint.py",  # ruff over the renamed code (the rename formats it)
     "service/tests/unit/test_static_checks.py",  # bandit over the renamed module
+    "service/tests/unit/test_ownership.py",  # the line, fork.toml, forking.md's list
+    "service/tests/functional/test_upgrade.py",  # a fork of the fork takes a release
 ]
 COPY_SAMPLE = [
     "service/tests/functional/test_feed_query_http.py",
