@@ -193,7 +193,7 @@ PLACES = (
         DOCS,
         r"(`[a-z0-9_-]*?)\b{name}\b(?=[a-z0-9_-]*`)",
         r"\g<1>{name}",
-        "`quoted` pipe and system ids and compose service names",
+        "`quoted` pipe and system ids",
     ),
     Place(
         DOCS,
