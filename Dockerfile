@@ -21,7 +21,7 @@ RUN useradd --uid 10001 --user-group --no-log-init --no-create-home \
     && chown 10001:10001 /app/state
 
 # Dependencies in their own layer: a code change does not reinstall them.
-COPY service/requirements.txt service/
+COPY service/requirements.txt service/requirements-connector.txt service/
 RUN pip install --no-cache-dir -r service/requirements.txt
 
 COPY fork.toml ./

@@ -710,6 +710,7 @@ def test_the_runtime_image_holds_only_the_runtime(tmp_path):
         "service/__init__.py",
         "service/gunicorn.conf.py",
         "service/requirements.txt",
+        "service/requirements-connector.txt",
         f"service/{module}.py",
         *framework,
     ]
