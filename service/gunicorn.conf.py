@@ -40,8 +40,11 @@ def _app() -> str:
     try:
         with open(path, "rb") as file:
             return str(tomllib.load(file)["app"])
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
-        raise SystemExit(f"configuration error: no app to serve: {path}: {error!r}") from None
+    except OSError as error:
+        problem = f"cannot read {path} ({error.strerror})"
+    except (KeyError, tomllib.TOMLDecodeError):
+        problem = f'{path} names no app (app = "service.<module>:create_app()")'
+    raise SystemExit(f"configuration error: no app to serve: {problem}")
 
 
 def _settings_class(app: str) -> type[Settings]:

@@ -2,10 +2,10 @@
 
 Two apps matter: this repository's connector, the factory ``fork.toml`` names (gunicorn
 serves it, and the rename writes it), and the reference adapter
-(``service/tools/reference.py``), the same in every fork. The framework's tests check a fork's own artefacts (its settings table, its
-compose file, its Sesam config, its image's command) against what the first declares,
-and the framework's behaviour against the second, so that they run unchanged in a fork
-to any upstream with any settings.
+(``service/tools/reference.py``), the same in every fork. The framework's tests check a
+fork's own artefacts (its settings table, its compose file, its Sesam config, its image's
+command) against what the first declares, and the framework's behaviour against the
+second, so that they run unchanged in a fork to any upstream with any settings.
 
 ``python -m service.tools.apps settings APP`` prints an app's upstream settings as JSON,
 for ``python3 -m service.tools.dev run`` (which runs on the system Python and cannot
@@ -32,7 +32,7 @@ REFERENCE_APP = "service.tools.reference:create_app()"
 
 
 def connector_app() -> str:
-    """This repository's connector, as ``fork.toml`` names it: ``service.<module>:create_app()``."""
+    """This repository's connector, as ``fork.toml`` names it (``service.<module>:create_app()``)."""
     return read_fork().app
 
 

@@ -9,6 +9,8 @@ settings in docs/configuration.md, the connector's own on its page, docs/connect
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +171,29 @@ def test_the_contract_command_serves_fork_tomls_app_and_stops_naming_its_first_r
     output = gunicorn_output(None)
     first = required[0]
     assert output == f"configuration error: {first.name} is required: {first.meaning}"
+
+
+def test_the_contract_command_without_fork_toml_stops_with_one_line_naming_it(tmp_path):
+    """An image or checkout that lost fork.toml has no app to serve: one line, no traceback."""
+    shutil.copytree(
+        ROOT / "service",
+        tmp_path / "service",
+        ignore=shutil.ignore_patterns("tests", "tools", "__pycache__"),
+    )
+    env = {"PATH": str(Path(sys.executable).parent)}
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    result = subprocess.run(
+        [gunicorn, *GUNICORN_ARGS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0
+    assert re.fullmatch(
+        r"configuration error: no app to serve: cannot read \S+/fork\.toml "
+        r"\(No such file or directory\)",
+        output,
+    ), output
