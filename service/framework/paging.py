@@ -8,6 +8,7 @@ A fork picks the block that matches how its upstream pages, instead of writing t
 | the next page's URL, in the body or a ``Link`` header | ``NextUrlPaging``   |
 | ``offset`` and ``limit``                              | ``OffsetPaging``    |
 | page numbers (``page``, ``per_page``, ``total_pages``) | ``PageNumberPaging`` |
+| changes and deletions in two lists (each one of the above) | ``MergedPaging`` |
 
 Each block is configured once (in the adapter's ``__init__``) and its ``pages(client, url,
 params, since=since)`` is what the adapter's ``pages()`` returns: the records a page at a
@@ -83,6 +84,7 @@ WHERE_FIELDS = ("records", "cursor_key", "next_key", "total_key", "total_pages_k
 __all__ = [
     "CursorPaging",
     "LoopGuard",
+    "MergedPaging",
     "NextUrlPaging",
     "OffsetPaging",
     "PageNumberPaging",
@@ -447,6 +449,169 @@ class PageNumberPaging(_Windows):
             f"not count pages of {self.size}; set the paging's size to its maximum: GET {url}",
             url=url,
         )
+
+
+@dataclasses.dataclass(kw_only=True)
+class MergedPaging:
+    """Changes and deletions that the upstream keeps in two lists (OData's ``/Orders`` and
+    ``/DeletedOrders``, an audit log of deletions beside the records), read as one list in
+    feed order.
+
+    ``changes`` and ``deletions`` are two blocks, each made for its own list (its paging,
+    where its records are, its ``position`` and ``since_params``; both with the adapter's
+    ``codec``, so that their positions compare). ``tombstone`` turns an entry of the
+    deletion list into a record that the adapter's ``position`` and ``to_entity`` read (its
+    id, the deletion's time where a record has its modification time, a deleted flag; the
+    same position as the entry's); None passes the entries on as they are.
+
+    ``pages(client, changes_url, deletions_url, params, deletion_params, since=since)``:
+    without ``since`` (a full run, which Sesam wants as the live records) the changes list
+    alone; with it, both lists from ``since`` on, merged by position. Each block keeps its
+    own guarantees (a change mid-run moves later and is read there, a tie is stepped
+    through, a loop stops the run), and the merge keeps their order: the merged list is in
+    position order, each position once.
+
+    Two lists are read at two moments. Once one of them has ended, the other can still
+    bring records written after that end, and a deletion written meanwhile, earlier than
+    those records, would land behind the ``since`` Sesam then holds, lost for good. So a
+    list that has ended is read again (from the last position handed on) each time the
+    other brings a page, before that page is handed on: after one list ends, each page of
+    the other costs one request more.
+
+    One position in both lists, a record deleted and created again at one instant (a
+    coarse clock): the changes list's record is delivered, the deletion dropped. The
+    changes list shows the record as it is when read, so at that instant it exists; had it
+    been deleted after, that deletion would carry a later position and come later. The
+    other way round, Sesam would delete a record that exists and keep it deleted until it
+    changes again. With a coarse clock, run with a settle window, so that an instant is
+    read once it is over.
+    """
+
+    changes: Paging
+    deletions: Paging
+    tombstone: Callable[[Record], Record] | None = None
+
+    def pages(
+        self,
+        client: UpstreamClient,
+        changes_url: str,
+        deletions_url: str,
+        params: dict[str, Any] | None = None,
+        deletion_params: dict[str, Any] | None = None,
+        *,
+        since: Position | Any = None,
+    ) -> Iterator[list[Record]]:
+        """The live records (no ``since``), or every change and deletion after ``since``,
+        a page at a time, in position order."""
+        if since is None:
+            yield from self.changes.pages(client, changes_url, params)
+            return
+        if not isinstance(since, tuple):
+            since = (since,)
+        live = _List(
+            lambda after: self.changes.pages(client, changes_url, params, since=after),
+            self.changes.key,
+        )
+        gone = _List(
+            lambda after: self.deletions.pages(client, deletions_url, deletion_params, since=after),
+            self.deletions.key,
+        )
+        try:
+            yield from self.merge(live, gone, since)
+        finally:
+            live.close()
+            gone.close()
+
+    def merge(self, live: _List, gone: _List, since: Position) -> Iterator[list[Record]]:
+        """Both lists as one: a page is handed on each time a list needs its next page
+        read, so at most a page of each is held."""
+        last = since
+        out: list[Record] = []
+        while True:
+            if out and (live.needs_page() or gone.needs_page()):
+                yield out
+                out = []
+            _read(live, gone, last)
+            if live.head is None and gone.head is None:
+                break
+            if gone.head is None or (live.head is not None and live.head <= gone.head):
+                if gone.head is not None and live.head == gone.head:
+                    gone.pop()  # one instant, one record: the change wins (above)
+                last = live.head
+                out.append(live.pop())
+            else:
+                last = gone.head
+                entry = gone.pop()
+                out.append(self.tombstone(entry) if self.tombstone is not None else entry)
+        if out:
+            yield out
+
+
+class _List:
+    """One of ``MergedPaging``'s lists: read a page at a time, its first unread record's
+    position at hand, and read again from a position once it has ended."""
+
+    def __init__(
+        self,
+        walk: Callable[[Position], Iterator[list[Record]]],
+        key: Callable[[Record], Position],
+    ) -> None:
+        self.walk = walk
+        self.key = key
+        self.pages: Iterator[list[Record]] | None = None
+        self.records: collections.deque[Record] = collections.deque()
+        self.done = False
+        self.head: Position | None = None
+
+    def needs_page(self) -> bool:
+        return not self.records and not self.done
+
+    def start(self, after: Position) -> None:
+        """Walk the list (again) from ``after`` on."""
+        self.close()
+        self.pages = self.walk(after)
+        self.done = False
+
+    def fill(self, after: Position) -> bool:
+        """Read pages until one brings records or the list ends; whether one did."""
+        if self.pages is None:
+            self.start(after)
+        read = False
+        while self.needs_page():
+            assert self.pages is not None  # nosec B101: narrows the type; start() set it
+            page = next(self.pages, None)
+            if page is None:
+                self.done = True
+            elif page:
+                self.records.extend(page)
+                read = True
+        self.head = self.key(self.records[0]) if self.records else None
+        return read
+
+    def pop(self) -> Record:
+        record = self.records.popleft()
+        self.head = self.key(self.records[0]) if self.records else None
+        return record
+
+    def close(self) -> None:
+        """End the walk in progress (a generator's ``close``: its requests stop)."""
+        close = getattr(self.pages, "close", None)
+        if close is not None:
+            close()
+
+
+def _read(live: _List, gone: _List, last: Position) -> None:
+    """Fill both lists. A list that has ended is read again from ``last`` when the other
+    has just brought a page: it may have grown since it ended, with records earlier than
+    that page's."""
+    waiting = [live, gone]
+    while waiting:
+        this = waiting.pop(0)
+        other = gone if this is live else live
+        if this.fill(last) and other.done:
+            other.start(last)
+            if other not in waiting:
+                waiting.append(other)
 
 
 def dig(body: Any, where: Where | None) -> Any:
