@@ -98,15 +98,53 @@ def retry_budget(seconds: float) -> Iterator[None]:
         _budget.reset(token)
 
 
+class PathSegment(str):
+    """A path segment already percent-encoded (``key_path`` makes one): ``UpstreamClient.url``
+    puts it in as it is, where it would encode any other string again."""
+
+
 def segment(value: str) -> str:
     """Percent-encode an id as exactly one path segment (``/``, ``?``, ``#`` included).
 
     ``.`` and ``..`` are encoded too: as they are, HTTP clients resolve them as dot
-    segments, and ``people/..`` would address the API's root instead of the record.
+    segments, and ``people/..`` would address the API's root instead of the record. A
+    ``PathSegment`` is already encoded: it goes in as it is.
     """
+    if isinstance(value, PathSegment):
+        return value
     if value in (".", ".."):
         return value.replace(".", "%2E")
     return quote(value, safe="")
+
+
+def key_path(name: str, *key: str | int, **keys: str | int) -> PathSegment:
+    """A record's address by its key, OData style, as one path segment for
+    ``UpstreamClient.url``: ``key_path("Customers", "ALFKI")`` is ``Customers('ALFKI')``,
+    ``key_path("Lines", OrderNo="SO-1", LineNo=3)`` is ``Lines(OrderNo='SO-1',LineNo=3)``.
+
+    Text is quoted, its quotes doubled (``O'Brien`` is ``'O''Brien'``), integers go bare;
+    then every character of a name or a value that is not unreserved is percent-encoded (a
+    ``/`` in a value is ``%2F``, never a new segment; a space ``%20``), and the key's own
+    syntax, ``(``, ``=``, ``,``, ``'`` and ``)``, stays as it is. One key value, or named
+    parts in the upstream's order; a bool, a float or anything else is refused
+    (``TypeError``): its form differs between APIs, so build that segment yourself.
+    """
+    if bool(key) == bool(keys) or len(key) > 1:
+        raise TypeError("key_path takes one key value, or named key parts: one of them")
+    parts = (
+        [_key_literal(key[0])]
+        if key
+        else [f"{quote(part, safe='')}={_key_literal(value)}" for part, value in keys.items()]
+    )
+    return PathSegment(f"{quote(name, safe='')}({','.join(parts)})")
+
+
+def _key_literal(value: str | int) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"a key part is text or an integer, not {type(value).__name__}")
+    if isinstance(value, int):
+        return str(value)
+    return quote("'" + value.replace("'", "''") + "'", safe="'")
 
 
 def not_processed(status: int, has_retry_after: bool) -> bool:
