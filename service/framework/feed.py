@@ -104,9 +104,16 @@ def parse_since(since: str, positions: Positions) -> tuple[Any, ...]:
         ) from None
 
 
+def settle_window(adapter: Adapter) -> float:
+    """The feed's settle window: ``FEED_SETTLE_SECONDS`` when the operator set it, else
+    what the adapter declares for its upstream's clock (``Adapter.settle_seconds``)."""
+    configured = adapter.settings.feed_settle_seconds
+    return float(adapter.settle_seconds) if configured is None else configured
+
+
 def settled_until(positions: Positions, settle_seconds: float) -> str | None:
     """With a settle window, the greatest token the feed may hand out now: records whose
-    time is within the window are held back until a later run (``FEED_SETTLE_SECONDS``)."""
+    time is within the window are held back until a later run (``settle_window``)."""
     if settle_seconds <= 0 or not isinstance(positions.parts[0], Timestamp):
         return None
     cutoff = datetime.now(UTC) - timedelta(seconds=settle_seconds)
@@ -386,6 +393,16 @@ _END = object()
 
 def register_feed(app: Flask, adapter: Adapter, budget: MemoryBudget) -> None:
     """``GET /<collection>``: the feed of one upstream collection."""
+    configured = adapter.settings.feed_settle_seconds
+    if configured is not None and configured < adapter.settle_seconds:
+        log.warning(
+            "FEED_SETTLE_SECONDS=%g is below the %gs settle window %s declares for its "
+            "upstream's clock: a record written late into an instant the feed has read can "
+            "be missed; unset it to use the adapter's",
+            configured,
+            adapter.settle_seconds,
+            type(adapter).__name__,
+        )
     app.add_url_rule(
         "/<collection>", "feed", functools.partial(feed, adapter, budget), methods=["GET"]
     )
@@ -437,7 +454,7 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
         to_entity=adapter.to_entity,
         stats=stats,
         positions=positions,
-        until=settled_until(positions, adapter.settings.feed_settle_seconds),
+        until=settled_until(positions, settle_window(adapter)),
         ordered=adapter.supports_since,
         max_record_bytes=adapter.settings.upstream_max_record_bytes,
         max_empty_pages=adapter.max_empty_pages,

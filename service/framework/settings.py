@@ -84,6 +84,12 @@ def seconds_or_zero(value: str) -> float:
     return number
 
 
+def seconds_or_unset(value: str) -> float | None:
+    """Seconds (0 or more), or None for a variable left unset (its default, ""): for a
+    setting that overrides what the adapter declares only when the operator sets it."""
+    return None if value == "" else seconds_or_zero(value)
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -240,13 +246,14 @@ class Settings:
         default="32",
         meaning="Pooled connections to the upstream per worker process.",
     )
-    feed_settle_seconds: float = setting(
+    feed_settle_seconds: float | None = setting(
         "FEED_SETTLE_SECONDS",
-        seconds_or_zero,
-        default="0",
+        seconds_or_unset,
+        default="",
         meaning="Hold back records changed in the last this many seconds (by this "
         "connector's clock) until a later run: for upstreams whose times are coarse or "
-        "whose writes can land with a time already read. 0: off.",
+        "whose writes can land with a time already read. 0: off. Unset: the adapter's "
+        "settle_seconds.",
     )
     sink_max_body_bytes: int = setting(
         "SINK_MAX_BODY_BYTES",

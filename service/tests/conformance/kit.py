@@ -84,6 +84,7 @@ class ConformanceTarget:
     transform: str | None = None
     #: ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
     skips: dict[str, str] = dataclasses.field(default_factory=dict)
-    #: The connector's ``FEED_SETTLE_SECONDS``: the loss checks wait this long, and more,
-    #: for a record the feed holds back before they call it lost.
+    #: The connector's settle window (``FEED_SETTLE_SECONDS`` when set, else its adapter's
+    #: ``settle_seconds``): the loss checks wait this long, and more, for a record the feed
+    #: holds back before they call it lost.
     settle_seconds: float = 0.0

@@ -37,7 +37,7 @@ SUITE = "from service.tests.conformance.test_sesam_conformance import *  # noqa:
 def loss_checks(tmp_path: Path, **wiring: str) -> tuple[dict[str, str], str]:
     """Run the loss checks against the wiring: each check's outcome (PASSED, FAILED, ...),
     and pytest's report."""
-    wiring = {"FEED_SETTLE_SECONDS": "2", "TICKETS_PAGE_SIZE": "10", **wiring}
+    wiring = {"TICKETS_PAGE_SIZE": "10", **wiring}
     (tmp_path / "conftest.py").write_text(CONFTEST.replace("{WIRING}", repr(wiring)))
     (tmp_path / "test_suite.py").write_text(SUITE)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
@@ -78,6 +78,7 @@ def test_naive_page_numbers_fail_the_loss_checks(tmp_path):
 
 
 def test_a_missing_settle_window_fails_the_race_check(tmp_path):
+    """The Tickets adapter declares its window; ``FEED_SETTLE_SECONDS=0`` turns it off."""
     outcomes, report = loss_checks(
         tmp_path, app="service.tools.examples.tickets:create_app()", FEED_SETTLE_SECONDS="0"
     )
