@@ -195,7 +195,8 @@ class Settings:
         "UPSTREAM_RETRIES",
         int_between(0, 100),
         default="10",
-        meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections).",
+        meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections; "
+        "POST and PATCH only on a 429 or a 503 with Retry-After).",
     )
     upstream_feed_retry_budget: float = setting(
         "UPSTREAM_FEED_RETRY_BUDGET",
