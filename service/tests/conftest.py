@@ -19,6 +19,7 @@ pytest.register_assert_rewrite("service.tests.framework_kit")
 
 from service.connector import create_app  # noqa: E402
 from service.tests.conformance.kit import ConformanceTarget  # noqa: E402
+from service.tests.conformance.kit import NotSupported  # noqa: E402
 from service.tests.framework_kit import UPSTREAM_TOKEN  # noqa: E402
 from service.tests.framework_kit import Connector  # noqa: E402
 from service.tests.framework_kit import Upstream  # noqa: E402
@@ -142,6 +143,9 @@ class RecordsConformanceUpstream:
 
     def coarse_clock(self) -> None:
         self.upstream.clock(freeze=True)  # one tick of a coarse clock, as long as needed
+
+    def expire_tokens(self) -> None:
+        raise NotSupported("the Records API's bearer token is static: it never expires")
 
     def entity(self, number: int) -> dict[str, Any]:
         return {

@@ -23,6 +23,7 @@ from service.tests.conformance.conftest import conformance_connector  # noqa: F4
 from service.tests.conformance.conftest import conformance_skips  # noqa: F401
 from service.tests.conformance.conftest import conformance_upstream  # noqa: F401
 from service.tests.conformance.kit import ConformanceTarget
+from service.tests.conformance.kit import NotSupported
 from service.tests.framework_kit import Connector
 from service.tests.framework_kit import start_connector
 from service.tools.apps import factory
@@ -184,6 +185,9 @@ class TicketsConformanceUpstream:
 
     def coarse_clock(self) -> None:
         self.api.admin("PUT", "clock", {"freeze": True})  # one second, as long as needed
+
+    def expire_tokens(self) -> None:
+        raise NotSupported("the Tickets API's key is static: it never expires")
 
     def break_before_first_page(self) -> None:
         storm = {"status": 500, "count": 1_000_000, "retry_after": None}
