@@ -49,18 +49,23 @@ def pss(group: list[psutil.Process]) -> int:
 
 class PeakRss:
     """The peak of the summed RSS of a server's processes while the block runs, sampled
-    every 20 ms (and at its end), and what they held when it began (``before``)."""
+    every 20 ms (and at its end), and what they held when it began (``before``). RSS
+    counts the pages master and worker share twice: a bound on it is stricter than the
+    container's (``PeakPss``)."""
+
+    measure = staticmethod(rss)
+    interval = 0.02
 
     def __init__(self, group: list[psutil.Process]) -> None:
         self.group = group
-        self.before = rss(group)
+        self.before = self.measure(group)
         self.peak = self.before
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, rss(self.group))
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.measure(self.group))
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -69,7 +74,14 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss(self.group))
+        self.peak = max(self.peak, self.measure(self.group))
+
+
+class PeakPss(PeakRss):
+    """The same, for what a container is charged (PSS: a shared page once), every 100 ms."""
+
+    measure = staticmethod(pss)
+    interval = 0.1
 
 
 def quick(url: str) -> float:

@@ -19,6 +19,7 @@ import requests
 
 from service.tests.framework_kit import running_demo_upstream
 from service.tests.loads import MB
+from service.tests.loads import PeakPss
 from service.tests.loads import PeakRss
 from service.tests.loads import connect
 from service.tests.loads import processes
@@ -263,10 +264,10 @@ def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_b
     before = pss(group)
     after_each = []
     for load in range(2):
-        with PeakRss(group) as peak:
+        with PeakPss(group) as peak:
             readers, answers = slow_feeds_beside_maximum_batches(connector.url, f"/{BIG}", body)
             loaded = pss(group)
-        assert peak.peak <= 128 * MB, f"load {load}: peak RSS {peak.peak / MB:.0f} MB"
+        assert peak.peak <= 128 * MB, f"load {load}: peak PSS {peak.peak / MB:.0f} MB"
         assert 200 in answers and set(answers) <= {200, 502, 503}, answers
         assert loaded <= 128 * MB, f"load {load}: {loaded / MB:.0f} MB (PSS) with every client in"
         given_back = connector.log_text().count("free memory given back")
