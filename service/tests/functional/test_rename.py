@@ -119,6 +119,27 @@ def test_the_rename_edits_only_the_forks_files(renamed):
     assert changed, out
 
 
+def test_no_sesam_config_names_an_id_that_was_renamed(renamed):
+    """The descriptions too: "the feed pipe connector-people" named a pipe that, after the
+    rename, no longer existed."""
+    copy = renamed.copy
+    configs = {path: path.read_text(encoding="utf-8") for path in ROOT.glob("sesam/**/*.json")}
+    renamed_ids = {
+        found
+        for found in rename.sesam_ids(configs)
+        if found != OLD.name
+        and re.search(rf"(?<![a-z0-9]){re.escape(OLD.name)}(?![a-z0-9])", found)
+    }
+    assert renamed_ids, "the reference's Sesam config names no id after the connector"
+    left = [
+        f"{path.relative_to(copy)}: {found}"
+        for path in sorted(copy.glob("sesam/**/*.json"))
+        for found in sorted(renamed_ids)
+        if re.search(rf"(?<![\w-]){re.escape(found)}(?![\w-])", path.read_text(encoding="utf-8"))
+    ]
+    assert left == []
+
+
 def test_fork_toml_names_the_new_connector_and_the_commands_a_user_runs_stay_as_they_are(
     renamed,
 ):
