@@ -9,6 +9,7 @@ and the transforms run at most SINK_CONCURRENCY at once.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -40,6 +41,8 @@ class Fakes(Records):
             "number": lambda entity: 42,
             "no-id": lambda entity: [{"name": "x"}],
             "nan": lambda entity: {**entity, "x": float("nan")},
+            "number-for-b": lambda entity: 42 if entity["_id"] == "b" else entity,
+            "counted": self.counted,
             "slow": self.slow,
             "down": self.down,
         }.get(name) or super().transform(name)
@@ -48,6 +51,14 @@ class Fakes(Records):
     def upper(entity):
         CALLS.append(entity["_id"])
         return {**entity, "name": entity["name"].upper()}
+
+    @staticmethod
+    def counted(entity):
+        """Refuses the entity ``bad``; counts the others, as an upstream would see them."""
+        if entity["_id"] == "bad":
+            raise ValueError("has no name")
+        CALLS.append(entity["_id"])
+        return entity
 
     @staticmethod
     def split(entity):
@@ -74,8 +85,7 @@ class Fakes(Records):
         raise UpstreamError(f"upstream answered 503 to GET /x/{entity['_id']}", status=503)
 
 
-@pytest.fixture
-def client(tmp_path):
+def make_client(tmp_path, max_body_bytes: int = 4000):
     app = build_app(
         Fakes,
         ReferenceSettings,
@@ -84,12 +94,23 @@ def client(tmp_path):
             "UPSTREAM_TOKEN": "test-token",
             "STATE_DIR": str(tmp_path),
             "SINK_CONCURRENCY": "4",
-            "SINK_MAX_BODY_BYTES": "4000",
+            "SINK_MAX_BODY_BYTES": str(max_body_bytes),
         },
     )
     app.config["TESTING"] = True
     CALLS.clear()
     return app.test_client()
+
+
+@pytest.fixture
+def client(tmp_path):
+    return make_client(tmp_path)
+
+
+@pytest.fixture
+def big_client(tmp_path):
+    """Room for batches of a few thousand entities."""
+    return make_client(tmp_path, 1_000_000)
 
 
 def transform(client, name, body, raw=None):
@@ -203,3 +224,63 @@ def test_transforms_run_at_most_sink_concurrency_at_once(client):
     assert response.status_code == 200
     assert [e["_id"] for e in response.json] == [e["_id"] for e in batch]
     assert 1 < Fakes.most_in_flight <= 4
+
+
+def test_a_broken_result_is_a_500_naming_the_entitys_index_and_id(client):
+    response = transform(client, "number-for-b", [{"_id": "a"}, {"_id": "b"}, {"_id": "c"}])
+    assert response.status_code == 500
+    assert "returned a int for entity 1 ('b')" in response.json["detail"]
+
+
+def test_a_502_counts_every_failure_and_every_entity_not_attempted(client):
+    """What Sesam's operator reads in the pipe's error: how many failed, of how many, and
+    how many never started; the count matches the entities listed."""
+    batch = [{"_id": f"x{n}"} for n in range(30)]
+    response = transform(client, "down", batch)
+    assert response.status_code == 502
+    body = response.json
+    assert body["failed_count"] == len(body["failed"]) >= 1
+    assert body["failed_count"] + body["not_attempted"] == 30
+    assert body["detail"].startswith(
+        f"transform 'down': {body['failed_count']} of 30 entities failed upstream (statuses 503); "
+        f"{body['not_attempted']} not attempted after the first failure."
+    )
+
+
+def test_entities_past_the_first_window_of_a_failed_batch_are_counted_not_attempted(big_client):
+    batch = [{"_id": f"x{n}"} for n in range(2500)]
+    body = transform(big_client, "down", batch).json
+    assert body["failed_count"] + body["not_attempted"] == 2500
+    assert body["not_attempted"] >= 1500  # the windows never started
+
+
+def test_a_refused_entity_stops_the_batch_after_the_first_thousand(big_client):
+    """The documented window (docs/transform.md): a batch is transformed 1000 entities at
+    a time, and one refused entity ends it after its window, so the upstream sees the
+    first thousand lookups and none after."""
+    batch = [{"_id": "bad" if n == 10 else f"x{n}"} for n in range(2500)]
+    response = transform(big_client, "counted", batch)
+    assert response.status_code == 400
+    assert response.json["detail"] == "entity 10 ('bad'): has no name"
+    assert len(CALLS) == 999
+    assert set(CALLS) == {f"x{n}" for n in range(1000) if n != 10}
+
+
+def test_a_batch_of_several_windows_is_answered_whole_in_order(big_client):
+    batch = [{"_id": f"x{n}", "name": "n"} for n in range(2500)]
+    response = transform(big_client, "upper", batch)
+    assert response.status_code == 200
+    assert [e["_id"] for e in response.json] == [e["_id"] for e in batch]
+    assert {e["name"] for e in response.json} == {"N"}
+
+
+def test_the_log_line_counts_the_entities_in_and_out(client, caplog):
+    caplog.set_level(logging.INFO, logger="service.framework.transform")
+    assert transform(client, "split", [{"_id": "a"}, {"_id": "b"}]).status_code == 200
+    assert transform(client, "refuse", [{"_id": "a"}, {"_id": "bad"}]).status_code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
+    assert len(lines) == 2
+    assert lines[0].startswith("transform split status=200 entities=2 out=4 seconds=")
+    assert lines[0].endswith(" ok")
+    assert lines[1].startswith("transform refuse status=400 entities=2 out=0 seconds=")
+    assert lines[1].endswith("rejected: entity 1 ('bad'): has no name")
