@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import UTC
 from datetime import datetime
+from datetime import tzinfo
 from decimal import Decimal
 
 import pytest
@@ -184,3 +185,129 @@ def test_a_settle_window_of_one_second_settles_all_but_the_last_second():
     assert until is not None
     cutoff = datetime.fromisoformat(until.removesuffix("~")).timestamp()
     assert before - 1 <= cutoff <= after - 1
+
+
+# --- what a pipe would notice (issue 20): stored tokens, record times, odd values ----------
+
+
+@pytest.mark.parametrize(
+    ("parts", "values", "token"),
+    [
+        ((INTEGER,), (1,), "p50001"),
+        ((INTEGER,), (-17,), "n499882~"),
+        ((INTEGER, TEXT), (170, "a"), "p500217._61"),
+        ((NUMBER,), (Decimal("-1.5"),), "n499984~"),
+        ((NUMBER,), (Decimal("0.001"),), "p49971"),
+        ((NUMBER,), (Decimal(0),), "o"),
+        ((EPOCH_MILLIS, INTEGER), (1767322000123, 5), "2026-01-02T02:46:40.123000Z_p50005"),
+        (
+            (TIMESTAMP, TEXT),
+            (datetime(2026, 1, 2, tzinfo=UTC), "r1"),
+            "2026-01-02T00:00:00.000000Z_7231",
+        ),
+    ],
+)
+def test_tokens_a_pipe_has_stored_keep_their_form_and_values(parts, values, token):
+    """Sesam stores the last ``_updated`` as the pipe's since: a release that wrote
+    another form would make every stored since decode to other values (or be refused)."""
+    positions = Positions(parts)
+    assert positions.encode(values) == token
+    assert positions.decode(token) == values
+
+
+CHECKED = "2026-01-02T03:04:05.000000Z"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-01-02T03:04:05.00000xZ",  # a letter for the last digit
+        "2026-01-02T03:04:05.x00000Z",  # ... for the first
+        "2026-01-02T03:04:05.000000z",
+        "2026-01-02T03:04:05.000000Zx",  # something after the zone
+        "2026-01-02T03:04:05.000000ZZ",
+        "2026-01-02T03:04:05.00000٠Z",  # an Arabic-Indic digit
+    ],
+)
+def test_a_record_time_with_a_bad_digit_in_a_second_already_read_is_refused(value):
+    """The records of a page mostly share their second, and the feed checks a time of a
+    second it has read before by its digits alone: a bad one is still refused (the feed's
+    502 names the record), never handed to Sesam as a token."""
+    positions = Positions((TIMESTAMP, TEXT))
+    assert positions.encode((CHECKED, "r1")) == CHECKED + "_7231"
+    with pytest.raises(ValueError):
+        positions.encode((value, "r2"))
+    with pytest.raises(ValueError):
+        Positions((TIMESTAMP, INTEGER)).encode((value, 2))
+
+
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        ("2026-01-02T03:04:05.12345Z", "2026-01-02T03:04:05.123450Z"),
+        ("2026-01-02T03:04:05.1Z", "2026-01-02T03:04:05.100000Z"),
+        ("2026-01-02T03:04:05.1234567Z", "2026-01-02T03:04:05.123456Z"),
+        ("2026-01-02T03:04:05.000000+00:00", "2026-01-02T03:04:05.000000Z"),
+        ("2026-01-02T03:04:05,123456Z", "2026-01-02T03:04:05.123456Z"),  # ISO's comma
+        ("2026-01-02 03:04:05.123456Z", "2026-01-02T03:04:05.123456Z"),
+    ],
+)
+def test_a_record_time_in_another_form_in_a_second_already_read_is_normalised(value, token):
+    """Five fractional digits sort after six as text ("…05.12345Z" > "…05.123456Z"), a
+    space before a "T": the token is always the fixed-width form, whatever was read before."""
+    positions = Positions((TIMESTAMP, TEXT))
+    positions.encode((CHECKED, "r1"))
+    assert positions.encode((value, "r2")) == token + "_7232"
+    assert Positions((TIMESTAMP, INTEGER)).encode((value, 2)) == token + "_p50002"
+
+
+@pytest.mark.parametrize("value", ["1767322000", "1767322000.5", True, False, None, [1]])
+@pytest.mark.parametrize("part", [EPOCH_SECONDS, EPOCH_MILLIS])
+def test_epoch_positions_given_as_strings_or_booleans_are_refused(part, value):
+    with pytest.raises(ValueError, match=f"is not a number of {part.name}"):
+        Positions((part,)).encode((value,))
+
+
+class NoOffset(tzinfo):
+    """A time zone that gives no offset: ``datetime`` calls the time naive."""
+
+    def utcoffset(self, dt):
+        return None
+
+    def dst(self, dt):
+        return None
+
+
+def test_a_time_whose_zone_gives_no_offset_is_refused_not_taken_as_local():
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=NoOffset())
+    with pytest.raises(ValueError, match="has no time zone"):
+        Positions((TIMESTAMP,)).encode((moment,))
+
+
+def test_a_position_of_no_parts_is_refused_when_the_adapter_is_built():
+    with pytest.raises(ValueError, match="at least one part"):
+        Positions(())
+
+
+def test_a_position_of_too_many_or_too_few_values_names_both_counts():
+    with pytest.raises(ValueError, match="a position has 2 parts, not 3"):
+        Positions((TIMESTAMP, TEXT)).encode((CHECKED, "a", "b"))
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-01-02T03:04:05,000000Z",  # a comma before the fraction: ISO, not canonical
+        "2026-01-02 03:04:05.000000Z",
+        "2026-01-02T03:04:05.000000+00:00",
+        "2026-01-02T03:04:05.00000Z",
+        "2026-01-02T03:04:05.000000Z-7231",  # a wrong separator between the parts
+        "2026-01-02T03:04:05.000000Z.7231",
+        "2026-01-02T03:04:05.000000Z7231",
+        "2026-01-02T03:04:05.000000Z_7231_",
+        "2026-01-02T03:04:05.000000Z_7231_7232",
+    ],
+)
+def test_a_since_that_is_not_in_the_feeds_own_form_is_refused(since):
+    with pytest.raises(ValueError):
+        Positions((TIMESTAMP, TEXT)).decode(since)
