@@ -187,6 +187,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         (
             UNIT + "test_positions.py",
             *FEED_UNIT,
+            FUNCTIONAL + "test_feed_since_http.py",
             FUNCTIONAL + "test_feed_query_http.py",
             FUNCTIONAL + "test_untrusted_upstream_answers.py",
         ),
