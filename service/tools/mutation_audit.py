@@ -83,8 +83,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "auth": (
         "service/framework/auth.py",
         (
-            UNIT + "test_sink_failures.py",
-            UNIT + "test_sesam_config.py",
+            FUNCTIONAL + "test_basic_auth_http.py",
             FUNCTIONAL + "test_hostile_input.py",
         ),
     ),
