@@ -200,6 +200,7 @@ def test_a_settle_window_of_one_second_settles_all_but_the_last_second():
         ((NUMBER,), (Decimal("0.001"),), "p49971"),
         ((NUMBER,), (Decimal(0),), "o"),
         ((EPOCH_MILLIS, INTEGER), (1767322000123, 5), "2026-01-02T02:46:40.123000Z_p50005"),
+        ((EPOCH_SECONDS, TEXT), (1767322000, "r1"), "2026-01-02T02:46:40.000000Z_7231"),
         (
             (TIMESTAMP, TEXT),
             (datetime(2026, 1, 2, tzinfo=UTC), "r1"),
@@ -264,8 +265,42 @@ def test_a_record_time_in_another_form_in_a_second_already_read_is_normalised(va
 @pytest.mark.parametrize("value", ["1767322000", "1767322000.5", True, False, None, [1]])
 @pytest.mark.parametrize("part", [EPOCH_SECONDS, EPOCH_MILLIS])
 def test_epoch_positions_given_as_strings_or_booleans_are_refused(part, value):
-    with pytest.raises(ValueError, match=f"is not a number of {part.name}"):
+    with pytest.raises(ValueError, match="is not a number of epoch (seconds|milliseconds)$"):
         Positions((part,)).encode((value,))
+
+
+def test_epoch_seconds_keep_their_fraction_in_the_token():
+    token = Positions((EPOCH_SECONDS,)).encode((1767322000.5,))
+    assert token == "2026-01-02T02:46:40.500000Z"
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", True, None])
+def test_a_number_part_refuses_strings_and_booleans(value):
+    with pytest.raises(ValueError, match="is not a number$"):
+        Positions((NUMBER,)).encode((value,))
+
+
+def test_a_float_is_the_number_it_prints_as():
+    """1.1 is 1.100000000000000088817841970012523233890533447265625 in binary: the token
+    is that of 1.1, as the upstream wrote it."""
+    positions = Positions((NUMBER,))
+    assert positions.encode((1.1,)) == positions.encode((Decimal("1.1"),)) == "p500011"
+
+
+@pytest.mark.parametrize(
+    ("parts", "since", "says"),
+    [
+        ((TEXT, INTEGER), "._p50001", "a text part must be the hex of a non-empty UTF-8 string"),
+        ((TEXT, INTEGER), "6162", "a text part that is not the last must end with '.'"),
+        ((NUMBER, TEXT), "p5000", "a number part must end with '.'"),
+        ((INTEGER,), "x", "integer part must start with p, n or o"),
+        ((TIMESTAMP,), "2026-01-02T03:04:05.000000", "a timestamp must be"),
+    ],
+)
+def test_a_refused_since_says_what_is_wrong_with_which_part(parts, since, says):
+    with pytest.raises(ValueError) as refused:
+        Positions(parts).decode(since)
+    assert says in str(refused.value)
 
 
 class NoOffset(tzinfo):
