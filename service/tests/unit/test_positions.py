@@ -346,3 +346,15 @@ def test_a_position_of_too_many_or_too_few_values_names_both_counts():
 def test_a_since_that_is_not_in_the_feeds_own_form_is_refused(since):
     with pytest.raises(ValueError):
         Positions((TIMESTAMP, TEXT)).decode(since)
+
+
+@pytest.mark.parametrize("text", ["1e-5000", "-1e-5000", "9.5e4999", "-9.5e4999"])
+def test_the_smallest_and_largest_exponents_are_positions(text):
+    positions = Positions((NUMBER,))
+    assert positions.decode(positions.encode((Decimal(text),))) == (Decimal(text),)
+
+
+@pytest.mark.parametrize("text", ["1e-5001", "-1e-5001", "1e5000", "-1e5000"])
+def test_a_number_beyond_the_exponents_is_refused_not_misplaced(text):
+    with pytest.raises(ValueError, match="too large or too small for a position"):
+        Positions((NUMBER,)).encode((Decimal(text),))
