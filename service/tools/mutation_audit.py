@@ -111,6 +111,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "errors": (
         "service/framework/errors.py",
         (
+            UNIT + "test_errors.py",
             UNIT + "test_sink_failures.py",
             UNIT + "test_transform_protocol.py",
             UNIT + "test_memory_budget.py",
