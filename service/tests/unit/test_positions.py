@@ -293,7 +293,12 @@ def test_a_float_is_the_number_it_prints_as():
         ((TEXT, INTEGER), "._p50001", "a text part must be the hex of a non-empty UTF-8 string"),
         ((TEXT, INTEGER), "6162", "a text part that is not the last must end with '.'"),
         ((NUMBER, TEXT), "p5000", "a number part must end with '.'"),
-        ((INTEGER,), "x", "integer part must start with p, n or o"),
+        ((INTEGER,), "x", "an integer part must start with p, n or o"),
+        ((INTEGER,), "p500١1", "an integer part must hold digits"),  # int() would take it
+        ((INTEGER,), "p50001x", "an integer part must hold digits"),
+        ((INTEGER,), "n49999~", "an integer part is not in its shortest form"),  # -0
+        ((INTEGER,), "p50010", "an integer part is not in its shortest form"),
+        ((INTEGER, TEXT), "n49998_61", "an integer part must end with '~'"),
         ((TIMESTAMP,), "2026-01-02T03:04:05.000000", "a timestamp must be"),
     ],
 )
