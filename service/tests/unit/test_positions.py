@@ -251,6 +251,7 @@ def test_a_record_time_with_a_bad_digit_in_a_second_already_read_is_refused(valu
         ("2026-01-02T03:04:05.000000+00:00", "2026-01-02T03:04:05.000000Z"),
         ("2026-01-02T03:04:05,123456Z", "2026-01-02T03:04:05.123456Z"),  # ISO's comma
         ("2026-01-02 03:04:05.123456Z", "2026-01-02T03:04:05.123456Z"),
+        ("2026-01-02T04:04:05.1+01:00", "2026-01-02T03:04:05.100000Z"),  # 27 long, as ours
     ],
 )
 def test_a_record_time_in_another_form_in_a_second_already_read_is_normalised(value, token):
@@ -300,6 +301,7 @@ def test_a_float_is_the_number_it_prints_as():
         ((INTEGER,), "p50010", "an integer part is not in its shortest form"),
         ((INTEGER, TEXT), "n49998_61", "an integer part must end with '~'"),
         ((TIMESTAMP,), "2026-01-02T03:04:05.000000", "a timestamp must be"),
+        ((TIMESTAMP,), "2026-01-02T03:04:05.0000000", "a timestamp must be"),
     ],
 )
 def test_a_refused_since_says_what_is_wrong_with_which_part(parts, since, says):
@@ -363,3 +365,15 @@ def test_the_smallest_and_largest_exponents_are_positions(text):
 def test_a_number_beyond_the_exponents_is_refused_not_misplaced(text):
     with pytest.raises(ValueError, match="too large or too small for a position"):
         Positions((NUMBER,)).encode((Decimal(text),))
+
+
+def test_an_integer_part_after_a_time_refuses_a_string():
+    """(TIMESTAMP, INTEGER) shares no fast path with (TIMESTAMP, TEXT): "7" is not 7."""
+    with pytest.raises(ValueError, match="is not an integer"):
+        Positions((TIMESTAMP, INTEGER)).encode((CHECKED, "7"))
+
+
+@pytest.mark.parametrize("value", [10**20, -(10**20), 1e300])
+def test_an_epoch_beyond_the_calendar_is_refused_naming_the_overflow(value):
+    with pytest.raises(ValueError, match="is out of range: OverflowError"):
+        Positions((EPOCH_SECONDS, TEXT)).encode((value, "r1"))
