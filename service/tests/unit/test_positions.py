@@ -18,6 +18,7 @@ from service.framework.positions import INTEGER
 from service.framework.positions import NUMBER
 from service.framework.positions import TEXT
 from service.framework.positions import TIMESTAMP
+from service.framework.positions import Part
 from service.framework.positions import Positions
 
 TEXTS = ["a", "ab", "abc", "b", "a b", "é", "日本", "😀", "\uffff", "~", "0", "A"]
@@ -377,3 +378,22 @@ def test_an_integer_part_after_a_time_refuses_a_string():
 def test_an_epoch_beyond_the_calendar_is_refused_naming_the_overflow(value):
     with pytest.raises(ValueError, match="is out of range: OverflowError"):
         Positions((EPOCH_SECONDS, TEXT)).encode((value, "r1"))
+
+
+class Strict(Part):
+    """A fork's own part whose decode lets decimal's error through."""
+
+    name = "amount"
+
+    def encode(self, value, last):
+        return str(value)
+
+    def decode(self, text, start, last):
+        return Decimal(text[start:]).quantize(Decimal("1e-999999")), len(text)
+
+
+def test_a_forks_part_that_raises_an_arithmetic_error_on_a_since_is_a_value_error():
+    """The feed turns a ValueError into Sesam's 400; decimal's InvalidOperation would be
+    a 500."""
+    with pytest.raises(ValueError, match="^an amount part is malformed: InvalidOperation$"):
+        Positions((Strict(),)).decode("12345")
