@@ -277,3 +277,36 @@ def test_a_window_whose_reset_is_now_lets_the_request_go():
     limiter = pacer(clock)
     limiter.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0"})
     assert limiter.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("reset", "seconds"),
+    [
+        ("999999999", 999999999),  # under 2001-09-09 as epoch seconds: a delta
+        ("1000000000", 0),  # from there on an epoch (long past here)
+        ("1699999999999", 0),  # epoch milliseconds, past
+        ("1000000000000", 0),  # the first that can only be milliseconds: 2001-09-09
+        ("1700000012000", 12),
+    ],
+)
+def test_the_reset_is_a_delta_or_an_epoch_from_the_documented_thresholds(reset, seconds):
+    headers = {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": reset}
+    assert pacer(FakeClock()).read(headers) == (1, seconds)
+
+
+def test_a_longest_wait_of_zero_is_allowed_and_never_waits():
+    clock = FakeClock()
+    limiter = pacer(clock, max_wait=0)
+    limiter.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30"})
+    assert [limiter.wait() for _ in range(3)] == [0, 0, 0]
+
+
+def test_at_the_reset_the_slots_handed_out_in_the_old_window_hold_nothing_back():
+    """Threads took slots faster than the clock ran (the last one past the reset): once
+    the window resets, a request goes at once, whatever the old window had promised."""
+    clock = FakeClock()
+    limiter = pacer(clock, reserve=10)
+    limiter.observe({"X-RateLimit-Remaining": "4", "X-RateLimit-Reset": "10"})
+    assert [round(limiter.delay(), 2) for _ in range(3)] == [0, 2.5, 5.83]
+    clock.now = 10.0
+    assert limiter.delay() == 0
