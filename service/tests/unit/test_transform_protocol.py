@@ -43,6 +43,7 @@ class Fakes(Records):
             "nan": lambda entity: {**entity, "x": float("nan")},
             "number-for-b": lambda entity: 42 if entity["_id"] == "b" else entity,
             "counted": self.counted,
+            "crash": lambda entity: {}["missing"],
             "slow": self.slow,
             "down": self.down,
         }.get(name) or super().transform(name)
@@ -284,3 +285,13 @@ def test_the_log_line_counts_the_entities_in_and_out(client, caplog):
     assert lines[0].endswith(" ok")
     assert lines[1].startswith("transform refuse status=400 entities=2 out=0 seconds=")
     assert lines[1].endswith("rejected: entity 1 ('bad'): has no name")
+
+
+def test_a_transform_that_crashes_is_a_500_and_its_log_line_says_so(client, caplog):
+    caplog.set_level(logging.INFO, logger="service.framework.transform")
+    response = transform(client, "crash", [{"_id": "a"}])
+    assert response.status_code == 500
+    assert response.json["detail"] == "the connector failed; see its log"
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
+    assert line.startswith("transform crash status=500 entities=1 out=0 seconds=")
+    assert line.endswith(" failed: unexpected error (logged below)")
