@@ -44,6 +44,8 @@ class Fakes(Records):
             "number-for-b": lambda entity: 42 if entity["_id"] == "b" else entity,
             "counted": self.counted,
             "crash": lambda entity: {}["missing"],
+            "only": lambda entity: {"x": 1},
+            "down-from-1000": self.down_from_1000,
             "slow": self.slow,
             "down": self.down,
         }.get(name) or super().transform(name)
@@ -60,6 +62,10 @@ class Fakes(Records):
             raise ValueError("has no name")
         CALLS.append(entity["_id"])
         return entity
+
+    @classmethod
+    def down_from_1000(cls, entity):
+        return entity if int(entity["_id"][1:]) < 1000 else cls.down(entity)
 
     @staticmethod
     def split(entity):
@@ -295,3 +301,26 @@ def test_a_transform_that_crashes_is_a_500_and_its_log_line_says_so(client, capl
     (line,) = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
     assert line.startswith("transform crash status=500 entities=1 out=0 seconds=")
     assert line.endswith(" failed: unexpected error (logged below)")
+
+
+def test_a_result_keeps_the_inputs_reserved_fields_only_not_its_others(client):
+    entity = {"_id": "a", "_deleted": False, "_updated": 7, "name": "n", "city": "c"}
+    response = transform(client, "only", [entity])
+    assert response.json == [{"_id": "a", "_deleted": False, "_updated": 7, "x": 1}]
+
+
+def test_a_failure_in_a_later_window_counts_that_window_and_the_rest(big_client):
+    """The first 1000 entities were transformed and answered nothing (a 502 answers no
+    entity): the failures and the entities not attempted are the 1500 after them."""
+    batch = [{"_id": f"x{n}"} for n in range(2500)]
+    body = transform(big_client, "down-from-1000", batch).json
+    assert body["failed_count"] >= 1
+    assert body["failed_count"] + body["not_attempted"] == 1500
+    assert {f["_id"] for f in body["failed"]} <= {f"x{n}" for n in range(1000, 2000)}
+
+
+def test_a_batch_refused_before_any_transform_logs_no_entities(client, caplog):
+    caplog.set_level(logging.INFO, logger="service.framework.transform")
+    assert transform(client, "upper", None, raw=b"[{").status_code == 400
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
+    assert line.startswith("transform upper status=400 entities=0 out=0 seconds=")
