@@ -45,6 +45,7 @@ class Fakes(Records):
             "counted": self.counted,
             "crash": lambda entity: {}["missing"],
             "only": lambda entity: {"x": 1},
+            "inflate": lambda entity: {**entity, "x": "x" * 300_000},
             "down-from-1000": self.down_from_1000,
             "slow": self.slow,
             "down": self.down,
@@ -92,7 +93,7 @@ class Fakes(Records):
         raise UpstreamError(f"upstream answered 503 to GET /x/{entity['_id']}", status=503)
 
 
-def make_client(tmp_path, max_body_bytes: int = 4000):
+def make_client(tmp_path, max_body_bytes: int = 4000, **settings: str):
     app = build_app(
         Fakes,
         ReferenceSettings,
@@ -102,6 +103,7 @@ def make_client(tmp_path, max_body_bytes: int = 4000):
             "STATE_DIR": str(tmp_path),
             "SINK_CONCURRENCY": "4",
             "SINK_MAX_BODY_BYTES": str(max_body_bytes),
+            **settings,
         },
     )
     app.config["TESTING"] = True
@@ -324,3 +326,17 @@ def test_a_batch_refused_before_any_transform_logs_no_entities(client, caplog):
     assert transform(client, "upper", None, raw=b"[{").status_code == 400
     (line,) = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
     assert line.startswith("transform upper status=400 entities=0 out=0 seconds=")
+
+
+def test_an_answer_larger_than_the_memory_budget_is_a_502_naming_the_budget(tmp_path):
+    """The answer's text counts against the worker's budget as it grows: a transform that
+    makes more than the whole budget can hold is refused, not answered past it."""
+    client = make_client(tmp_path, WORKER_MEMORY_BUDGET=str(2_000_000))
+    response = transform(client, "inflate", [{"_id": f"x{n}"} for n in range(4)])
+    assert response.status_code == 502
+    assert (
+        "more than this worker's whole memory budget (WORKER_MEMORY_BUDGET=2000000)"
+        in (response.json["detail"])
+    )
+    small = transform(client, "inflate", [{"_id": "x0"}])
+    assert small.status_code == 200 and len(small.json[0]["x"]) == 300_000
