@@ -46,6 +46,9 @@ class Fakes(Records):
             "crash": lambda entity: {}["missing"],
             "only": lambda entity: {"x": 1},
             "inflate": lambda entity: {**entity, "x": "x" * 300_000},
+            "inflate-800k": lambda entity: {**entity, "x": "x" * 800_000},
+            "too-deep-to-write": self.too_deep_to_write,
+            "recurses": self.recurses,
             "down-from-1000": self.down_from_1000,
             "slow": self.slow,
             "down": self.down,
@@ -63,6 +66,18 @@ class Fakes(Records):
             raise ValueError("has no name")
         CALLS.append(entity["_id"])
         return entity
+
+    @staticmethod
+    def too_deep_to_write(entity):
+        nested: dict = {}
+        for _ in range(100_000):
+            nested = {"a": nested}
+        return {**entity, "nested": nested}
+
+    @classmethod
+    def recurses(cls, entity, depth=0):
+        """A transform that walks an entity recursively, without end."""
+        return cls.recurses(entity, depth + 1)
 
     @classmethod
     def down_from_1000(cls, entity):
@@ -224,6 +239,7 @@ def test_an_upstream_failure_is_a_502_naming_the_entities_never_a_200_with_holes
     failed = response.json["failed"]
     assert failed and {f["_id"] for f in failed} <= {"x1", "x2"}
     assert failed[0]["upstream_status"] == 503
+    assert failed[0]["reason"] == f"upstream answered 503 to GET /x/{failed[0]['_id']}"
 
 
 def test_transforms_run_at_most_sink_concurrency_at_once(client):
@@ -340,3 +356,28 @@ def test_an_answer_larger_than_the_memory_budget_is_a_502_naming_the_budget(tmp_
     )
     small = transform(client, "inflate", [{"_id": "x0"}])
     assert small.status_code == 200 and len(small.json[0]["x"]) == 300_000
+
+
+def test_the_answer_is_held_twice_at_most_so_one_of_40_percent_of_the_budget_is_answered(
+    tmp_path,
+):
+    """The answer's text is held, then joined into the body sent: twice its size, which
+    the budget must hold beside the batch's body."""
+    client = make_client(tmp_path, WORKER_MEMORY_BUDGET=str(2_000_000))
+    response = transform(client, "inflate-800k", [{"_id": "x0"}])
+    assert response.status_code == 200, response.json
+    assert len(response.json[0]["x"]) == 800_000
+
+
+def test_entities_too_deeply_nested_to_write_are_a_500_naming_the_transform(client):
+    response = transform(client, "too-deep-to-write", [{"_id": "a"}])
+    assert response.status_code == 500
+    assert response.json["detail"] == (
+        "transform 'too-deep-to-write' made entities nested too deeply to write as JSON"
+    )
+
+
+def test_a_transform_that_recurses_too_deeply_on_an_entity_refuses_it(client):
+    response = transform(client, "recurses", [{"_id": "a"}])
+    assert response.status_code == 400
+    assert response.json["detail"] == "entity 0 ('a'): it is nested too deeply"
