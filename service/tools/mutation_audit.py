@@ -76,6 +76,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             UNIT + "test_sink_validation.py",
             UNIT + "test_sink_failures.py",
             UNIT + "test_transform_protocol.py",
+            FUNCTIONAL + "test_basic_auth_http.py",
             FUNCTIONAL + "test_hostile_input.py",
             FUNCTIONAL + "test_feed_http.py",
         ),
