@@ -48,6 +48,14 @@ class Adapter(abc.ABC):
     #: True: its ``pages`` ignores ``since``, and the feed skips what Sesam has.
     supports_since: bool = True
 
+    #: The settle window this upstream's clock needs (docs/feed.md, "The settle window"):
+    #: records whose time is within this many seconds of now are delivered with provisional
+    #: tokens, and the next run asks again from the window's start, so that a record
+    #: written late into an instant the feed has read is not skipped. Its times' precision plus its commit lag (3 for whole seconds); 0 for an
+    #: upstream that stamps each write with a fine, unique time as it stores it (the
+    #: Records API). ``FEED_SETTLE_SECONDS``, when set, overrides it.
+    settle_seconds: float = 0.0
+
     #: Empty pages in a row that ``pages`` may yield before the feed takes the upstream
     #: for looping and fails the run (the paging blocks end their own loops sooner).
     max_empty_pages: int = 20

@@ -147,9 +147,16 @@ def resume(since: str) -> Since:
     return Since(token, cutoff + "~") if marked else Since(since)
 
 
+def settle_window(adapter: Adapter) -> float:
+    """The feed's settle window: ``FEED_SETTLE_SECONDS`` when the operator set it, else
+    what the adapter declares for its upstream's clock (``Adapter.settle_seconds``)."""
+    configured = adapter.settings.feed_settle_seconds
+    return float(adapter.settle_seconds) if configured is None else configured
+
+
 def settled_until(positions: Positions, settle_seconds: float) -> str | None:
     """With a settle window, the greatest token of a record that has settled: one whose
-    time is within the window (``FEED_SETTLE_SECONDS``) may still have company written late
+    time is within the window (``settle_window``) may still have company written late
     into its instant. Such a record is delivered now, with a provisional token
     (``<cutoff>~!<its token>``): it sorts after every settled one, so Sesam's next
     ``since`` is one, and the feed then asks the upstream again from the cutoff, and
@@ -466,6 +473,16 @@ _END = object()
 
 def register_feed(app: Flask, adapter: Adapter, budget: MemoryBudget) -> None:
     """``GET /<collection>``: the feed of one upstream collection."""
+    configured = adapter.settings.feed_settle_seconds
+    if configured is not None and configured < adapter.settle_seconds:
+        log.warning(
+            "FEED_SETTLE_SECONDS=%g is below the %gs settle window %s declares for its "
+            "upstream's clock: a record written late into an instant the feed has read can "
+            "be missed; unset it to use the adapter's",
+            configured,
+            adapter.settle_seconds,
+            type(adapter).__name__,
+        )
     app.add_url_rule(
         "/<collection>", "feed", functools.partial(feed, adapter, budget), methods=["GET"]
     )
@@ -524,7 +541,7 @@ def feed(adapter: Adapter, budget: MemoryBudget, collection: str) -> Response:
         stats=stats,
         positions=positions,
         until=(
-            settled_until(positions, adapter.settings.feed_settle_seconds)
+            settled_until(positions, settle_window(adapter))
             if adapter.supports_since  # a full-runs-only feed has no since to protect
             else None
         ),

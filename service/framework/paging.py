@@ -8,6 +8,7 @@ A fork picks the block that matches how its upstream pages, instead of writing t
 | the next page's URL, in the body or a ``Link`` header | ``NextUrlPaging``   |
 | ``offset`` and ``limit``                              | ``OffsetPaging``    |
 | page numbers (``page``, ``per_page``, ``total_pages``) | ``PageNumberPaging`` |
+| changes and deletions in two lists (each one of the above) | ``MergedPaging`` |
 
 Each block is configured once (in the adapter's ``__init__``) and its ``pages(client, url,
 params, since=since)`` is what the adapter's ``pages()`` returns: the records a page at a
@@ -43,6 +44,12 @@ What every block needs of the upstream: a list in a stable order that is the ord
 exclusive one, ``modified_after``, step the time back by one tick of the upstream's clock
 in ``since_params``).
 
+Where the blocks find things in an answer (``records``, ``cursor_key``, ``next_key``,
+``total_key``, ``total_pages_key``): a dotted path (``"links.next"``), a key that holds
+dots itself taken as it is when the answer has it (``"@odata.nextLink"``), a list of keys
+taken literally (``["d", "__next"]``, ``["@odata.nextLink"]``), or a function of the answer
+(``lambda body: body["paging"]["next"]``). See ``dig``.
+
 Progress or stop: an upstream with a bug can send the same cursor or next link again, or
 pages that bring nothing past what the walk has already seen (the same page again, empty
 pages that are not the last); a walk would then read for ever. Every block fails the run
@@ -58,6 +65,7 @@ import collections
 import dataclasses
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urljoin
 
@@ -68,10 +76,15 @@ from service.framework.upstream import UpstreamError
 Record = dict[str, Any]
 Position = tuple[Any, ...]
 Page = tuple[list[Record], bool]  # a page's records, and whether it is the query's last
+#: Where a value is in a JSON answer (``dig``): a dotted path, a list of literal keys, or a
+#: function of the answer.
+Where = str | Sequence[str] | Callable[[Any], Any]
+WHERE_FIELDS = ("records", "cursor_key", "next_key", "total_key", "total_pages_key")
 
 __all__ = [
     "CursorPaging",
     "LoopGuard",
+    "MergedPaging",
     "NextUrlPaging",
     "OffsetPaging",
     "PageNumberPaging",
@@ -137,13 +150,14 @@ class Paging(abc.ABC):
     ``position``: the adapter's ``position(record)``, a tuple that orders the records
     as the upstream does; its first part is the anchor (with ``codec``, see below). ``since_params``: the filter that
     asks for records from an anchor on, inclusive (``lambda t: {"updated_since": t}``);
-    None when the upstream has none. ``records``: the dotted path of the list in the
-    answer (``"data"``, ``"result.items"``), None when the answer is the list.
+    None when the upstream has none. ``records``: where the list is in the answer
+    (``"data"``, ``"result.items"``, ``["value"]``, a function: see ``dig``), None when the
+    answer is the list.
     """
 
     position: Callable[[Record], Position]
     since_params: Callable[[Any], dict[str, Any]] | None = None
-    records: str | None = "data"
+    records: Where | None = "data"
     max_restarts: int = 20
     #: Pages in a row that bring nothing past what the walk has seen before it fails.
     max_idle_pages: int = 3
@@ -152,6 +166,11 @@ class Paging(abc.ABC):
     #: record's position is then normalised through it before it is compared or used as
     #: an anchor, so it compares like the ``since`` the framework decoded.
     codec: Any = None
+
+    def __post_init__(self) -> None:
+        for name in WHERE_FIELDS:
+            if hasattr(self, name):
+                check_where(getattr(self, name), name)
 
     def key(self, record: Record) -> Position:
         """The record's position as typed, comparable values."""
@@ -242,12 +261,12 @@ class Paging(abc.ABC):
 
 @dataclasses.dataclass(kw_only=True)
 class CursorPaging(Paging):
-    """A cursor in the answer (``cursor_key``, a dotted path) that the next request sends
+    """A cursor in the answer (``cursor_key``: where, see ``dig``) that the next request sends
     as ``cursor_param``; no cursor (null, empty, missing) on the last page. The page size
     is the adapter's, in ``params``. The Records API: ``CursorPaging(position=...,
     since_params=lambda t: {"updated_since": t})`` with ``params={"limit": 1000}``."""
 
-    cursor_key: str = "next_cursor"
+    cursor_key: Where = "next_cursor"
     cursor_param: str = "cursor"
 
     def steps(
@@ -275,13 +294,14 @@ class CursorPaging(Paging):
 
 @dataclasses.dataclass(kw_only=True)
 class NextUrlPaging(Paging):
-    """The next page's URL: at ``next_key`` in the answer (a dotted path, ``"links.next"``),
-    or, when ``next_key`` is None, in an RFC 8288 ``Link: <...>; rel="next"`` header. The
-    URL carries the query, so ``params`` go on the first request only. A relative URL is
-    resolved against the request's; one that leads to another origin is refused (the
-    credentials would go with it)."""
+    """The next page's URL: at ``next_key`` in the answer (a dotted path, ``"links.next"``;
+    OData's ``"@odata.nextLink"`` as it is; a list of literal keys; a function: see
+    ``dig``), or, when ``next_key`` is None, in an RFC 8288 ``Link: <...>; rel="next"``
+    header. The URL carries the query, so ``params`` go on the first request only. A
+    relative URL is resolved against the request's; one that leads to another origin is
+    refused (the credentials would go with it)."""
 
-    next_key: str | None = None
+    next_key: Where | None = None
 
     def steps(
         self, client: UpstreamClient, url: str, params: dict[str, Any], guard: LoopGuard
@@ -326,6 +346,7 @@ class _Windows(Paging):
     size: int = 100
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.size < 1:
             raise ValueError("the page size must be at least 1")
 
@@ -378,12 +399,12 @@ class OffsetPaging(_Windows):
     """``offset`` and ``limit`` (names in ``offset_param``, ``limit_param``), ``size``
     records a page; the next offset is the last one plus the records it brought, so an
     upstream that caps ``limit`` lower is still read whole. Ends at an empty page, or when
-    the answer's ``total_key`` (a dotted path to the count, if the upstream gives one)
+    the answer's ``total_key`` (where the count is, if the upstream gives one: see ``dig``)
     says so (without it, the walk's last request is one that finds the list's end)."""
 
     offset_param: str = "offset"
     limit_param: str = "limit"
-    total_key: str | None = None
+    total_key: Where | None = None
 
     def window(self, index: int, size: int) -> dict[str, Any]:
         return {self.offset_param: index, self.limit_param: size}
@@ -408,7 +429,7 @@ class PageNumberPaging(_Windows):
 
     page_param: str = "page"
     size_param: str = "per_page"
-    total_pages_key: str | None = "total_pages"
+    total_pages_key: Where | None = "total_pages"
     first_page: int = 1
 
     def window(self, index: int, size: int) -> dict[str, Any]:
@@ -430,12 +451,208 @@ class PageNumberPaging(_Windows):
         )
 
 
-def dig(body: Any, path: str | None) -> Any:
-    """The value at a dotted path (``"links.next"``) in a JSON answer; None if absent."""
-    if path is None:
+@dataclasses.dataclass(kw_only=True)
+class MergedPaging:
+    """Changes and deletions that the upstream keeps in two lists (OData's ``/Orders`` and
+    ``/DeletedOrders``, an audit log of deletions beside the records), read as one list in
+    feed order.
+
+    ``changes`` and ``deletions`` are two blocks, each made for its own list (its paging,
+    where its records are, its ``position`` and ``since_params``; both with the adapter's
+    ``codec``, so that their positions compare). ``tombstone`` turns an entry of the
+    deletion list into a record that the adapter's ``position`` and ``to_entity`` read (its
+    id, the deletion's time where a record has its modification time, a deleted flag; the
+    same position as the entry's); None passes the entries on as they are.
+
+    ``pages(client, changes_url, deletions_url, params, deletion_params, since=since)``:
+    without ``since`` (a full run, which Sesam wants as the live records) the changes list
+    alone; with it, both lists from ``since`` on, merged by position. Each block keeps its
+    own guarantees (a change mid-run moves later and is read there, a tie is stepped
+    through, a loop stops the run), and the merge keeps their order: the merged list is in
+    position order, each position once.
+
+    Two lists are read at two moments. Once one of them has ended, the other can still
+    bring records written after that end, and a deletion written meanwhile, earlier than
+    those records, would land behind the ``since`` Sesam then holds, lost for good. So a
+    list that has ended is read again (from the last position handed on) each time the
+    other brings a page, before that page is handed on: after one list ends, each page of
+    the other costs one request more.
+
+    One position in both lists, a record deleted and created again at one instant (a
+    coarse clock): the changes list's record is delivered, the deletion dropped. The
+    changes list shows the record as it is when read, so at that instant it exists; had it
+    been deleted after, that deletion would carry a later position and come later. The
+    other way round, Sesam would delete a record that exists and keep it deleted until it
+    changes again. With a coarse clock, run with a settle window, so that an instant is
+    read once it is over.
+    """
+
+    changes: Paging
+    deletions: Paging
+    tombstone: Callable[[Record], Record] | None = None
+
+    def pages(
+        self,
+        client: UpstreamClient,
+        changes_url: str,
+        deletions_url: str,
+        params: dict[str, Any] | None = None,
+        deletion_params: dict[str, Any] | None = None,
+        *,
+        since: Position | Any = None,
+    ) -> Iterator[list[Record]]:
+        """The live records (no ``since``), or every change and deletion after ``since``,
+        a page at a time, in position order."""
+        if since is None:
+            yield from self.changes.pages(client, changes_url, params)
+            return
+        if not isinstance(since, tuple):
+            since = (since,)
+        live = _List(
+            lambda after: self.changes.pages(client, changes_url, params, since=after),
+            self.changes.key,
+        )
+        gone = _List(
+            lambda after: self.deletions.pages(client, deletions_url, deletion_params, since=after),
+            self.deletions.key,
+        )
+        try:
+            yield from self.merge(live, gone, since)
+        finally:
+            live.close()
+            gone.close()
+
+    def merge(self, live: _List, gone: _List, since: Position) -> Iterator[list[Record]]:
+        """Both lists as one: a page is handed on each time a list needs its next page
+        read, so at most a page of each is held."""
+        last = since
+        out: list[Record] = []
+        while True:
+            if out and (live.needs_page() or gone.needs_page()):
+                yield out
+                out = []
+            _read(live, gone, last)
+            if live.head is None and gone.head is None:
+                break
+            if gone.head is None or (live.head is not None and live.head <= gone.head):
+                if gone.head is not None and live.head == gone.head:
+                    gone.pop()  # one instant, one record: the change wins (above)
+                last = live.head
+                out.append(live.pop())
+            else:
+                last = gone.head
+                entry = gone.pop()
+                out.append(self.tombstone(entry) if self.tombstone is not None else entry)
+        if out:
+            yield out
+
+
+class _List:
+    """One of ``MergedPaging``'s lists: read a page at a time, its first unread record's
+    position at hand, and read again from a position once it has ended."""
+
+    def __init__(
+        self,
+        walk: Callable[[Position], Iterator[list[Record]]],
+        key: Callable[[Record], Position],
+    ) -> None:
+        self.walk = walk
+        self.key = key
+        self.pages: Iterator[list[Record]] | None = None
+        self.records: collections.deque[Record] = collections.deque()
+        self.done = False
+        self.head: Position | None = None
+
+    def needs_page(self) -> bool:
+        return not self.records and not self.done
+
+    def start(self, after: Position) -> None:
+        """Walk the list (again) from ``after`` on."""
+        self.close()
+        self.pages = self.walk(after)
+        self.done = False
+
+    def fill(self, after: Position) -> bool:
+        """Read pages until one brings records or the list ends; whether one did."""
+        if self.pages is None:
+            self.start(after)
+        read = False
+        while self.needs_page():
+            assert self.pages is not None  # nosec B101: narrows the type; start() set it
+            page = next(self.pages, None)
+            if page is None:
+                self.done = True
+            elif page:
+                self.records.extend(page)
+                read = True
+        self.head = self.key(self.records[0]) if self.records else None
+        return read
+
+    def pop(self) -> Record:
+        record = self.records.popleft()
+        self.head = self.key(self.records[0]) if self.records else None
+        return record
+
+    def close(self) -> None:
+        """End the walk in progress (a generator's ``close``: its requests stop)."""
+        close = getattr(self.pages, "close", None)
+        if close is not None:
+            close()
+
+
+def _read(live: _List, gone: _List, last: Position) -> None:
+    """Fill both lists. A list that has ended is read again from ``last`` when the other
+    has just brought a page: it may have grown since it ended, with records earlier than
+    that page's."""
+    waiting = [live, gone]
+    while waiting:
+        this = waiting.pop(0)
+        other = gone if this is live else live
+        if this.fill(last) and other.done:
+            other.start(last)
+            if other not in waiting:
+                waiting.append(other)
+
+
+def dig(body: Any, where: Where | None) -> Any:
+    """The value at ``where`` in a JSON answer; None if absent.
+
+    - ``None``: the answer itself.
+    - A string: a key the answer holds as it is (``"@odata.nextLink"``, dots and all), or
+      else a dotted path (``"links.next"``: ``body["links"]["next"]``). The key as it is
+      comes first because a dotted path that finds nothing reads as "no next page": a walk
+      would end after its first page, and a full run would hand Sesam one page as the
+      whole truth.
+    - A list or tuple of strings: keys taken literally, one per level, no dots split
+      (``["d", "__next"]``, ``["@odata.nextLink"]``).
+    - A function of the answer: what it returns (for an answer no path describes).
+    """
+    if where is None:
         return body
-    for key in path.split("."):
+    if callable(where):
+        return where(body)
+    if isinstance(where, str):
+        if isinstance(body, dict) and where in body:
+            return body[where]
+        where = where.split(".")
+    for key in where:
         if not isinstance(body, dict):
             return None
         body = body.get(key)
     return body
+
+
+def check_where(where: Any, name: str) -> None:
+    """Refuse, when a block is made, a ``where`` that ``dig`` cannot follow."""
+    if where is None or callable(where) or isinstance(where, str):
+        return
+    if (
+        isinstance(where, list | tuple)
+        and where
+        and all(isinstance(key, str) and key for key in where)
+    ):
+        return
+    raise TypeError(
+        f"{name} must be a dotted path, a list of keys (strings), a function of the answer, "
+        f"or None; not {where!r}"
+    )

@@ -84,6 +84,12 @@ def seconds_or_zero(value: str) -> float:
     return number
 
 
+def seconds_or_unset(value: str) -> float | None:
+    """Seconds (0 or more), or None for a variable left unset (its default, ""): for a
+    setting that overrides what the adapter declares only when the operator sets it."""
+    return None if value == "" else seconds_or_zero(value)
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -189,7 +195,8 @@ class Settings:
         "UPSTREAM_RETRIES",
         int_between(0, 100),
         default="10",
-        meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections).",
+        meaning="Retries of one upstream request (429, 502, 503, 504, dropped connections; "
+        "POST and PATCH only on a 429 or a 503 with Retry-After).",
     )
     upstream_feed_retry_budget: float = setting(
         "UPSTREAM_FEED_RETRY_BUDGET",
@@ -240,14 +247,14 @@ class Settings:
         default="32",
         meaning="Pooled connections to the upstream per worker process.",
     )
-    feed_settle_seconds: float = setting(
+    feed_settle_seconds: float | None = setting(
         "FEED_SETTLE_SECONDS",
-        seconds_or_zero,
-        default="0",
+        seconds_or_unset,
+        default="",
         meaning="Records changed in the last this many seconds (by this connector's clock) "
         "are delivered with a provisional _updated, and the next run asks again from the "
         "start of that window: for upstreams whose times are coarse or whose writes can "
-        "land with a time already read. 0: off.",
+        "land with a time already read. 0: off. Unset: the adapter's settle_seconds.",
     )
     sink_max_body_bytes: int = setting(
         "SINK_MAX_BODY_BYTES",

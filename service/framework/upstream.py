@@ -1,8 +1,15 @@
 """The upstream HTTP client: one pooled session, timeouts, bounded retries, and no trust.
 
 Retries are urllib3's ``Retry`` (exponential backoff with jitter, ``Retry-After`` for
-429 and 503), with one addition: a budget on the total time spent waiting, so a request
-that keeps failing fails the operation instead of hanging a Sesam pipe. The budget
+429 and 503), with two additions. What is retried depends on whether sending the request
+again is safe: a 429, or a 503 with ``Retry-After``, says the upstream did not process the
+request, so it is retried whatever the method (POST and PATCH too); a 502, a 504, a 503
+without ``Retry-After`` or a connection dropped after the request was sent leave unknown
+whether it was processed, so only an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE:
+twice is as once) is sent again, and a POST or PATCH fails at once, for Sesam to retry
+the batch. A connection that could not be made sent nothing: retried for every method.
+And a budget on the total time spent waiting, so a request that keeps failing fails the
+operation instead of hanging a Sesam pipe. The budget
 depends on who waits: the client's own (the feed's) by default, a shorter one inside
 ``retry_budget(seconds)`` (the sink's and the transform's, whose batches Sesam retries
 itself). Errors name the upstream status and URL, never the token; a 401 or 403 says
@@ -65,6 +72,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Sent again after any transient failure: the same request twice leaves the upstream as
+#: once (RFC 9110, 9.2.2). Other methods (POST, PATCH) only after ``not_processed``.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 REFUSED_STATUSES = frozenset({401, 403})
 SAFE_METHODS = frozenset({"GET", "HEAD"})  # the only ones a redirect may be followed for
 MAX_REDIRECTS = 5
@@ -88,15 +98,61 @@ def retry_budget(seconds: float) -> Iterator[None]:
         _budget.reset(token)
 
 
+class PathSegment(str):
+    """A path segment already percent-encoded (``key_path`` makes one): ``UpstreamClient.url``
+    puts it in as it is, where it would encode any other string again."""
+
+
 def segment(value: str) -> str:
     """Percent-encode an id as exactly one path segment (``/``, ``?``, ``#`` included).
 
     ``.`` and ``..`` are encoded too: as they are, HTTP clients resolve them as dot
-    segments, and ``people/..`` would address the API's root instead of the record.
+    segments, and ``people/..`` would address the API's root instead of the record. A
+    ``PathSegment`` is already encoded: it goes in as it is.
     """
+    if isinstance(value, PathSegment):
+        return value
     if value in (".", ".."):
         return value.replace(".", "%2E")
     return quote(value, safe="")
+
+
+def key_path(name: str, *key: str | int, **keys: str | int) -> PathSegment:
+    """A record's address by its key, OData style, as one path segment for
+    ``UpstreamClient.url``: ``key_path("Customers", "ALFKI")`` is ``Customers('ALFKI')``,
+    ``key_path("Lines", OrderNo="SO-1", LineNo=3)`` is ``Lines(OrderNo='SO-1',LineNo=3)``.
+
+    Text is quoted, its quotes doubled (``O'Brien`` is ``'O''Brien'``), integers go bare;
+    then every character of a name or a value that is not unreserved is percent-encoded (a
+    ``/`` in a value is ``%2F``, never a new segment; a space ``%20``), and the key's own
+    syntax, ``(``, ``=``, ``,``, ``'`` and ``)``, stays as it is. One key value, or named
+    parts in the upstream's order; a bool, a float or anything else is refused
+    (``TypeError``): its form differs between APIs, so build that segment yourself.
+    """
+    if bool(key) == bool(keys) or len(key) > 1:
+        raise TypeError("key_path takes one key value, or named key parts: one of them")
+    parts = (
+        [_key_literal(key[0])]
+        if key
+        else [f"{quote(part, safe='')}={_key_literal(value)}" for part, value in keys.items()]
+    )
+    return PathSegment(f"{quote(name, safe='')}({','.join(parts)})")
+
+
+def _key_literal(value: str | int) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"a key part is text or an integer, not {type(value).__name__}")
+    if isinstance(value, int):
+        return str(value)
+    return quote("'" + value.replace("'", "''") + "'", safe="'")
+
+
+def not_processed(status: int, has_retry_after: bool) -> bool:
+    """Whether an answer says the upstream did not process the request, so that sending it
+    again is safe for any method: a 429 (RFC 6585: refused for the rate, before any work),
+    or a 503 that says when to come back (``Retry-After``: the service refused it, rather
+    than failing part way). A 502, a 504 or a bare 503 may come after the work was done."""
+    return status == 429 or (status == 503 and has_retry_after)
 
 
 def _reject_constant(name: str) -> Any:
@@ -112,7 +168,8 @@ def _finite_float(text: str) -> float:
 
 
 class BudgetRetry(Retry):
-    """urllib3's Retry with a bound on the total time spent sleeping between tries."""
+    """urllib3's Retry with a bound on the total time spent sleeping between tries, and
+    every method retried on an answer that says the request was not processed."""
 
     def __init__(
         self, *args: Any, wait_budget: float = 60.0, waited: float = 0.0, **kwargs: Any
@@ -126,6 +183,17 @@ class BudgetRetry(Retry):
         kwargs.setdefault("wait_budget", self.wait_budget)
         kwargs.setdefault("waited", self.waited)
         return super().new(**kwargs)  # type: ignore[return-value]
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        """urllib3 retries only ``allowed_methods`` (the idempotent ones); an answer that
+        says the request was not processed is retried for every method."""
+        if (
+            self.total is not False
+            and status_code in (self.status_forcelist or ())
+            and not_processed(status_code, has_retry_after)
+        ):
+            return True
+        return super().is_retry(method, status_code, has_retry_after)
 
     def parse_retry_after(self, retry_after: str) -> float:
         """Seconds (fractions too, though HTTP says whole) or an HTTP date."""
@@ -233,7 +301,7 @@ class UpstreamClient:
         retry = BudgetRetry(
             total=retries,
             status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET", "PUT", "DELETE", "HEAD"}),
+            allowed_methods=IDEMPOTENT_METHODS,
             backoff_factor=backoff_factor,
             backoff_jitter=backoff_factor,
             backoff_max=30,
@@ -286,8 +354,12 @@ class UpstreamClient:
     ) -> requests.Response:
         """One request with retries; a status outside ``ok`` raises UpstreamError.
 
-        The answer's body is read whole (``response.content``), at most ``max_bytes``
-        (the client's ``max_answer_bytes`` by default), by the request's deadline."""
+        Any method: ``"PATCH"`` and ``"POST"`` as ``"PUT"`` (``json_body`` is the body; the
+        answer's JSON is ``parse_json(response, method)``), each retried as far as that is
+        safe (the module's docstring). ``headers`` go with this request only, beside the
+        client's own (``{"If-Match": "*"}``, ``{"Prefer": "return=minimal"}``). The answer's
+        body is read whole (``response.content``), at most ``max_bytes`` (the client's
+        ``max_answer_bytes`` by default), by the request's deadline."""
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
         what = f"UPSTREAM_REQUEST_DEADLINE ({self.deadline:g}s)"
         with deadlines.deadline(self.deadline, what) as scope:

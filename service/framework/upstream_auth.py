@@ -23,6 +23,7 @@ adapter module (``docs/building-blocks.md``).
 from __future__ import annotations
 
 import base64
+import email.utils
 import logging
 import re
 import threading
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 __all__ = ["ApiKey", "Basic", "BearerToken", "OAuth2ClientCredentials"]
 
 TOKEN_ANSWER_BYTES = 65536  # a token endpoint's answer: a few hundred bytes, never more
+#: A token endpoint's answers that are waited out and asked again: it is busy or limits the
+#: rate. Asking for a token twice changes nothing upstream, so any of them is safe to retry.
+TOKEN_RETRY_STATUSES = frozenset({429, 503})
 # RFC 6750's b64token, as a token may appear in an Authorization header.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
@@ -129,7 +133,10 @@ class OAuth2ClientCredentials(AuthBase):
     recommendation, ``client_secret_basic``); ``"body"`` sends them as form fields
     (``client_secret_post``). ``extra`` adds form fields (an ``audience``, a ``resource``).
     Thread-safe: one fetch at a time, and a 401 seen by many threads at once fetches one
-    new token, not one each. Failures raise ``UpstreamError`` naming the token URL and the
+    new token, not one each. A 429 or 503 from the token endpoint is waited out
+    (``Retry-After``, else a short backoff) and asked again, up to ``retries`` times, all of
+    it within the token request's bound (``timeout``'s two parts added): a wait that would
+    pass it fails at once. Failures raise ``UpstreamError`` naming the token URL and the
     status, never the secret or the token.
     """
 
@@ -144,6 +151,7 @@ class OAuth2ClientCredentials(AuthBase):
         secret_in: str = "header",
         refresh_margin: float = 60.0,
         timeout: tuple[float, float] = (10.0, 30.0),
+        retries: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if secret_in not in ("header", "body"):
@@ -156,6 +164,7 @@ class OAuth2ClientCredentials(AuthBase):
         self.secret_in = secret_in
         self.refresh_margin = refresh_margin
         self.timeout = timeout
+        self.retries = retries
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -208,19 +217,34 @@ class OAuth2ClientCredentials(AuthBase):
         else:
             form["client_id"] = self.client_id
             form["client_secret"] = self._client_secret
-        started = self._clock()
         limit = sum(self.timeout)
+        bound = f"the token request's timeout ({limit:g}s)"
+        late = ""
         try:
-            with deadlines.deadline(limit, f"the token request's timeout ({limit:g}s)") as scope:
-                response = self._session.post(
-                    self.token_url,
-                    data=form,
-                    auth=auth,
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    stream=True,
-                )
+            with deadlines.deadline(limit, bound) as scope:
+                for attempt in range(self.retries + 1):
+                    started = self._clock()
+                    response = self._session.post(
+                        self.token_url,
+                        data=form,
+                        auth=auth,
+                        headers={"Accept": "application/json"},
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                        stream=True,
+                    )
+                    if response.status_code not in TOKEN_RETRY_STATUSES:
+                        break
+                    if attempt == self.retries:
+                        late = f" (asked {attempt + 1} times)"
+                        break
+                    wait = _retry_after(response)
+                    wait = min(0.5 * 2**attempt, 8.0) if wait is None else wait
+                    if wait >= scope.remaining():
+                        late = f" (asking again in {wait:g}s would pass {bound})"
+                        break
+                    response.close()  # its body is not read: the answer is the next one's
+                    scope.sleep(wait)
                 read_body(response, TOKEN_ANSWER_BYTES, scope, setting="the token answer's limit")
         except (requests.exceptions.RequestException, DeadlinePassed) as error:
             raise UpstreamError(
@@ -230,7 +254,7 @@ class OAuth2ClientCredentials(AuthBase):
         if response.status_code != 200:
             raise UpstreamError(
                 f"the token endpoint answered {response.status_code} to POST {self.token_url}"
-                f"{_oauth_error(response)}",
+                f"{_oauth_error(response)}{late}",
                 status=response.status_code,
                 url=self.token_url,
             )
@@ -298,6 +322,25 @@ class _ResendOn401:
         again.history.append(response)
         again.request = retry
         return again
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The seconds a ``Retry-After`` asks for (a number, or an HTTP date); None without a
+    header that parses."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - time.time())
 
 
 def _basic(username: str, password: str) -> str:

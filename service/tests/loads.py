@@ -1,16 +1,87 @@
-"""Loads the framework's tests put on a running connector: clients that read slowly or
-not at all, bodies of the largest size, /health asked throughout. Shared by the memory
-tests on loopback (test_slow_clients.py) and in a container (test_docker_engine.py)."""
+"""Loads the framework's tests put on a running connector, and what it costs: clients
+that read slowly or not at all, bodies of the largest size, /health asked throughout; the
+memory of the gunicorn master and its workers (RSS, PSS, a peak sampled while a block
+runs). Shared by the memory tests on loopback (test_slow_clients.py, the untrusted
+upstream's tests) and in a container (test_docker_engine.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import requests
 
 MB = 1024 * 1024
+
+
+def processes(url: str) -> list[psutil.Process]:
+    """The gunicorn master serving ``url`` and its workers."""
+    port = int(url.rsplit(":", 1)[1])
+    for connection in psutil.net_connections("tcp"):
+        if connection.laddr and connection.laddr.port == port and connection.status == "LISTEN":
+            master = psutil.Process(connection.pid)
+            if master.parent() and "gunicorn" in " ".join(master.parent().cmdline()):
+                master = master.parent()
+            return [master, *master.children(recursive=True)]
+    raise AssertionError(f"nothing listens at {url}")
+
+
+def rss(group: list[psutil.Process]) -> int:
+    total = 0
+    for process in group:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
+def pss(group: list[psutil.Process]) -> int:
+    """What the container is charged for: each page once, shared ones split (PSS)."""
+    total = 0
+    for process in group:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_full_info().pss
+    return total
+
+
+class PeakRss:
+    """The peak of the summed RSS of a server's processes while the block runs, sampled
+    every 20 ms (and at its end), and what they held when it began (``before``). RSS
+    counts the pages master and worker share twice: a bound on it is stricter than the
+    container's (``PeakPss``)."""
+
+    measure = staticmethod(rss)
+    interval = 0.02
+
+    def __init__(self, group: list[psutil.Process]) -> None:
+        self.group = group
+        self.before = self.measure(group)
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.measure(self.group))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.measure(self.group))
+
+
+class PeakPss(PeakRss):
+    """The same, for what a container is charged (PSS: a shared page once), every 100 ms."""
+
+    measure = staticmethod(pss)
+    interval = 0.1
 
 
 def quick(url: str) -> float:

@@ -8,7 +8,9 @@ Why a command: the connector's name shows in its module, the gunicorn command, t
 Dockerfile, the compose service and image, the Sesam config, CI, the tests, the README and docs/;
 a rename by hand misses one. Every place it touches is one line of ``PLACES`` below, and
 each is a precise pattern (``service.connector``, ``service/connector.py``, the compose
-service key, ...): the word "connector" in prose is left alone. Running it again with the
+service key, ...): the word "connector" in prose is left alone. The Sesam config's
+descriptions are prose that names its ids: there, an id the config knows is renamed
+(``rename_described_ids``), the rest left alone. Running it again with the
 same name changes nothing; it also repairs places that still name the original
 ``connector`` (after merging changes from the reference, say).
 """
@@ -224,6 +226,47 @@ PLACES = (
 )
 
 
+# The ids of the Sesam config (systems, pipes, datasets), and the descriptions that name
+# them in prose: "the feed pipe connector-people", "expected/connector-people-endpoint.json".
+SESAM_IDS = re.compile(r'"(?:_id|system|dataset)"\s*:\s*"([^"\\]+)"')
+DESCRIPTION = re.compile(r'("description"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+ID_LIKE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def sesam_ids(configs: dict[Path, str]) -> set[str]:
+    """The ids the Sesam config files declare or refer to, and the files' own names."""
+    found: set[str] = set()
+    for path, text in configs.items():
+        found.update(SESAM_IDS.findall(text))
+        found.add(path.name.split(".")[0])
+    return found
+
+
+def rename_described_ids(text: str, old: Names, new: Names, known: set[str]) -> tuple[str, int]:
+    """In the config's descriptions, the ids that name the connector (``connector-people``,
+    ``people-to-connector``) renamed as the ids themselves are: a word of an id only, and
+    only an id the config knows (before or after the rename), so that prose ("the
+    connector's feed") and other names (a secret's, ``connector-password``) stay."""
+    word = re.compile(rf"(?<![A-Za-z0-9]){re.escape(old.name)}(?![A-Za-z0-9])")
+    count = 0
+
+    def one(match: re.Match[str]) -> str:
+        nonlocal count
+        token = match.group(0)
+        if token == old.name or not word.search(token):
+            return token
+        renamed = word.sub(new.name, token)
+        if token not in known and renamed not in known:
+            return token
+        count += 1
+        return renamed
+
+    def described(match: re.Match[str]) -> str:
+        return match.group(1) + ID_LIKE.sub(one, match.group(2)) + match.group(3)
+
+    return DESCRIPTION.sub(described, text), count
+
+
 class Refused(Exception):
     """A rename that must not happen; the message is the one line the user sees."""
 
@@ -388,6 +431,20 @@ def plan(root: Path, new: Names, old: Names) -> Plan:
                 if count:
                     notes.append(f"{place.what} ({count})")
             edits[path] = (text, notes)
+    configs = {
+        path: path.read_text(encoding="utf-8")
+        for path in place_files(root, Place(SESAM, "", "", ""))
+    }
+    known = sesam_ids(configs) | sesam_ids(
+        {path: (edits.get(path) or (text,))[0] for path, text in configs.items()}
+    )
+    for path in configs:
+        text, notes = edits.get(path) or (configs[path], [])
+        for former in olds:
+            text, count = rename_described_ids(text, former, new, known)
+            if count:
+                notes.append(f"the Sesam ids named in descriptions ({count})")
+        edits[path] = (text, notes)
     for path, (text, notes) in list(edits.items()):
         if path.suffix == ".py" and notes:
             text = sort_service_imports(text)

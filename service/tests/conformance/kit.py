@@ -6,8 +6,8 @@ the collection to use, and a driver of its upstream that implements
 ``ConformanceUpstream``. ``conftest.py`` beside this file turns that into the fixtures the
 checks use.
 
-The hooks of the loss checks (``change``, ``change_after_pages``, ``coarse_clock``) are
-optional: a driver that cannot do one raises ``NotSupported`` with the reason (or lacks
+The hooks of the loss checks (``change``, ``change_after_pages``, ``coarse_clock``) and of
+the credentials check (``expire_tokens``) are optional: a driver that cannot do one raises ``NotSupported`` with the reason (or lacks
 the method), and the checks that need it are skipped with that reason in the report.
 """
 
@@ -59,6 +59,12 @@ class ConformanceUpstream(Protocol):
         lasts as long as the check needs. For an upstream whose times are already coarse,
         freeze its clock."""
 
+    def expire_tokens(self) -> None:
+        """Optional: from now on the upstream refuses every access token it has issued so
+        far (an OAuth2 token's expiry or revocation), as it would once their lifetime is
+        over; new ones are issued as before. An upstream whose credentials never expire (a
+        static API key or token) raises ``NotSupported`` saying so."""
+
     def entity(self, number: int) -> dict[str, Any]:
         """An entity (with ``_id``) that the sink can write."""
 
@@ -84,6 +90,7 @@ class ConformanceTarget:
     transform: str | None = None
     #: ``{"test_name": "why this fork skips it"}``; a skip without a reason is an error.
     skips: dict[str, str] = dataclasses.field(default_factory=dict)
-    #: The connector's ``FEED_SETTLE_SECONDS``: the loss checks wait this long, and more,
-    #: for a record the feed holds back before they call it lost.
+    #: The connector's settle window (``FEED_SETTLE_SECONDS`` when set, else its adapter's
+    #: ``settle_seconds``): the loss checks wait this long, and more, for a record written
+    #: late into the window to settle and come, before they call it lost.
     settle_seconds: float = 0.0

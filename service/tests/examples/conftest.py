@@ -23,8 +23,10 @@ from service.tests.conformance.conftest import conformance_connector  # noqa: F4
 from service.tests.conformance.conftest import conformance_skips  # noqa: F401
 from service.tests.conformance.conftest import conformance_upstream  # noqa: F401
 from service.tests.conformance.kit import ConformanceTarget
+from service.tests.conformance.kit import NotSupported
 from service.tests.framework_kit import Connector
 from service.tests.framework_kit import start_connector
+from service.tools.apps import factory
 from service.tools.servers import free_port
 from service.tools.servers import start
 from service.tools.servers import stop
@@ -37,12 +39,20 @@ COLLECTION = "conformance"
 @pytest.fixture(scope="session")
 def tickets_wiring() -> dict[str, str]:
     """The app under test and its settings besides the URL and the key. Times have whole
-    seconds, so the feed runs with a settle window."""
+    seconds: the adapter declares the settle window they need (``settle_seconds``), so the
+    wiring sets no ``FEED_SETTLE_SECONDS``."""
     return {
         "app": "service.tools.examples.tickets:create_app()",
-        "FEED_SETTLE_SECONDS": "2",
         "TICKETS_PAGE_SIZE": "25",
     }
+
+
+def settle_seconds(wiring: dict[str, str]) -> float:
+    """The connector's settle window: ``FEED_SETTLE_SECONDS`` when the wiring sets it, else
+    what its adapter declares."""
+    if wiring.get("FEED_SETTLE_SECONDS"):
+        return float(wiring["FEED_SETTLE_SECONDS"])
+    return float(factory(wiring["app"]).adapter_class.settle_seconds)
 
 
 class TicketsApi:
@@ -125,7 +135,7 @@ def conformance_target(
             tickets_api, COLLECTION, int(tickets_wiring["TICKETS_PAGE_SIZE"])
         ),
         skips={name: NO_TRANSFORM for name in TRANSFORM_CHECKS},
-        settle_seconds=float(tickets_wiring["FEED_SETTLE_SECONDS"]),
+        settle_seconds=settle_seconds(tickets_wiring),
     )
 
 
@@ -175,6 +185,9 @@ class TicketsConformanceUpstream:
 
     def coarse_clock(self) -> None:
         self.api.admin("PUT", "clock", {"freeze": True})  # one second, as long as needed
+
+    def expire_tokens(self) -> None:
+        raise NotSupported("the Tickets API's key is static: it never expires")
 
     def break_before_first_page(self) -> None:
         storm = {"status": 500, "count": 1_000_000, "retry_after": None}

@@ -31,6 +31,7 @@ from dockerfile_parse import DockerfileParser
 from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
+from service.framework.settings import url as url_setting
 from service.framework.settings import variables
 from service.tests.framework_kit import compose_runs_the_demo
 from service.tools import servers
@@ -459,13 +460,71 @@ def test_compose_configures_only_known_variables_and_keeps_secrets_out_of_the_fi
     )
 
 
+def upstream_url_problems(services: dict[str, Any], connector: str, settings: type) -> list[str]:
+    """What is wrong with how the connector's URL settings in compose reach the ``upstream``
+    service: one of them must name it, on the port its command listens on (when the command
+    says, with ``--port``). The settings are the connector's own (``UPSTREAM_URL`` for the
+    Records API, ``ERP_URL`` for a fork to another upstream with a fake of it there)."""
+    environment = services[connector].get("environment") or {}
+    if isinstance(environment, list):  # compose's other form: ["NAME=value", ...]
+        environment = dict(item.partition("=")[::2] for item in environment)
+    names = [v.name for v in variables(settings) if v.parse is url_setting]
+    urls = {name: urlsplit(str(environment[name])) for name in names if name in environment}
+    naming = {name: parts for name, parts in urls.items() if parts.hostname == "upstream"}
+    if not naming:
+        return [
+            f"compose runs an upstream service, but none of the connector's URL settings "
+            f"({', '.join(names) or 'none declared'}) in its environment names it "
+            "(http://upstream:<port>)"
+        ]
+    command = [str(part) for part in services["upstream"].get("command") or []]
+    if "--port" not in command[:-1]:
+        return []
+    port = command[command.index("--port") + 1]
+    return [
+        f"{name} names port {parts.port}, the upstream service listens on {port}"
+        for name, parts in naming.items()
+        if str(parts.port) != port
+    ]
+
+
 def test_the_upstream_url_names_the_upstream_service_and_its_port():
     services = compose()["services"]
     if "upstream" not in services:
         pytest.skip("compose runs no upstream service beside the connector")
-    url = urlsplit(services[connector_name()]["environment"]["UPSTREAM_URL"])
-    command = services["upstream"]["command"]
-    assert (url.hostname, str(url.port)) == ("upstream", command[command.index("--port") + 1])
+    assert upstream_url_problems(services, connector_name(), ConnectorSettings) == []
+
+
+def test_a_fork_with_its_own_url_setting_is_checked_by_that_setting_not_upstream_url():
+    """A fork to an ERP (``ERP_URL``) that runs a fake of it as compose's ``upstream``
+    service got a KeyError here: the check read ``UPSTREAM_URL`` whatever the connector
+    declares."""
+    import dataclasses
+
+    from service.framework.settings import Settings
+    from service.framework.settings import setting
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ErpSettings(Settings):
+        erp_url: str = setting("ERP_URL", url_setting, meaning="Base URL of the ERP.")
+
+    fake = ["python", "-m", "fake_erp", "--port", "8000"]
+    good = {
+        "erp": {"environment": {"ERP_URL": "http://upstream:8000"}},
+        "upstream": {"command": fake},
+    }
+    assert upstream_url_problems(good, "erp", ErpSettings) == []
+    wrong_port = {**good, "erp": {"environment": ["ERP_URL=http://upstream:9000"]}}
+    assert upstream_url_problems(wrong_port, "erp", ErpSettings) == [
+        "ERP_URL names port 9000, the upstream service listens on 8000"
+    ]
+    elsewhere = {**good, "erp": {"environment": {"ERP_URL": "https://erp.example"}}}
+    assert (
+        "none of the connector's URL settings (ERP_URL)"
+        in upstream_url_problems(elsewhere, "erp", ErpSettings)[0]
+    )
+    no_port_option = {**good, "upstream": {"command": ["python", "-m", "fake_erp"]}}
+    assert upstream_url_problems(no_port_option, "erp", ErpSettings) == []
 
 
 def test_the_readmes_docker_commands_name_the_compose_service():

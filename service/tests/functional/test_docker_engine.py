@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -138,7 +139,8 @@ def test_the_suite_is_green_inside_the_container(compose_up):
     summary = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary
     assert " passed" in result.stdout
-    assert " failed" not in result.stdout
+    # pytest's count of failures, not the word (a skip's reason may say "a failed mount")
+    assert not re.search(r"\b\d+ failed\b", result.stdout), summary
 
 
 # --- the runtime image ----------------------------------------------------------------------

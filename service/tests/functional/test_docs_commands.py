@@ -140,7 +140,7 @@ DEMO_FOR_A_NODE = (
 )
 TICKETS_DEMO = ".venv/bin/python -m service.tools.demo_tickets --port 8100 --api-key demo-key &"
 TICKETS_CONNECTOR = (
-    "TICKETS_URL=http://127.0.0.1:8100 TICKETS_API_KEY=demo-key FEED_SETTLE_SECONDS=3 "
+    "TICKETS_URL=http://127.0.0.1:8100 TICKETS_API_KEY=demo-key "
     ".venv/bin/gunicorn -c service/gunicorn.conf.py 'service.tools.examples.tickets:create_app()'"
 )
 TICKETS_CURL = "curl -s 'http://127.0.0.1:5000/tickets?limit=3'"

@@ -131,6 +131,27 @@ def test_no_place_in_the_copy_names_the_old_module(renamed):
     assert stale == []
 
 
+def test_no_sesam_config_names_an_id_that_was_renamed(renamed):
+    """The descriptions too: "the feed pipe connector-people" named a pipe that, after the
+    rename, no longer existed."""
+    copy, _ = renamed
+    configs = {path: path.read_text(encoding="utf-8") for path in ROOT.glob("sesam/**/*.json")}
+    renamed_ids = {
+        found
+        for found in rename.sesam_ids(configs)
+        if found != OLD.name
+        and re.search(rf"(?<![a-z0-9]){re.escape(OLD.name)}(?![a-z0-9])", found)
+    }
+    assert renamed_ids, "the reference's Sesam config names no id after the connector"
+    left = [
+        f"{path.relative_to(copy)}: {found}"
+        for path in sorted(copy.glob("sesam/**/*.json"))
+        for found in sorted(renamed_ids)
+        if re.search(rf"(?<![\w-]){re.escape(found)}(?![\w-])", path.read_text(encoding="utf-8"))
+    ]
+    assert left == []
+
+
 def test_the_commands_a_user_runs_name_the_new_connector(renamed):
     copy, _, _ = renamed
     readme = (copy / "README.md").read_text(encoding="utf-8")

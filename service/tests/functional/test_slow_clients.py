@@ -19,7 +19,11 @@ import requests
 
 from service.tests.framework_kit import running_demo_upstream
 from service.tests.loads import MB
+from service.tests.loads import PeakPss
+from service.tests.loads import PeakRss
 from service.tests.loads import connect
+from service.tests.loads import processes
+from service.tests.loads import pss
 from service.tests.loads import quick
 from service.tests.loads import slow_feeds_beside_maximum_batches
 from service.tests.loads import small_entities_batch
@@ -52,48 +56,6 @@ def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None
             return
         time.sleep(0.05)
     raise AssertionError(f"not within {seconds}s: {what}")
-
-
-def processes(url: str) -> list[psutil.Process]:
-    """The gunicorn master serving ``url`` and its workers."""
-    port = int(url.rsplit(":", 1)[1])
-    for connection in psutil.net_connections("tcp"):
-        if connection.laddr and connection.laddr.port == port and connection.status == "LISTEN":
-            master = psutil.Process(connection.pid)
-            if master.parent() and "gunicorn" in " ".join(master.parent().cmdline()):
-                master = master.parent()
-            return [master, *master.children(recursive=True)]
-    raise AssertionError(f"nothing listens at {url}")
-
-
-def rss(group: list[psutil.Process]) -> int:
-    total = 0
-    for process in group:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total
-
-
-class PeakRss:
-    """The peak of the summed RSS of a server's processes, sampled every 20 ms."""
-
-    def __init__(self, group: list[psutil.Process]) -> None:
-        self.group = group
-        self.peak = rss(group)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, rss(self.group))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def client_ports(worker: psutil.Process) -> set[int]:
@@ -287,15 +249,6 @@ def test_the_settings_make_room_for_a_batch_of_the_largest_size():
         )
 
 
-def pss(group: list[psutil.Process]) -> int:
-    """What the container is charged for: each page once, shared ones split (PSS)."""
-    total = 0
-    for process in group:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_full_info().pss
-    return total
-
-
 def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_back(
     big_upstream, connector_factory
 ):
@@ -311,10 +264,10 @@ def test_slow_feeds_beside_maximum_batches_stay_inside_128_mb_and_memory_comes_b
     before = pss(group)
     after_each = []
     for load in range(2):
-        with PeakRss(group) as peak:
+        with PeakPss(group) as peak:
             readers, answers = slow_feeds_beside_maximum_batches(connector.url, f"/{BIG}", body)
             loaded = pss(group)
-        assert peak.peak <= 128 * MB, f"load {load}: peak RSS {peak.peak / MB:.0f} MB"
+        assert peak.peak <= 128 * MB, f"load {load}: peak PSS {peak.peak / MB:.0f} MB"
         assert 200 in answers and set(answers) <= {200, 502, 503}, answers
         assert loaded <= 128 * MB, f"load {load}: {loaded / MB:.0f} MB (PSS) with every client in"
         given_back = connector.log_text().count("free memory given back")

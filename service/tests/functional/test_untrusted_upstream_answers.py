@@ -20,12 +20,12 @@ import pytest
 from service.tests.functional.untrusted_upstream_kit import MB
 from service.tests.functional.untrusted_upstream_kit import HealthWatch
 from service.tests.functional.untrusted_upstream_kit import HostileConnector
-from service.tests.functional.untrusted_upstream_kit import PeakRss
 from service.tests.functional.untrusted_upstream_kit import read_feed
 from service.tests.functional.untrusted_upstream_kit import requests_to
 from service.tests.functional.untrusted_upstream_kit import serving
 from service.tests.hostile_kit import HostileUpstream
 from service.tests.hostile_kit import rule
+from service.tests.loads import PeakRss
 
 pytest_plugins = ["service.tests.hostile_kit"]
 
@@ -72,7 +72,7 @@ def test_a_gzip_bomb_is_a_502_naming_the_limit_and_memory_stays_far_below_128_mb
     about 2 GB, and a 128 MB container was killed before Sesam got a status."""
     hostile.seed("people", people())
     hostile.set_rules(rule("gzip_bomb", method="GET", prefix="/people"))
-    with HealthWatch(connector), PeakRss(connector) as memory:
+    with HealthWatch(connector), PeakRss(connector.processes()) as memory:
         feed = read_feed(connector.url, "people")
     assert feed.status == 502, feed.body[:300]
     assert "UPSTREAM_MAX_ANSWER_BYTES" in detail(feed)
@@ -87,7 +87,7 @@ def test_a_gzip_bomb_is_a_502_naming_the_limit_and_memory_stays_far_below_128_mb
 def test_a_200_mb_page_is_a_502_and_is_not_read_past_the_limit(hostile, connector, chunked):
     hostile.seed("people", people())
     hostile.set_rules(rule("huge", method="GET", prefix="/people", chunked=chunked))
-    with HealthWatch(connector), PeakRss(connector) as memory:
+    with HealthWatch(connector), PeakRss(connector.processes()) as memory:
         feed = read_feed(connector.url, "people")
     assert feed.status == 502, feed.body[:300]
     assert "UPSTREAM_MAX_ANSWER_BYTES" in detail(feed)
@@ -102,7 +102,7 @@ def test_a_200_mb_page_is_a_502_and_is_not_read_past_the_limit(hostile, connecto
 def test_one_50_mb_record_is_a_502_naming_the_answer_limit(hostile, connector, chunked):
     hostile.seed("people", people())
     hostile.set_rules(rule("huge", method="GET", prefix="/people", field=50 * MB, chunked=chunked))
-    with HealthWatch(connector), PeakRss(connector) as memory:
+    with HealthWatch(connector), PeakRss(connector.processes()) as memory:
         feed = read_feed(connector.url, "people")
     assert feed.status == 502, feed.body[:300]
     assert "UPSTREAM_MAX_ANSWER_BYTES" in detail(feed)
@@ -126,7 +126,7 @@ def test_a_record_over_the_record_limit_is_a_502_naming_it(hostile, connector):
 def test_a_chunked_body_that_never_ends_is_cut_by_the_connector(hostile, connector):
     hostile.seed("people", people())
     hostile.set_rules(rule("endless", method="GET", prefix="/people", chunk=256 * 1024))
-    with HealthWatch(connector), PeakRss(connector) as memory:
+    with HealthWatch(connector), PeakRss(connector.processes()) as memory:
         feed = read_feed(connector.url, "people")
     assert feed.status == 502, feed.body[:300]
     assert "UPSTREAM_MAX_ANSWER_BYTES" in detail(feed)

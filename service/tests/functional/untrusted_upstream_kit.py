@@ -214,39 +214,6 @@ def read_feed(
     )
 
 
-def rss(group: list[psutil.Process]) -> int:
-    total = 0
-    for process in group:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total
-
-
-class PeakRss:
-    """The peak of the summed RSS of a connector's processes (master and workers) while the
-    block runs, sampled every 20 ms, and what they held when it began."""
-
-    def __init__(self, connector: HostileConnector) -> None:
-        self.group = connector.processes()
-        self.before = rss(self.group)
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, rss(self.group))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss(self.group))
-
-
 def requests_to(hostile: HostileUpstream, method: str, listener: str = "main") -> int:
     """How many ``method`` requests ``listener`` received since the stats were cleared."""
     return int(hostile.stats()["requests"][listener].get(method, 0))

@@ -265,6 +265,43 @@ def test_a_rerun_repairs_places_that_still_name_the_original(tmp_path):
     ).read_text() == 'ARGS = ["service.acme_crm:create_app()"]\n'
 
 
+DESCRIBED_SYSTEM = """{"_id": "connector", "type": "system:microservice",
+ "description": "The connector's image. Set the secret connector-password on this system.",
+ "password": "$SECRET(connector-password)"}
+"""
+DESCRIBED_PIPE = """{"_id": "connector-people-endpoint", "type": "pipe",
+ "description": "Publishes connector-people (as people-to-connector writes it); sesam test checks expected/connector-people-endpoint.json.",
+ "source": {"type": "dataset", "dataset": "connector-people"}}
+"""
+
+
+def test_the_sesam_ids_a_description_names_are_renamed_and_prose_and_secrets_are_not(tmp_path):
+    """The descriptions named the pipes by their ids: after a rename they named pipes and
+    files that no longer exist. Prose ("the connector's image") stays, and so does a
+    secret's name that no id renames (it must match its $SECRET)."""
+    fork = make_fork(tmp_path)
+    (fork / "sesam/systems/connector.conf.json").write_text(DESCRIBED_SYSTEM)
+    (fork / "sesam/pipes/connector-people-endpoint.conf.json").write_text(DESCRIBED_PIPE)
+    (fork / "sesam/pipes/people-to-connector.conf.json").write_text(
+        '{"_id": "people-to-connector", "type": "pipe"}\n'
+    )
+    assert run(fork, "acme-crm") == 0
+    pipe = (fork / "sesam/pipes/acme-crm-people-endpoint.conf.json").read_text()
+    assert (
+        '"Publishes acme-crm-people (as people-to-acme-crm writes it); sesam test checks '
+        'expected/acme-crm-people-endpoint.json."'
+    ) in pipe
+    system = (fork / "sesam/systems/acme-crm.conf.json").read_text()
+    assert "The connector's image. Set the secret connector-password on this system." in system
+    assert "$SECRET(connector-password)" in system
+
+    # A description merged again from the reference is repaired by a rerun.
+    path = fork / "sesam/pipes/acme-crm-people-endpoint.conf.json"
+    path.write_text(pipe.replace("Publishes acme-crm-people", "Publishes connector-people"))
+    assert run(fork, "acme-crm") == 0
+    assert "Publishes acme-crm-people (" in path.read_text()
+
+
 def test_a_name_taken_by_a_file_in_service_is_refused(tmp_path, capsys):
     fork = make_fork(tmp_path)
     (fork / "service/billing.py").write_text("X = 1\n")

@@ -8,6 +8,7 @@ from urllib3.exceptions import MaxRetryError
 
 from service.framework.upstream import RETRY_STATUSES
 from service.framework.upstream import BudgetRetry
+from service.framework.upstream import UpstreamClient
 from service.framework.upstream import segment
 
 
@@ -40,6 +41,54 @@ def test_transient_statuses_are_retried(status):
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 500])
 def test_other_statuses_are_not_retried(status):
     assert not policy().is_retry("GET", status)
+
+
+def clients_policy() -> BudgetRetry:
+    """The retry policy the upstream client itself mounts."""
+    client = UpstreamClient("http://records.example", "test-token")
+    retry = client.session.get_adapter("http://records.example").max_retries
+    assert isinstance(retry, BudgetRetry)
+    return retry
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "GET", "PUT", "DELETE", "HEAD"])
+@pytest.mark.parametrize(("status", "retry_after"), [(429, False), (429, True), (503, True)])
+def test_an_answer_that_says_the_request_was_not_processed_is_retried_for_every_method(
+    method, status, retry_after
+):
+    """A 429, or a 503 with Retry-After: the upstream refused the request before doing
+    anything, so sending it again cannot write twice. A fork's PATCH and POST writes were
+    failed by every 429 while the retries were fixed to GET, PUT, DELETE and HEAD."""
+    assert clients_policy().is_retry(method, status, has_retry_after=retry_after)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize(("status", "retry_after"), [(502, False), (504, True), (503, False)])
+def test_a_failure_that_may_come_after_the_work_is_not_retried_for_post_or_patch(
+    method, status, retry_after
+):
+    """A 502, a 504, a bare 503: the upstream may have written before it failed; a second
+    POST would create a second record. Sesam retries the batch instead."""
+    assert not clients_policy().is_retry(method, status, has_retry_after=retry_after)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_idempotent_methods_are_retried_on_every_transient_status(method, status):
+    assert clients_policy().is_retry(method, status)
+
+
+@pytest.mark.parametrize(("method", "retried"), [("PUT", True), ("POST", False), ("PATCH", False)])
+def test_a_connection_dropped_after_sending_is_retried_only_for_idempotent_methods(method, retried):
+    from urllib3.exceptions import ProtocolError
+
+    dropped = ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+    retry = clients_policy()
+    if retried:
+        assert retry.increment(method, "/people/p-1", error=dropped).total == retry.total - 1
+    else:
+        with pytest.raises(ProtocolError):
+            retry.increment(method, "/people/p-1", error=dropped)
 
 
 def test_retry_after_is_honoured():

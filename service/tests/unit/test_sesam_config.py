@@ -301,7 +301,12 @@ def test_the_profile_holds_every_variable_the_config_reads_and_no_secret():
     assert set(profile()) == variables_read
     for name, value in profile().items():
         assert isinstance(value, str), name
-        assert "$SECRET(" not in value and not re.search(r"token|password|secret", name), name
+        assert "$SECRET(" not in value and not re.search(r"token|password|secret", name), (
+            f"{name}: the profile (sesam/test-env.json) is a file, and a name with token, "
+            "password or secret says it holds one; a secret goes in $SECRET(...) on the node, "
+            "and a variable that is not secret is named otherwise (erp-auth-url, not "
+            "erp-token-url): docs/forking.md"
+        )
     # The upstream's address differs per environment: every URL setting comes from it.
     environment = the_system()["docker"]["environment"]
     urls = [v.name for v in variables(ConnectorSettings) if v.parse is url]

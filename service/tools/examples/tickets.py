@@ -14,9 +14,10 @@ the ``FORK:`` places; nothing outside it, its settings and its test wiring.
   times for a shift.
 - ``ApiKey`` sends the key in its header, and never logs it.
 - Times have whole seconds, so tickets written in the second the feed has just read can
-  land behind a ``since`` Sesam already holds. Run it with ``FEED_SETTLE_SECONDS`` (the
-  framework's setting; 3 is a good start): the feed then holds back what is younger than
-  that, until its second is over. It logs a warning when the window is off.
+  land behind a ``since`` Sesam already holds. The adapter declares the settle window its
+  upstream's clock needs (``settle_seconds = 3``): what is younger than that is delivered
+  with a provisional token, and read again once its second is over. ``FEED_SETTLE_SECONDS`` overrides it, when set
+  (the framework logs a warning if it is set lower).
 
 Run it with ``gunicorn -c service/gunicorn.conf.py 'service.tools.examples.tickets:create_app()'``.
 """
@@ -24,7 +25,6 @@ Run it with ``gunicorn -c service/gunicorn.conf.py 'service.tools.examples.ticke
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -46,13 +46,10 @@ from service.framework.transit import plain
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream_auth import ApiKey
 
-log = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TicketsSettings(Settings):
-    """FORK: the Tickets API's settings, each declared once; the framework's are inherited
-    (``FEED_SETTLE_SECONDS`` among them: set it in the environment)."""
+    """FORK: the Tickets API's settings, each declared once; the framework's are inherited."""
 
     tickets_url: str = setting("TICKETS_URL", url, meaning="Base URL of the Tickets API.")
     tickets_api_key: str = setting(
@@ -79,6 +76,8 @@ class Tickets(Adapter):
     collection = re.compile(r"[a-z][a-z0-9-]*")
     # FORK: what position() returns: a modification time and an integer id.
     position_parts = (TIMESTAMP, INTEGER)
+    # FORK: the settle window the upstream's clock needs: whole seconds, and a little lag.
+    settle_seconds = 3.0
 
     def __init__(self, settings: TicketsSettings) -> None:
         super().__init__(settings)
@@ -96,12 +95,6 @@ class Tickets(Adapter):
             records="items",
             size=settings.tickets_page_size,
         )
-        if settings.feed_settle_seconds < 1:
-            log.warning(
-                "FEED_SETTLE_SECONDS is %s: the Tickets API's times have whole seconds, so a "
-                "ticket written in a second the feed has read can be missed; set it to 3",
-                settings.feed_settle_seconds,
-            )
 
     def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Record]]:
         """FORK: every ticket after ``since`` (deletions included), or the live ones."""

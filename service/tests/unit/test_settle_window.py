@@ -1,0 +1,102 @@
+"""The settle window is the adapter's to declare, ``FEED_SETTLE_SECONDS`` the operator's to
+override.
+
+An adapter knows its upstream's clock (whole seconds, a commit lag) better than whoever
+writes the compose file, the Sesam system and the test wiring: a fork had to set the
+window in all three. ``Adapter.settle_seconds`` declares it once; the variable, when set
+(0 included), wins, and a value below the adapter's is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from service.framework.app import AppFactory
+from service.framework.feed import settle_window
+from service.framework.settings import load_settings
+from service.tools.reference import Records
+from service.tools.reference import ReferenceSettings
+
+SETTINGS = {"UPSTREAM_URL": "http://records.example", "UPSTREAM_TOKEN": "test-token"}
+
+
+def text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class CoarseClock(Records):
+    """An upstream whose clock needs a window of a minute; its list: one record from an
+    hour ago, one written now."""
+
+    settle_seconds = 60.0
+
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Any]]:
+        now = datetime.now(UTC)
+        yield [
+            {"id": "old", "updated_at": text(now - timedelta(hours=1)), "deleted": False},
+            {"id": "new", "updated_at": text(now), "deleted": False},
+        ]
+
+
+def feed_ids(tmp_path, **environ: str) -> list[str]:
+    app = AppFactory(CoarseClock, ReferenceSettings)(
+        {**SETTINGS, "STATE_DIR": str(tmp_path), **environ}
+    )
+    response = app.test_client().get("/people")
+    assert response.status_code == 200, response.text
+    return [entity["_id"] for entity in response.get_json()]
+
+
+def test_the_adapters_window_holds_back_what_is_younger_without_any_setting(tmp_path):
+    assert feed_ids(tmp_path) == ["old"]
+
+
+@pytest.mark.parametrize(("value", "ids"), [("0", ["old", "new"]), ("7200", [])])
+def test_feed_settle_seconds_set_overrides_the_adapters_window(tmp_path, value, ids):
+    assert feed_ids(tmp_path, FEED_SETTLE_SECONDS=value) == ids
+
+
+@pytest.mark.parametrize(
+    ("environ", "window"),
+    [({}, 60.0), ({"FEED_SETTLE_SECONDS": ""}, 60.0), ({"FEED_SETTLE_SECONDS": "2.5"}, 2.5)],
+)
+def test_the_window_is_the_variable_when_set_else_the_adapters(environ, window):
+    adapter = CoarseClock(load_settings(ReferenceSettings, {**SETTINGS, **environ}))
+    assert settle_window(adapter) == window
+
+
+def test_an_adapter_that_declares_nothing_has_no_window():
+    adapter = Records(load_settings(ReferenceSettings, SETTINGS))
+    assert Records.settle_seconds == 0
+    assert settle_window(adapter) == 0
+
+
+def test_a_variable_below_the_adapters_window_is_logged_as_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="service.framework.feed"):
+        AppFactory(CoarseClock, ReferenceSettings)(
+            {**SETTINGS, "STATE_DIR": str(tmp_path), "FEED_SETTLE_SECONDS": "0"}
+        )
+    assert "FEED_SETTLE_SECONDS=0 is below the 60s settle window CoarseClock declares" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.framework.feed"):
+        AppFactory(CoarseClock, ReferenceSettings)(
+            {**SETTINGS, "STATE_DIR": str(tmp_path), "FEED_SETTLE_SECONDS": "90"}
+        )
+    assert "settle window" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "86400"])
+def test_a_malformed_window_still_stops_the_start(value):
+    from service.framework.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="FEED_SETTLE_SECONDS"):
+        load_settings(ReferenceSettings, {**SETTINGS, "FEED_SETTLE_SECONDS": value})
