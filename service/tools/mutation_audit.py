@@ -52,6 +52,7 @@ FUNCTIONAL = "service/tests/functional/"
 # can show: too slow to run for each surviving mutant of a module that other tests reach.
 FEED_UNIT = (
     UNIT + "test_feed_tokens.py",
+    UNIT + "test_settle_window.py",
     UNIT + "test_feed_chunks.py",
     UNIT + "test_feed_settle.py",
     UNIT + "test_feed_untrusted_pages.py",
@@ -62,6 +63,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "adapter": (
         "service/framework/adapter.py",
         (
+            UNIT + "test_settle_window.py",
             UNIT + "test_sesam_config.py",
             UNIT + "test_feed_upstreams_that_offer_less.py",
             UNIT + "test_sink_validation.py",
@@ -178,7 +180,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "service/framework/paging.py",
         (
             UNIT + "test_paging.py",
+            UNIT + "test_paging_keys.py",
+            UNIT + "test_merged_paging.py",
             UNIT + "test_feed_upstreams_that_offer_less.py",
+            FUNCTIONAL + "test_fork_blocks_http.py",
             FUNCTIONAL + "test_untrusted_upstream_loops.py",
             FUNCTIONAL + "test_feed_http.py",
         ),
@@ -215,6 +220,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "service/framework/settings.py",
         (
             UNIT + "test_config.py",
+            UNIT + "test_settle_window.py",
             UNIT + "test_sesam_config.py",
             UNIT + "test_masking.py",
             UNIT + "test_retry_budgets.py",
@@ -262,6 +268,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "service/framework/upstream.py",
         (
             UNIT + "test_retry_policy.py",
+            UNIT + "test_key_path.py",
             UNIT + "test_upstream_bounds.py",
             UNIT + "test_upstream_auth.py",
             UNIT + "test_retry_budgets.py",
@@ -270,6 +277,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             UNIT + "test_sink_validation.py",
             FUNCTIONAL + "test_feed_upstream_reads_http.py",
             FUNCTIONAL + "test_feed_upstream_bodies_http.py",
+            FUNCTIONAL + "test_fork_blocks_http.py",
             FUNCTIONAL + "test_untrusted_upstream_answers.py",
             FUNCTIONAL + "test_untrusted_upstream_credentials.py",
             FUNCTIONAL + "test_fail_fast.py",
@@ -281,6 +289,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         (
             UNIT + "test_upstream_auth.py",
             UNIT + "test_masking.py",
+            FUNCTIONAL + "test_fork_blocks_http.py",
             FUNCTIONAL + "test_untrusted_upstream_credentials.py",
             FUNCTIONAL + "test_fail_fast.py",
         ),
