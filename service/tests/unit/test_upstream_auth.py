@@ -177,8 +177,10 @@ class TokenServer:
 
     def __init__(self) -> None:
         self.fetches: list[dict[str, str]] = []
-        self.expires_in: int | None = 3600
+        self.expires_in: int | str | None = 3600
         self.status = 200
+        self.raw: bytes | None = None  # a 200 answer as it is, instead of a token
+        self.headers: dict[str, str] = {}  # more headers of every answer
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -190,6 +192,12 @@ class TokenServer:
                     user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
                     form.update(basic_user=user, basic_password=password)
                 server.fetches.append(form)
+                if server.raw is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(server.raw)))
+                    self.end_headers()
+                    self.wfile.write(server.raw)
+                    return
                 given = (form.get("basic_user") or form.get("client_id"),) + (
                     form.get("basic_password") or form.get("client_secret"),
                 )
@@ -204,6 +212,8 @@ class TokenServer:
                     status = 200
                 data = json.dumps(answer).encode()
                 self.send_response(status)
+                for name, value in server.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -351,3 +361,193 @@ def test_no_secret_or_token_reaches_a_log_line(token_server, caplog):
     assert "fetched an upstream access token" in caplog.text
     for secret in (SECRET, "tok-1", "tok-2"):
         assert secret not in caplog.text
+
+
+# --- promises a fork relies on (issue 20) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "followed"),
+    [
+        ("http://records.example:8080/people", False),  # the same host, another port
+        ("https://records.example/people", False),  # the same host, another scheme
+        ("http://records.example:80/people", True),  # the default port, spelled out
+        ("HTTP://Records.Example/people", True),  # scheme and host are not case-sensitive
+    ],
+)
+def test_an_api_key_goes_only_where_the_origin_is_the_same(location, followed):
+    def answer(request):
+        if request.url.endswith("/old"):
+            return 302, {"Location": location}, {}
+        return 200, {}, {"data": []}
+
+    client, transport = client_with(ApiKey(SECRET, header="X-Api-Key"), answer)
+    if followed:
+        assert client.get_json(client.url("old")) == {"data": []}
+        assert transport.sent[1].headers["X-Api-Key"] == SECRET
+    else:
+        with pytest.raises(UpstreamError, match="another origin"):
+            client.get_json(client.url("old"))
+        assert len(transport.sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b'{"access_token": "tok-x", "token_type": "mac"}', "holds no bearer access_token"),
+        (b'{"token_type": "Bearer"}', "holds no bearer access_token"),
+        (b'{"access_token": "", "token_type": "Bearer"}', "holds no bearer access_token"),
+        (b'{"access_token": 7, "token_type": "Bearer"}', "holds no bearer access_token"),
+        (b'["tok-x"]', "holds no bearer access_token"),
+        (b"<html>a login page</html>", "holds no bearer access_token"),
+        (b'{"access_token": "tok x", "token_type": "Bearer"}', "characters a token cannot"),
+    ],
+)
+def test_a_token_answer_that_is_not_a_bearer_token_is_an_upstream_error(token_server, answer, says):
+    token_server.raw = answer
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    with pytest.raises(UpstreamError, match=says) as raised:
+        auth.token()
+    assert token_server.url in str(raised.value)
+    assert raised.value.status == 200
+
+
+def test_a_token_type_in_any_case_and_no_token_type_both_mean_bearer(token_server):
+    for answer in (
+        b'{"access_token": "tok-a", "token_type": "bEaReR"}',
+        b'{"access_token": "tok-b"}',
+    ):
+        token_server.raw = answer
+        auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+        assert auth.token() in ("tok-a", "tok-b")
+
+
+def test_an_expires_in_given_as_text_is_a_lifetime(token_server):
+    clock = Clock()
+    token_server.expires_in = "300"
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
+    assert auth.token() == "tok-1"
+    clock.now += 240  # the default margin: 60 s before it expires
+    assert auth.token() == "tok-2"
+
+
+@pytest.mark.parametrize("lifetime", [0, -5, "soon", True, None])
+def test_a_lifetime_that_is_not_one_keeps_the_token_until_a_401(token_server, lifetime):
+    clock = Clock()
+    token_server.expires_in = lifetime
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
+    assert auth.token() == "tok-1"
+    clock.now += 86400
+    assert auth.token() == "tok-1"
+
+
+def test_by_default_a_token_is_fetched_again_a_minute_before_it_expires(token_server):
+    clock = Clock()
+    token_server.expires_in = 3600
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
+    assert auth.token() == "tok-1"
+    clock.now += 3539
+    assert auth.token() == "tok-1"
+    clock.now += 1
+    assert auth.token() == "tok-2"
+
+
+def test_a_short_lived_token_is_refreshed_at_half_its_life_not_before_it_is_fetched(
+    token_server,
+):
+    """A margin longer than half the lifetime would fetch a new token on every request."""
+    clock = Clock()
+    token_server.expires_in = 100
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
+    assert auth.token() == "tok-1"
+    clock.now += 49
+    assert auth.token() == "tok-1"
+    clock.now += 1
+    assert auth.token() == "tok-2"
+
+
+def test_the_token_errors_name_the_oauth_code_never_its_free_text(token_server):
+    token_server.status = 400
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value) == (
+        f"the token endpoint answered 400 to POST {token_server.url}: invalid_client"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (
+            {"error": "invalid_client", "error_description": f"no client with {SECRET}"},
+            ": invalid_client",
+        ),
+        ({"error": f"bad {SECRET}"}, ""),  # not a code: free text, which may echo
+        ({"error": "x" * 65}, ""),
+        ({"error": ["invalid_client"]}, ""),
+        (["invalid_client"], ""),
+    ],
+)
+def test_a_token_error_shows_only_a_code_of_rfc_6749s_form(body, shown):
+    from service.framework.upstream_auth import _oauth_error
+
+    response = requests.Response()
+    response._content = json.dumps(body).encode()
+    assert _oauth_error(response) == shown
+
+
+def test_a_token_error_that_is_not_json_shows_no_code():
+    from service.framework.upstream_auth import _oauth_error
+
+    response = requests.Response()
+    response._content = b"<html>denied</html>"
+    assert _oauth_error(response) == ""
+
+
+def test_the_secret_goes_in_the_header_or_the_body_nowhere_else():
+    with pytest.raises(ValueError, match='secret_in must be "header" or "body"'):
+        OAuth2ClientCredentials("http://auth.example/token", "c", SECRET, secret_in="query")
+
+
+def test_forget_without_a_token_drops_the_cached_one(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    assert auth.token() == "tok-1"
+    auth.forget()
+    assert auth.token() == "tok-2"
+
+
+def test_the_token_request_takes_no_credentials_from_the_environment(
+    token_server, tmp_path, monkeypatch
+):
+    """A ~/.netrc entry for the token endpoint's host must not replace the client's own
+    credentials (requests reads it when the session trusts the environment)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login intruder password from-netrc\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, secret_in="body")
+    assert auth.token() == "tok-1"
+    assert "basic_user" not in token_server.fetches[0]
+
+
+def test_by_default_a_busy_token_endpoint_is_asked_four_times(token_server):
+    token_server.status = 503
+    token_server.headers = {"Retry-After": "0"}
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    with pytest.raises(UpstreamError, match=r"answered 503 .* \(asked 4 times\)"):
+        auth.token()
+    assert len(token_server.fetches) == 4
+
+
+def test_by_default_a_wait_past_40_seconds_for_a_token_fails_at_once(token_server):
+    """The token request's bound is its timeouts added: 10 s to connect, 30 s to read."""
+    token_server.status = 429
+    token_server.headers = {"Retry-After": "41"}
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value).endswith(
+        "(asking again in 41s would pass the token request's timeout (40s))"
+    )
+    assert len(token_server.fetches) == 1
