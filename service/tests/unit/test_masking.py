@@ -135,3 +135,54 @@ def test_a_secret_too_short_to_mask_is_refused():
         load_settings(ReferenceSettings, {**SETTINGS, "UPSTREAM_TOKEN": "abc"})
     load_settings(ReferenceSettings, {**SETTINGS, "UPSTREAM_TOKEN": "abcd"})
     assert masking.mask("abcd") == "<hidden>"
+
+
+# --- what the registry keeps, and for how long (issue 20) --------------------------------------
+
+
+def test_a_secret_that_begins_another_is_not_left_half_shown():
+    masking.register("abcd")
+    masking.register("abcdefgh")
+    assert masking.mask("[abcdefgh]") == "[<hidden>]"
+
+
+def test_the_last_sixteen_fetched_tokens_are_masked_and_the_seventeenth_back_is_not():
+    tokens = [f"fetched-token-{n:03d}" for n in range(17)]
+    for token in tokens:
+        masking.register(token, transient=True)
+    assert masking.mask(tokens[0]) == tokens[0]
+    assert all(masking.mask(token) == "<hidden>" for token in tokens[1:])
+
+
+def test_a_token_fetched_twice_holds_one_place_among_the_recent():
+    masking.register("first-token", transient=True)
+    masking.register("again-token", transient=True)
+    masking.register("again-token", transient=True)
+    for n in range(14):
+        masking.register(f"later-token-{n:02d}", transient=True)
+    assert masking.mask("first-token") == "<hidden>"  # sixteen distinct tokens
+
+
+def test_a_secret_setting_is_masked_however_many_tokens_are_fetched_after_it():
+    load_settings(ReferenceSettings, SETTINGS)
+    for n in range(40):
+        masking.register(f"fetched-token-{n:03d}", transient=True)
+    assert masking.mask(f"Bearer {TOKEN}") == "Bearer <hidden>"
+
+
+def test_a_value_too_short_to_mask_is_masked_in_none_of_its_forms():
+    """Three characters would hide ordinary text wherever they occur: not even their
+    longer percent-encoded or JSON-escaped forms are masked."""
+    masking.restore((frozenset(), ()))
+    masking.register("a b")
+    masking.register('"é', transient=True)
+    text = 'q=a%20b&r=a+b "\\"\\u00e9" a b'
+    assert masking.mask(text) == text
+
+
+def test_restore_forgets_what_was_registered_after_the_save():
+    saved = masking.registered()
+    masking.register("registered-later")
+    masking.register("fetched-later", transient=True)
+    masking.restore(saved)
+    assert masking.mask("registered-later fetched-later") == "registered-later fetched-later"
