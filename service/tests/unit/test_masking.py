@@ -180,9 +180,12 @@ def test_a_value_too_short_to_mask_is_masked_in_none_of_its_forms():
     assert masking.mask(text) == text
 
 
-def test_restore_forgets_what_was_registered_after_the_save():
+def test_restore_keeps_what_was_saved_and_forgets_what_came_after():
+    masking.register("registered-before")
+    masking.register("fetched-before", transient=True)
     saved = masking.registered()
     masking.register("registered-later")
     masking.register("fetched-later", transient=True)
     masking.restore(saved)
     assert masking.mask("registered-later fetched-later") == "registered-later fetched-later"
+    assert masking.mask("registered-before fetched-before") == "<hidden> <hidden>"
