@@ -134,7 +134,7 @@ def test_no_place_in_the_copy_names_the_old_module(renamed):
 def test_no_sesam_config_names_an_id_that_was_renamed(renamed):
     """The descriptions too: "the feed pipe connector-people" named a pipe that, after the
     rename, no longer existed."""
-    copy, _ = renamed
+    copy = renamed.copy
     configs = {path: path.read_text(encoding="utf-8") for path in ROOT.glob("sesam/**/*.json")}
     renamed_ids = {
         found
