@@ -63,6 +63,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "adapter": (
         "service/framework/adapter.py",
         (
+            UNIT + "test_adapter_defaults.py",
             UNIT + "test_settle_window.py",
             UNIT + "test_sesam_config.py",
             UNIT + "test_feed_upstreams_that_offer_less.py",
