@@ -81,6 +81,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             UNIT + "test_transform_protocol.py",
             FUNCTIONAL + "test_basic_auth_http.py",
             FUNCTIONAL + "test_hostile_input.py",
+            FUNCTIONAL + "test_feed_query_http.py",
             FUNCTIONAL + "test_feed_http.py",
         ),
     ),

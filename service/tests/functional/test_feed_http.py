@@ -205,6 +205,8 @@ def test_an_unknown_collection_is_a_json_404(connector):
     response = connector.get("no-such-things")
     assert response.status_code == 404
     assert response.json()["error"] == "Not Found"
+    # The error first, as the docs show it (docs/operations.md), then the detail.
+    assert response.text.startswith('{"error":"Not Found","detail":')
 
 
 def test_a_name_that_cannot_be_a_collection_is_a_json_404(connector):
