@@ -181,6 +181,7 @@ def test_a_value_too_short_to_mask_is_masked_in_none_of_its_forms():
 
 
 def test_restore_keeps_what_was_saved_and_forgets_what_came_after():
+    masking.restore((frozenset(), ()))  # from nothing: what earlier tests fetched is gone
     masking.register("registered-before")
     masking.register("fetched-before", transient=True)
     saved = masking.registered()
@@ -189,3 +190,6 @@ def test_restore_keeps_what_was_saved_and_forgets_what_came_after():
     masking.restore(saved)
     assert masking.mask("registered-later fetched-later") == "registered-later fetched-later"
     assert masking.mask("registered-before fetched-before") == "<hidden> <hidden>"
+    # ... each as it was kept: a fetched token among the recent ones, which later fetches
+    # push out, not kept for good
+    assert masking.registered() == (frozenset({"registered-before"}), ("fetched-before",))
