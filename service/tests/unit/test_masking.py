@@ -78,7 +78,7 @@ def test_a_contract_error_quoting_upstream_data_is_masked():
 def test_the_log_formatter_masks_messages_and_tracebacks():
     masking.register(TOKEN)
     handler = logging.Handler()
-    handler.setFormatter(masking.MaskingFormatter(logging.Formatter("%(message)s")))
+    handler.setFormatter(masking.MaskingFormatter(logging.Formatter("%(levelname)s %(message)s")))
     try:
         raise ValueError(f"Invalid header value b'Bearer {TOKEN}\\n'")
     except ValueError:
@@ -86,7 +86,7 @@ def test_the_log_formatter_masks_messages_and_tracebacks():
         record.exc_info = sys.exc_info()
     line = handler.format(record)
     assert TOKEN not in line
-    assert "failed: <hidden>" in line and "Traceback" in line
+    assert "ERROR failed: <hidden>" in line and "Traceback" in line  # in the format it wraps
 
 
 def test_nothing_registered_masks_nothing():
