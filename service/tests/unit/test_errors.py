@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from flask import Flask
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed
 
 from service.framework.errors import ApiError
@@ -88,6 +89,16 @@ def test_werkzeugs_own_failures_are_json_and_keep_their_headers():
     assert body["detail"]
     assert headers["Allow"] == "POST"
     assert headers["Content-Type"] == "application/json"
+
+
+class Teapot(HTTPException):
+    code = 418  # and no description
+
+
+def test_a_werkzeug_failure_without_a_description_has_an_empty_detail():
+    status, body, _ = answer(Teapot)
+    assert status == 418
+    assert body == {"error": "I'm a teapot", "detail": ""}
 
 
 def test_an_upstream_failure_is_a_502_with_its_status(caplog):
