@@ -412,6 +412,18 @@ def test_a_token_answer_that_is_not_a_bearer_token_is_an_upstream_error(token_se
     assert raised.value.status == 200
 
 
+def test_a_token_answer_of_64_kib_is_read_and_a_longer_one_is_refused(token_server):
+    """A token endpoint answers a few hundred bytes: more than 64 KiB is not a token answer
+    (a gateway's page, an endless body), and is refused unread, not cut to a token."""
+    answer = b'{"access_token": "tok-x", "token_type": "Bearer"}'
+    token_server.raw = answer + b" " * (65536 - len(answer))
+    assert OAuth2ClientCredentials(token_server.url, "the-client", SECRET).token() == "tok-x"
+    token_server.raw += b" "
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    with pytest.raises(UpstreamError, match="larger than the token answer's limit"):
+        auth.token()
+
+
 def test_a_token_type_in_any_case_and_no_token_type_both_mean_bearer(token_server):
     for answer in (
         b'{"access_token": "tok-a", "token_type": "bEaReR"}',
