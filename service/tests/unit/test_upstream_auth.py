@@ -53,10 +53,11 @@ class FakeTransport(BaseAdapter):
         pass
 
 
-def client_with(auth, answer=lambda request: (200, {}, {"data": []})):
-    client = UpstreamClient(BASE, auth=auth)
+def client_with(auth, answer=lambda request: (200, {}, {"data": []}), base=BASE):
+    client = UpstreamClient(base, auth=auth)
     transport = FakeTransport(answer)
     client.session.mount("http://", transport)
+    client.session.mount("https://", transport)
     return client, transport
 
 
@@ -389,6 +390,19 @@ def test_an_api_key_goes_only_where_the_origin_is_the_same(location, followed):
         with pytest.raises(UpstreamError, match="another origin"):
             client.get_json(client.url("old"))
         assert len(transport.sent) == 1
+
+
+def test_an_api_key_follows_an_https_redirect_that_spells_out_port_443():
+    def answer(request):
+        if request.url.endswith("/old"):
+            return 302, {"Location": "https://records.example:443/people"}, {}
+        return 200, {}, {"data": []}
+
+    client, transport = client_with(
+        ApiKey(SECRET, header="X-Api-Key"), answer, base="https://records.example"
+    )
+    assert client.get_json(client.url("old")) == {"data": []}
+    assert transport.sent[1].headers["X-Api-Key"] == SECRET
 
 
 @pytest.mark.parametrize(

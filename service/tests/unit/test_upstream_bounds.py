@@ -9,6 +9,7 @@ gives it, at the pace it says: a real server, since these are faults of the wire
 from __future__ import annotations
 
 import gzip
+import http.server
 import socket
 import threading
 import time
@@ -107,9 +108,9 @@ def trickle(data: bytes, interval: float) -> Answer:
     return answer
 
 
-def endless(status: int) -> Answer:
+def endless(status: int, head: str = "") -> Answer:
     def answer(sock: socket.socket, _: bytes) -> None:
-        sock.sendall(f"HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(f"HTTP/1.1 {status} X\r\n{head}Transfer-Encoding: chunked\r\n\r\n".encode())
         piece = b" " * 65536
         chunk = b"%X\r\n%s\r\n" % (len(piece), piece)
         while True:
@@ -155,9 +156,25 @@ def test_a_declared_length_over_the_limit_is_refused_before_it_is_read(raw_upstr
 
 def test_an_endless_chunked_body_is_cut_at_the_limit(raw_upstream):
     upstream = raw_upstream(endless(200))
-    with pytest.raises(AnswerTooLarge):
-        client(upstream.url, max_answer_bytes=1 << 20).get_json(f"{upstream.url}/people")
+    reader = client(upstream.url, max_answer_bytes=1 << 20)  # alive: its pool too
+    with pytest.raises(AnswerTooLarge) as raised:
+        reader.get_json(f"{upstream.url}/people")
+    # closed at once, even while the failure is held (a broken request's traceback is a
+    # cycle that lives until the collector runs)
     assert upstream.closed_by_client.wait(10), "the connection was not closed"
+    assert raised.value
+
+
+def test_an_endless_chunked_body_that_declares_a_small_length_is_cut_at_the_limit_too(
+    raw_upstream,
+):
+    """Chunked framing wins over a Content-Length (HTTP says so): the length is no bound."""
+    upstream = raw_upstream(endless(200, "Content-Length: 40\r\n"))
+    reader = client(upstream.url, max_answer_bytes=1 << 20)
+    with pytest.raises(AnswerTooLarge) as raised:
+        reader.get_json(f"{upstream.url}/people")
+    assert upstream.closed_by_client.wait(10), "the connection was not closed"
+    assert raised.value
 
 
 def test_an_answer_of_exactly_the_limit_is_read(raw_upstream):
@@ -175,18 +192,103 @@ def test_an_answer_of_exactly_the_limit_is_read(raw_upstream):
                 client(upstream.url, max_answer_bytes=len(body)).get_json(upstream.url)
 
 
+class KeepAliveUpstream(http.server.ThreadingHTTPServer):
+    """An HTTP/1.1 server that keeps connections open and counts them: its pages have a
+    Content-Length, or are chunked, or gzipped."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                upstream.connections += 1
+                super().setup()
+
+            def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+                self.send_response(200)
+                if self.path.endswith("chunked"):
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"%X\r\n%s\r\n0\r\n\r\n" % (len(PAGE), PAGE))
+                    return
+                body = gzip.compress(PAGE) if self.path.endswith("gzip") else PAGE
+                if self.path.endswith("gzip"):
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}).start()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_pages_read_whole_keep_their_connection_for_the_next_request(framing):
+    """An upstream sees one connection for a whole walk, not one per page."""
+    upstream = KeepAliveUpstream()
+    try:
+        reader = client(upstream.url)
+        for _ in range(3):
+            assert reader.get_json(f"{upstream.url}/people/{framing}")["data"] == []
+        assert upstream.connections == 1
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        (fixed(200, b'5\r\n{"dat\r\nZZ\r\n', Transfer_Encoding="chunked"), "ProtocolError"),
+        (fixed(200, b"not gzip at all", Content_Encoding="gzip"), "DecodeError"),
+    ],
+)
+def test_a_body_broken_on_the_wire_is_an_unreachable_upstream_not_an_empty_page(
+    raw_upstream, answer, named
+):
+    upstream = raw_upstream(answer)
+    with pytest.raises(UpstreamError, match=f"upstream unreachable after retries: .*: {named}"):
+        client(upstream.url).get_json(upstream.url)
+
+
+def test_a_body_that_stalls_past_the_read_timeout_is_a_timeout_not_an_empty_page(raw_upstream):
+    stalled = threading.Event()
+
+    def half(sock: socket.socket, _: bytes) -> None:
+        sock.sendall(b"HTTP/1.1 200 X\r\nContent-Length: 100\r\n\r\n" + PAGE[:10])
+        stalled.wait(30)  # until the test ends
+
+    upstream = raw_upstream(half)
+    try:
+        with pytest.raises(UpstreamTimeout, match="upstream timed out after retries"):
+            client(upstream.url, read_timeout=0.5).get_json(upstream.url)
+    finally:
+        stalled.set()
+
+
 def test_a_call_may_ask_for_a_smaller_limit(raw_upstream):
     upstream = raw_upstream(fixed(200, b'{"id": "' + b"x" * 5000 + b'"}'))
-    with pytest.raises(AnswerTooLarge, match=r"\(1024 bytes"):
+    with pytest.raises(AnswerTooLarge, match=r"answer to GET .*/people/x .*\(1024 bytes"):
         client(upstream.url).request("GET", f"{upstream.url}/people/x", max_bytes=1024)
 
 
 def test_an_error_with_an_endless_body_fails_at_once_with_its_status(raw_upstream):
     upstream = raw_upstream(endless(503))
+    reader = client(upstream.url)  # alive: a connection left in its pool would stay open
     started = time.monotonic()
-    with pytest.raises(UpstreamError, match="upstream answered 503"):
-        client(upstream.url).get_json(f"{upstream.url}/people")
+    with pytest.raises(UpstreamError, match="upstream answered 503") as raised:
+        reader.get_json(f"{upstream.url}/people")
     assert time.monotonic() - started < 10
+    # closed, not pooled with the rest of the body unread
+    assert upstream.closed_by_client.wait(10), "the connection was not closed"
+    assert raised.value
 
 
 def test_a_retried_error_with_an_endless_body_is_not_drained(raw_upstream):
