@@ -370,6 +370,54 @@ def test_a_cut_scope_ends_the_read_in_flight(raw_upstream):
     assert "the client has gone" in str(failed[0])
 
 
+def test_a_cut_scope_ends_a_retrys_wait_at_once(raw_upstream):
+    """Sesam has gone while the upstream asked for 30 s of patience: no request waits."""
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After="30"))
+    scope = deadlines.Deadline(float("inf"), "the feed")
+    failed = []
+
+    def read() -> None:
+        deadlines.bind(scope)
+        try:
+            client(upstream.url, retries=1, retry_budget=600, deadline=60).get_json(upstream.url)
+        except UpstreamError as error:
+            failed.append(error)
+
+    import contextvars
+
+    thread = threading.Thread(target=contextvars.Context().run, args=(read,))
+    thread.start()
+    upstream_seen = time.monotonic() + 10
+    while not upstream.requests and time.monotonic() < upstream_seen:
+        time.sleep(0.01)
+    scope.cut("the client has gone")
+    thread.join(15)
+    assert not thread.is_alive(), "the retry waited on after the scope was cut"
+    assert "the client has gone" in str(failed[0])
+    assert len(upstream.requests) == 1
+
+
+def test_a_request_begun_in_a_cut_scope_is_not_sent(raw_upstream):
+    """Sesam went away before the next page was asked for: the upstream is not asked."""
+    upstream = raw_upstream(fixed(200, PAGE))
+    scope = deadlines.Deadline(float("inf"), "the feed")
+    scope.cut("the client has gone")
+    failed = []
+
+    def read() -> None:
+        deadlines.bind(scope)
+        try:
+            client(upstream.url, deadline=60).get_json(upstream.url)
+        except UpstreamError as error:
+            failed.append(error)
+
+    import contextvars
+
+    contextvars.Context().run(read)
+    assert "the client has gone" in str(failed[0])
+    assert upstream.requests == []
+
+
 # --- redirects --------------------------------------------------------------------------------
 
 
