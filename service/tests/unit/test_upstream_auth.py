@@ -18,6 +18,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
+from service.framework import masking
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
 from service.framework.upstream_auth import ApiKey
@@ -168,6 +169,66 @@ def test_basic_auth_sends_the_credentials():
 def test_no_repr_shows_a_secret(auth):
     assert SECRET not in repr(auth)
     assert SECRET not in repr(UpstreamClient(BASE, auth=auth).session.auth)
+
+
+@pytest.mark.parametrize(
+    ("auth", "shown"),
+    [
+        (lambda: BearerToken(SECRET), "BearerToken(token=<hidden>)"),
+        (lambda: ApiKey(SECRET, header="X-Api-Key"), "ApiKey(key=<hidden>, header='X-Api-Key')"),
+        (lambda: ApiKey(SECRET, query="key"), "ApiKey(key=<hidden>, query='key')"),
+        (lambda: Basic("someone", SECRET), "Basic(username='someone', password=<hidden>)"),
+    ],
+)
+def test_a_repr_says_what_the_auth_is_and_where_its_secret_goes(auth, shown):
+    assert repr(auth()) == shown
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda value: BearerToken(value),
+        lambda value: ApiKey(value, header="X-Api-Key"),
+        lambda value: ApiKey(value, query="key"),
+        lambda value: Basic("someone", value),
+    ],
+)
+def test_a_secret_given_to_an_auth_object_in_code_is_masked(make):
+    """A fork may build its auth from a value no setting declared secret (read from a file,
+    made from two settings): the auth object hides it all the same."""
+    value = "made-in-code-7f3a"
+    make(value)
+    assert masking.mask(f"the gateway quoted back {value}") == "the gateway quoted back <hidden>"
+
+
+def fork_session(auth, answer):
+    """A fork's own requests session with a framework auth object: requests follows the
+    redirects itself, without the UpstreamClient's rules."""
+    session = requests.Session()
+    session.auth = auth
+    transport = FakeTransport(answer)
+    session.mount("http://", transport)
+    return session, transport
+
+
+def test_an_api_key_header_is_dropped_on_a_redirect_to_another_origin_in_any_session():
+    def answer(request):
+        if request.url.startswith(BASE):
+            return 302, {"Location": "http://elsewhere.example/people"}, {}
+        return 200, {}, {"data": []}
+
+    session, transport = fork_session(ApiKey(SECRET, header="X-Api-Key"), answer)
+    session.get(f"{BASE}/people")
+    assert transport.sent[0].headers["X-Api-Key"] == SECRET
+    assert transport.sent[1].url == "http://elsewhere.example/people"
+    assert "X-Api-Key" not in transport.sent[1].headers
+
+
+def test_an_api_key_in_the_query_is_masked_in_the_answers_url_in_any_session():
+    session, transport = fork_session(ApiKey(SECRET, query="api_key"), lambda r: (200, {}, {}))
+    response = session.get(f"{BASE}/people", params={"limit": 5})
+    assert f"api_key={SECRET}" in transport.sent[0].url
+    assert "limit=5" in response.url and "api_key=<hidden>" in response.url
 
 
 # --- OAuth2 client credentials -----------------------------------------------------------------
