@@ -191,6 +191,7 @@ def test_a_repr_says_what_the_auth_is_and_where_its_secret_goes(auth, shown):
         lambda value: ApiKey(value, header="X-Api-Key"),
         lambda value: ApiKey(value, query="key"),
         lambda value: Basic("someone", value),
+        lambda value: OAuth2ClientCredentials("http://auth.example/token", "the-client", value),
     ],
 )
 def test_a_secret_given_to_an_auth_object_in_code_is_masked(make):
@@ -199,6 +200,12 @@ def test_a_secret_given_to_an_auth_object_in_code_is_masked(make):
     value = "made-in-code-7f3a"
     make(value)
     assert masking.mask(f"the gateway quoted back {value}") == "the gateway quoted back <hidden>"
+
+
+def test_the_basic_header_of_an_oauth_client_is_masked_whole():
+    OAuth2ClientCredentials("http://auth.example/token", "the client", "made-in-code-7f3a")
+    sent = base64.b64encode(b"the+client:made-in-code-7f3a").decode()  # form-encoded first
+    assert masking.mask(f"Authorization: Basic {sent}") == "Authorization: Basic <hidden>"
 
 
 def fork_session(auth, answer):
@@ -239,6 +246,7 @@ class TokenServer:
 
     def __init__(self) -> None:
         self.fetches: list[dict[str, str]] = []
+        self.accepts: list[str | None] = []  # each fetch's Accept header
         self.expires_in: int | str | None = 3600
         self.status = 200
         self.raw: bytes | None = None  # a 200 answer as it is, instead of a token
@@ -254,6 +262,7 @@ class TokenServer:
                     user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
                     form.update(basic_user=user, basic_password=password)
                 server.fetches.append(form)
+                server.accepts.append(self.headers.get("Accept"))
                 if server.raw is not None:
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(server.raw)))
@@ -328,7 +337,22 @@ def test_the_token_is_fetched_once_and_cached(token_server):
         client.get_json(client.url("people"))
     assert len(token_server.fetches) == 1
     assert token_server.fetches[0]["grant_type"] == "client_credentials"
+    assert token_server.accepts == ["application/json"]
     assert {request.headers["Authorization"] for request in transport.sent} == {"Bearer tok-1"}
+
+
+def test_a_token_endpoint_that_redirects_is_not_followed(token_server):
+    """The client's secret goes to the configured token URL only."""
+    elsewhere = TokenServer()
+    try:
+        token_server.status = 307
+        token_server.headers = {"Location": elsewhere.url}
+        auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+        with pytest.raises(UpstreamError, match="307"):
+            auth.token()
+        assert elsewhere.fetches == []
+    finally:
+        elsewhere.close()
 
 
 def test_the_token_is_refreshed_before_it_expires(token_server):
@@ -625,6 +649,33 @@ def test_by_default_a_busy_token_endpoint_is_asked_four_times(token_server):
     with pytest.raises(UpstreamError, match=r"answered 503 .* \(asked 4 times\)"):
         auth.token()
     assert len(token_server.fetches) == 4
+
+
+def test_without_retry_after_a_busy_token_endpoint_is_asked_again_after_half_a_second(
+    token_server,
+):
+    """The backoff's first step is 0.5 s: within a 0.5 s bound it would pass it, so the
+    fetch fails at once and says so."""
+    token_server.status = 503
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, timeout=(0.2, 0.3))
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value).endswith(
+        "(asking again in 0.5s would pass the token request's timeout (0.5s))"
+    )
+    assert len(token_server.fetches) == 1
+
+
+def test_the_backoff_for_a_token_doubles(token_server):
+    """0.5 s, then 1 s: within a 1.5 s bound the second wait would pass it."""
+    token_server.status = 503
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, timeout=(0.5, 1.0))
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value).endswith(
+        "(asking again in 1s would pass the token request's timeout (1.5s))"
+    )
+    assert len(token_server.fetches) == 2
 
 
 def test_by_default_a_wait_past_40_seconds_for_a_token_fails_at_once(token_server):
