@@ -379,6 +379,14 @@ def test_a_401_fetches_a_new_token_and_sends_the_request_once_more(token_server)
     assert len(token_server.fetches) == 2
 
 
+def test_a_resent_requests_answer_keeps_the_401_in_its_history(token_server):
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    client, _ = client_with(auth, accepting("tok-2"))  # tok-1 was revoked
+    response = client.request("GET", client.url("people"))
+    assert response.status_code == 200
+    assert [earlier.status_code for earlier in response.history] == [401]
+
+
 def test_a_second_401_is_the_answer_not_a_loop(token_server):
     auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
     client, transport = client_with(auth, accepting())
@@ -408,13 +416,31 @@ def test_the_secret_can_go_in_the_form(token_server):
     assert form["scope"] == "read" and form["a"] == "b" and "basic_user" not in form
 
 
-def test_without_expires_in_the_token_is_kept_until_a_401(token_server):
+def test_without_expires_in_the_token_is_kept_until_a_401(token_server, caplog):
     clock = Clock()
     token_server.expires_in = None
     auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
-    assert auth.token() == "tok-1"
+    with caplog.at_level(logging.INFO, logger="service.framework.upstream_auth"):
+        assert auth.token() == "tok-1"
+    assert "fetched an upstream access token, lifetime not given" in caplog.text
     clock.now += 86400
     assert auth.token() == "tok-1"
+
+
+def test_a_fetched_token_is_masked_among_the_recent_ones_not_for_good(token_server):
+    """Tokens come and go for as long as the connector runs: only the last few are kept."""
+    OAuth2ClientCredentials(token_server.url, "the-client", SECRET).token()
+    lasting, recent = masking.registered()
+    assert "tok-1" in recent and "tok-1" not in lasting
+
+
+def test_a_token_that_lives_one_second_is_fetched_again_after_half_of_it(token_server):
+    clock = Clock()
+    token_server.expires_in = 1
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, clock=clock)
+    assert auth.token() == "tok-1"
+    clock.now += 0.5
+    assert auth.token() == "tok-2"
 
 
 def test_a_refused_client_is_an_upstream_error_that_names_the_endpoint_only(token_server):
