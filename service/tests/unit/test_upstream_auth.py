@@ -692,6 +692,28 @@ def test_without_retry_after_a_busy_token_endpoint_is_asked_again_after_half_a_s
     assert len(token_server.fetches) == 1
 
 
+def test_a_retry_after_that_is_no_number_nor_date_means_the_backoff(token_server):
+    token_server.status = 503
+    token_server.headers = {"Retry-After": "soon"}
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, timeout=(0.2, 0.3))
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value).endswith(
+        "(asking again in 0.5s would pass the token request's timeout (0.5s))"
+    )
+
+
+def test_a_retry_after_of_zero_asks_again_at_once(token_server):
+    token_server.status = 503
+    token_server.headers = {"Retry-After": "0"}
+    auth = OAuth2ClientCredentials(
+        token_server.url, "the-client", SECRET, timeout=(0.2, 0.3), retries=1
+    )
+    with pytest.raises(UpstreamError, match=r"answered 503 .* \(asked 2 times\)"):
+        auth.token()
+    assert len(token_server.fetches) == 2
+
+
 def test_the_backoff_for_a_token_doubles(token_server):
     """0.5 s, then 1 s: within a 1.5 s bound the second wait would pass it."""
     token_server.status = 503
