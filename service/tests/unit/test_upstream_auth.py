@@ -10,7 +10,9 @@ import base64
 import http.server
 import json
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -701,6 +703,48 @@ def test_a_retry_after_that_is_no_number_nor_date_means_the_backoff(token_server
     assert str(raised.value).endswith(
         "(asking again in 0.5s would pass the token request's timeout (0.5s))"
     )
+
+
+def http_date(seconds_from_now: float, zone: str = "GMT") -> str:
+    return time.strftime(
+        f"%a, %d %b %Y %H:%M:%S {zone}", time.gmtime(time.time() + seconds_from_now)
+    )
+
+
+def test_a_retry_after_given_as_a_date_is_waited_until_then(token_server):
+    token_server.status = 503
+    token_server.headers = {"Retry-After": http_date(3600)}
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert re.search(r"asking again in 3[56]\d\d(\.\d+)?s would pass", str(raised.value))
+
+
+def test_a_retry_after_date_in_the_past_asks_again_at_once(token_server):
+    token_server.status = 503
+    token_server.headers = {"Retry-After": http_date(-3600)}
+    auth = OAuth2ClientCredentials(
+        token_server.url, "the-client", SECRET, timeout=(0.2, 0.3), retries=1
+    )
+    with pytest.raises(UpstreamError, match=r"\(asked 2 times\)"):
+        auth.token()
+
+
+def test_a_retry_after_date_without_a_zone_means_the_backoff(token_server):
+    """RFC 5322's -0000: a time whose zone is unknown says nothing about when."""
+    token_server.status = 503
+    token_server.headers = {"Retry-After": http_date(3600, "-0000")}
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET, timeout=(0.2, 0.3))
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value).endswith(
+        "(asking again in 0.5s would pass the token request's timeout (0.5s))"
+    )
+
+
+def test_basic_auth_takes_a_username_beyond_latin_1():
+    Basic("名前", "made-in-code-7f3a")
+    assert masking.mask("made-in-code-7f3a") == "<hidden>"
 
 
 def test_a_retry_after_of_zero_asks_again_at_once(token_server):
