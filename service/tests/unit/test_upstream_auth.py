@@ -233,6 +233,18 @@ def test_an_api_key_header_is_dropped_on_a_redirect_to_another_origin_in_any_ses
     assert "X-Api-Key" not in transport.sent[1].headers
 
 
+def test_an_api_key_header_follows_a_redirect_on_the_same_origin_in_any_session():
+    def answer(request):
+        if request.url.endswith("/old"):
+            return 301, {"Location": "/people"}, {}
+        return 200, {}, {"data": []}
+
+    session, transport = fork_session(ApiKey(SECRET, header="X-Api-Key"), answer)
+    session.get(f"{BASE}/old")
+    assert transport.sent[1].url == f"{BASE}/people"
+    assert transport.sent[1].headers["X-Api-Key"] == SECRET
+
+
 def test_an_api_key_in_the_query_is_masked_in_the_answers_url_in_any_session():
     session, transport = fork_session(ApiKey(SECRET, query="api_key"), lambda r: (200, {}, {}))
     response = session.get(f"{BASE}/people", params={"limit": 5})
@@ -756,6 +768,17 @@ def test_a_retry_after_of_zero_asks_again_at_once(token_server):
     with pytest.raises(UpstreamError, match=r"answered 503 .* \(asked 2 times\)"):
         auth.token()
     assert len(token_server.fetches) == 2
+
+
+def test_the_last_ask_for_a_token_is_the_answer_without_a_wait_after_it(token_server):
+    """Asked as often as allowed: the failure says so, and waits for nothing more."""
+    token_server.status = 503
+    auth = OAuth2ClientCredentials(
+        token_server.url, "the-client", SECRET, timeout=(0.5, 0.5), retries=1
+    )
+    with pytest.raises(UpstreamError) as raised:
+        auth.token()
+    assert str(raised.value).endswith("(asked 2 times)")
 
 
 def test_the_backoff_for_a_token_doubles(token_server):
