@@ -11,6 +11,7 @@ import http.server
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -791,6 +792,39 @@ def test_the_backoff_for_a_token_doubles(token_server):
         "(asking again in 1s would pass the token request's timeout (1.5s))"
     )
     assert len(token_server.fetches) == 2
+
+
+def test_a_token_endpoint_that_trickles_its_answer_is_cut_at_the_token_requests_bound():
+    """A byte every 0.1 s never trips the read timeout; the bound of the whole request
+    (its two timeouts added) ends it, and no token comes of it."""
+    answer = b'{"access_token": "tok-slow", "token_type": "Bearer"}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer)
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            sock.recv(65536)
+            sock.sendall(head)
+            for byte in answer:
+                if done.is_set():
+                    return
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client closed it: what the test waits for
+                done.wait(0.1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+    auth = OAuth2ClientCredentials(url, "the-client", SECRET, timeout=(0.5, 1.0))
+    try:
+        with pytest.raises(UpstreamError, match="the token endpoint is unreachable"):
+            auth.token()
+    finally:
+        done.set()
+        listener.close()
 
 
 def test_by_default_a_wait_past_40_seconds_for_a_token_fails_at_once(token_server):
