@@ -441,6 +441,27 @@ def test_a_read_follows_a_redirect_within_the_origin(raw_upstream):
     assert b"Authorization: Bearer test-token-4b5c" in upstream.requests[1]
 
 
+def test_a_head_request_follows_a_redirect_within_the_origin_too(raw_upstream):
+    upstream = raw_upstream(fixed(301, b"", Location="/v2/people"), fixed(200, b""))
+    assert follower(upstream.url).request("HEAD", f"{upstream.url}/people").status_code == 200
+    assert upstream.requests[1].startswith(b"HEAD /v2/people ")
+
+
+def test_an_errors_text_is_read_up_to_64_kib(raw_upstream):
+    """What is read of an error answer is its text, not a flood: 64 KiB, then cut."""
+
+    def error(size: int) -> bytes:
+        head = b'{"error": "the index is rebuilding", "pad": "'
+        return head + b" " * (size - len(head) - 2) + b'"}'
+
+    upstream = raw_upstream(fixed(500, error(65536)), fixed(500, error(65537)))
+    with pytest.raises(UpstreamError, match=": the index is rebuilding$"):
+        client(upstream.url).get_json(upstream.url)
+    with pytest.raises(UpstreamError) as raised:
+        client(upstream.url).get_json(upstream.url)
+    assert "rebuilding" not in str(raised.value)  # cut: no JSON, so no text of it
+
+
 def test_a_read_redirected_to_another_port_is_not_followed(raw_upstream):
     other = raw_upstream(fixed(200, PAGE))
     upstream = raw_upstream(fixed(302, b"", Location=f"{other.url}/people"))
