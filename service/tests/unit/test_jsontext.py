@@ -180,6 +180,12 @@ def test_dumps_refuses_what_the_standard_library_refuses(value):
         jsontext.dumps(value)
 
 
+def test_a_nan_beside_what_only_the_standard_library_encodes_is_refused_as_it_refuses_it():
+    """Never the text ``NaN``, which is not JSON and which Sesam would refuse."""
+    with pytest.raises(ValueError):
+        jsontext.dumps({"big": 2**64, "x": float("nan")})
+
+
 def test_a_lone_surrogate_fails_the_encoding_as_it_always_did():
     with pytest.raises(UnicodeEncodeError):
         jsontext.dumps({"s": "\ud800"})

@@ -737,7 +737,7 @@ def test_a_retry_after_date_in_the_past_asks_again_at_once(token_server):
     token_server.status = 503
     token_server.headers = {"Retry-After": http_date(-3600)}
     auth = OAuth2ClientCredentials(
-        token_server.url, "the-client", SECRET, timeout=(0.2, 0.3), retries=1
+        token_server.url, "the-client", SECRET, timeout=(0.4, 0.5), retries=1
     )
     with pytest.raises(UpstreamError, match=r"\(asked 2 times\)"):
         auth.token()
@@ -764,7 +764,7 @@ def test_a_retry_after_of_zero_asks_again_at_once(token_server):
     token_server.status = 503
     token_server.headers = {"Retry-After": "0"}
     auth = OAuth2ClientCredentials(
-        token_server.url, "the-client", SECRET, timeout=(0.2, 0.3), retries=1
+        token_server.url, "the-client", SECRET, timeout=(0.4, 0.5), retries=1
     )
     with pytest.raises(UpstreamError, match=r"answered 503 .* \(asked 2 times\)"):
         auth.token()
@@ -772,10 +772,11 @@ def test_a_retry_after_of_zero_asks_again_at_once(token_server):
 
 
 def test_the_last_ask_for_a_token_is_the_answer_without_a_wait_after_it(token_server):
-    """Asked as often as allowed: the failure says so, and waits for nothing more."""
+    """Asked as often as allowed: the failure says so, and waits for nothing more (the
+    next wait, 1 s, would pass the 1.5 s bound, and would say so instead)."""
     token_server.status = 503
     auth = OAuth2ClientCredentials(
-        token_server.url, "the-client", SECRET, timeout=(0.5, 0.5), retries=1
+        token_server.url, "the-client", SECRET, timeout=(0.5, 1.0), retries=1
     )
     with pytest.raises(UpstreamError) as raised:
         auth.token()
