@@ -271,6 +271,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         (
             UNIT + "test_retry_policy.py",
             UNIT + "test_key_path.py",
+            UNIT + "test_jsontext.py",
             UNIT + "test_upstream_bounds.py",
             UNIT + "test_upstream_auth.py",
             UNIT + "test_retry_budgets.py",

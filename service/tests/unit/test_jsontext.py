@@ -227,10 +227,15 @@ def test_an_upstream_page_with_nan_infinity_or_an_overflow_is_refused(
 
 def test_an_upstream_page_keeps_integers_beyond_64_bits_exact(monkeypatch):
     client = UpstreamClient("http://upstream", "token")
-    content = b'{"data": [{"id": 123456789012345678901234567890, "n": -9223372036854775809}]}'
+    content = b'{"data": [{"id": 123456789012345678901234567890, "n": -9223372036854775809, '
+    content += b'"price": 12.5}]}'  # and its floats, which the standard library parses then
     monkeypatch.setattr(client, "request", lambda *args, **kwargs: Response(content))
     record = client.get_json("http://upstream/people")["data"][0]
-    assert record == {"id": 123456789012345678901234567890, "n": -9223372036854775809}
+    assert record == {
+        "id": 123456789012345678901234567890,
+        "n": -9223372036854775809,
+        "price": 12.5,
+    }
 
 
 def test_a_compact_page_keeps_integers_beyond_64_bits_exact_too():
