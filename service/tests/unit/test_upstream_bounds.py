@@ -345,6 +345,22 @@ def test_retries_end_at_the_deadline_not_after_their_budget(raw_upstream):
     assert len(upstream.requests) <= 3  # the next wait would pass the deadline: no more
 
 
+def test_a_retry_after_that_fills_the_retry_budget_exactly_is_waited(raw_upstream):
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After="1"), fixed(200, PAGE))
+    reader = client(upstream.url, retries=1, retry_budget=1)
+    assert reader.get_json(upstream.url)["data"] == []
+    assert len(upstream.requests) == 2
+
+
+def test_a_retry_after_date_past_the_retry_budget_is_not_waited_for(raw_upstream):
+    """An HTTP date an hour ahead: no retry, and no backoff in its place."""
+    later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After=later))
+    with pytest.raises(UpstreamError):
+        client(upstream.url, retries=3, backoff_factor=0).get_json(upstream.url)
+    assert len(upstream.requests) == 1
+
+
 def test_a_cut_scope_ends_the_read_in_flight(raw_upstream):
     upstream = raw_upstream(trickle(b"HTTP/1.1 200 OK\r\n" + b"x" * 1000, 0.1))
     scope = deadlines.Deadline(float("inf"), "the feed")
