@@ -98,6 +98,18 @@ def test_epoch_seconds_and_milliseconds_read_as_times_and_decode_to_numbers():
     assert millis.encode((1767322000123,)) < millis.encode((1767322000124,))
 
 
+@pytest.mark.parametrize("seconds", [1767322001, 1767322003, 1])
+def test_an_epoch_since_of_an_odd_second_is_asked_from_that_second(seconds):
+    """The number a since decodes to is what the adapter asks the upstream from: a second
+    late (an odd second read as the next one) and the records of that second are never
+    read."""
+    in_seconds = Positions((EPOCH_SECONDS,))
+    assert in_seconds.decode(in_seconds.encode((seconds,))) == (seconds,)
+    millis = seconds * 1000 + 7
+    in_millis = Positions((EPOCH_MILLIS,))
+    assert in_millis.decode(in_millis.encode((millis,))) == (millis,)
+
+
 @pytest.mark.parametrize(
     "value",
     [
