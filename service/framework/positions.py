@@ -38,6 +38,11 @@ _DIGITS = frozenset("0123456789")
 _EXPONENT_OFFSET = 5000  # exponents from -5000 to 4999, four digits
 
 
+def part_named(name: str) -> str:
+    """``a number part``, ``an integer part``: how a message names a part."""
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} part"
+
+
 class Part(abc.ABC):
     """One typed part of a position: how its values become text, and back."""
 
@@ -211,16 +216,16 @@ class Number(Part):
         if kind == "o":
             return self.value(Decimal(0)), start + 1
         if kind not in ("p", "n"):
-            raise ValueError(f"a {self.name} part must start with p, n or o")
+            raise ValueError(f"{part_named(self.name)} must start with p, n or o")
         mark = "~" if kind == "n" else ("" if last else ".")
         end = (len(text) if last else -1) if not mark else text.find(mark, start)
         if end < 0:
-            raise ValueError(f"a {self.name} part must end with {mark!r}")
+            raise ValueError(f"{part_named(self.name)} must end with {mark!r}")
         exponent_text, digits = text[start + 1 : start + 5], text[start + 5 : end]
         if len(exponent_text) != 4 or not _DIGITS.issuperset(exponent_text + digits):
-            raise ValueError(f"a {self.name} part must hold digits")
+            raise ValueError(f"{part_named(self.name)} must hold digits")
         if not digits or digits[-1] == ("9" if kind == "n" else "0"):
-            raise ValueError(f"a {self.name} part is not in its shortest form")
+            raise ValueError(f"{part_named(self.name)} is not in its shortest form")
         exponent = int(exponent_text)
         if kind == "n":
             exponent = 9999 - exponent
@@ -301,7 +306,7 @@ class Positions:
                 value, index = part.decode(token, index, number == self.last)
             except ArithmeticError as error:  # decimal's InvalidOperation, an overflow
                 raise ValueError(
-                    f"a {part.name} part is malformed: {type(error).__name__}"
+                    f"{part_named(part.name)} is malformed: {type(error).__name__}"
                 ) from None
             values.append(value)
             if index == len(token):

@@ -184,6 +184,15 @@ MALFORMED = {
         {"action": "deep", "depth": 10_000},
         ["JSON nested too deeply to parse", "GET http://"],
     ),
+    # The feed checks a time in a second it has read before by its digits alone.
+    "a bad digit in a time of a second already read": (
+        {"action": "json", "json": page_of({"id": "r8", "updated_at": TIME[:-2] + "xZ"})},
+        [f"('{TIME[:-2]}xZ', 'r8') is not (timestamp, text)"],
+    ),
+    "a time with more after its zone": (
+        {"action": "json", "json": page_of({"id": "r8", "updated_at": TIME + "0"})},
+        [f"('{TIME}0', 'r8') is not (timestamp, text)"],
+    ),
     "a time before the year 1 in UTC": (
         {
             "action": "json",

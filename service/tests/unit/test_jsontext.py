@@ -165,6 +165,7 @@ class Name(str):
         {1: "a", None: "b", 2.5: "c"},  # keys that are not strings
         {"name": Name("ada")},  # a subclass of str
         {"s": "ø\u2028<>&"},
+        {"big": 2**64, "name": "Ærøskøbing"},  # the standard library's text is UTF-8 too
     ],
 )
 def test_dumps_writes_what_the_standard_library_writes(value):
@@ -177,6 +178,12 @@ def test_dumps_refuses_what_the_standard_library_refuses(value):
         stdlib_dumps(value)
     with pytest.raises(TypeError):
         jsontext.dumps(value)
+
+
+def test_a_nan_beside_what_only_the_standard_library_encodes_is_refused_as_it_refuses_it():
+    """Never the text ``NaN``, which is not JSON and which Sesam would refuse."""
+    with pytest.raises(ValueError):
+        jsontext.dumps({"big": 2**64, "x": float("nan")})
 
 
 def test_a_lone_surrogate_fails_the_encoding_as_it_always_did():
@@ -220,10 +227,25 @@ def test_an_upstream_page_with_nan_infinity_or_an_overflow_is_refused(
 
 def test_an_upstream_page_keeps_integers_beyond_64_bits_exact(monkeypatch):
     client = UpstreamClient("http://upstream", "token")
-    content = b'{"data": [{"id": 123456789012345678901234567890, "n": -9223372036854775809}]}'
+    content = b'{"data": [{"id": 123456789012345678901234567890, "n": -9223372036854775809, '
+    content += b'"price": 12.5}]}'  # and its floats, which the standard library parses then
     monkeypatch.setattr(client, "request", lambda *args, **kwargs: Response(content))
     record = client.get_json("http://upstream/people")["data"][0]
-    assert record == {"id": 123456789012345678901234567890, "n": -9223372036854775809}
+    assert record == {
+        "id": 123456789012345678901234567890,
+        "n": -9223372036854775809,
+        "price": 12.5,
+    }
+
+
+def test_a_compact_page_keeps_integers_beyond_64_bits_exact_too():
+    """Most APIs send JSON without spaces: the number then follows a ':' or a ','."""
+    for data, value in (
+        (b'{"id":123456789012345678901234567890}', {"id": 123456789012345678901234567890}),
+        (b'{"ns":[1,-9223372036854775809]}', {"ns": [1, -9223372036854775809]}),
+        (b"[12345678901234567890123]", [12345678901234567890123]),
+    ):
+        assert jsontext.loads(data, reject) == value
 
 
 @pytest.mark.parametrize(
@@ -250,6 +272,23 @@ def test_text_over_the_orjson_bound_is_parsed_by_the_standard_library(monkeypatc
     monkeypatch.setattr(jsontext, "ORJSON_MAX_BYTES", 10)
     monkeypatch.setattr(jsontext.orjson, "loads", lambda data: pytest.fail("orjson parsed it"))
     assert jsontext.loads(b'[{"_id": "a"}, 1]', reject) == [{"_id": "a"}, 1]
+
+
+def test_orjson_parses_text_up_to_one_mib_and_the_standard_library_what_is_longer(monkeypatch):
+    """The bound docs/operations.md gives for a page's parse (about 12 times the text)."""
+    parsed_by = []
+    real_loads = jsontext.orjson.loads
+
+    def watching_loads(text):
+        parsed_by.append(len(text))
+        return real_loads(text)
+
+    monkeypatch.setattr(jsontext.orjson, "loads", watching_loads)
+    mib = 1 << 20
+    for size in (mib, mib + 1):
+        text = b'["' + b"a" * (size - 4) + b'"]'
+        assert jsontext.loads(text, reject) == ["a" * (size - 4)]
+    assert parsed_by == [mib]
 
 
 @pytest.mark.parametrize(

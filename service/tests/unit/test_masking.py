@@ -78,7 +78,7 @@ def test_a_contract_error_quoting_upstream_data_is_masked():
 def test_the_log_formatter_masks_messages_and_tracebacks():
     masking.register(TOKEN)
     handler = logging.Handler()
-    handler.setFormatter(masking.MaskingFormatter(logging.Formatter("%(message)s")))
+    handler.setFormatter(masking.MaskingFormatter(logging.Formatter("%(levelname)s %(message)s")))
     try:
         raise ValueError(f"Invalid header value b'Bearer {TOKEN}\\n'")
     except ValueError:
@@ -86,7 +86,7 @@ def test_the_log_formatter_masks_messages_and_tracebacks():
         record.exc_info = sys.exc_info()
     line = handler.format(record)
     assert TOKEN not in line
-    assert "failed: <hidden>" in line and "Traceback" in line
+    assert "ERROR failed: <hidden>" in line and "Traceback" in line  # in the format it wraps
 
 
 def test_nothing_registered_masks_nothing():
@@ -135,3 +135,61 @@ def test_a_secret_too_short_to_mask_is_refused():
         load_settings(ReferenceSettings, {**SETTINGS, "UPSTREAM_TOKEN": "abc"})
     load_settings(ReferenceSettings, {**SETTINGS, "UPSTREAM_TOKEN": "abcd"})
     assert masking.mask("abcd") == "<hidden>"
+
+
+# --- what the registry keeps, and for how long (issue 20) --------------------------------------
+
+
+def test_a_secret_that_begins_another_is_not_left_half_shown():
+    masking.register("abcd")
+    masking.register("abcdefgh")
+    assert masking.mask("[abcdefgh]") == "[<hidden>]"
+
+
+def test_the_last_sixteen_fetched_tokens_are_masked_and_the_seventeenth_back_is_not():
+    tokens = [f"fetched-token-{n:03d}" for n in range(17)]
+    for token in tokens:
+        masking.register(token, transient=True)
+    assert masking.mask(tokens[0]) == tokens[0]
+    assert all(masking.mask(token) == "<hidden>" for token in tokens[1:])
+
+
+def test_a_token_fetched_twice_holds_one_place_among_the_recent():
+    masking.register("first-token", transient=True)
+    masking.register("again-token", transient=True)
+    masking.register("again-token", transient=True)
+    for n in range(14):
+        masking.register(f"later-token-{n:02d}", transient=True)
+    assert masking.mask("first-token") == "<hidden>"  # sixteen distinct tokens
+
+
+def test_a_secret_setting_is_masked_however_many_tokens_are_fetched_after_it():
+    load_settings(ReferenceSettings, SETTINGS)
+    for n in range(40):
+        masking.register(f"fetched-token-{n:03d}", transient=True)
+    assert masking.mask(f"Bearer {TOKEN}") == "Bearer <hidden>"
+
+
+def test_a_value_too_short_to_mask_is_masked_in_none_of_its_forms():
+    """Three characters would hide ordinary text wherever they occur: not even their
+    longer percent-encoded or JSON-escaped forms are masked."""
+    masking.restore((frozenset(), ()))
+    masking.register("a b")
+    masking.register('"é', transient=True)
+    text = 'q=a%20b&r=a+b "\\"\\u00e9" a b'
+    assert masking.mask(text) == text
+
+
+def test_restore_keeps_what_was_saved_and_forgets_what_came_after():
+    masking.restore((frozenset(), ()))  # from nothing: what earlier tests fetched is gone
+    masking.register("registered-before")
+    masking.register("fetched-before", transient=True)
+    saved = masking.registered()
+    masking.register("registered-later")
+    masking.register("fetched-later", transient=True)
+    masking.restore(saved)
+    assert masking.mask("registered-later fetched-later") == "registered-later fetched-later"
+    assert masking.mask("registered-before fetched-before") == "<hidden> <hidden>"
+    # ... each as it was kept: a fetched token among the recent ones, which later fetches
+    # push out, not kept for good
+    assert masking.registered() == (frozenset({"registered-before"}), ("fetched-before",))

@@ -162,3 +162,18 @@ def test_a_test_over_the_per_test_limit_says_so(tmp_path, monkeypatch):
         baseline(copy, "transit")
     assert "Timeout (>1.0s)" in str(stopped.value)
     assert "each test has 1 s here" in str(stopped.value)
+
+
+def test_every_framework_module_with_code_is_audited_with_tests_of_its_own():
+    """A module added to the framework without an entry would never be audited: a fork's
+    maintainers run the audit from MODULES alone."""
+    framework = ROOT / "service" / "framework"
+    with_code = {
+        path.stem
+        for path in framework.glob("*.py")
+        if generate(path.stem, str(path), path.read_text(encoding="utf-8"))
+    }
+    assert with_code == set(MODULES)
+    for name, (path, tests) in MODULES.items():
+        assert path == f"service/framework/{name}.py"
+        assert tests and len(set(tests)) == len(tests), name

@@ -575,3 +575,117 @@ def test_a_null_or_empty_next_link_ends_the_walk(end):
     upstream = Looping([{"t": 1, "id": "a"}], link=end)
     pages = list(NextUrlPaging(position=position, next_key="next").pages(upstream, BASE, {}))
     assert pages == [[{"t": 1, "id": "a"}]]
+
+
+# --- promises a fork relies on (issue 20) -----------------------------------------------------
+
+
+class ProbesWrong:
+    """A page-number upstream of nine records, pages of three, whose one-record probe
+    before a page answers a record that was not the page before's last ``wrong`` times
+    at each page, then the right one: the list "shifted" that often under each step."""
+
+    def __init__(self, wrong: int) -> None:
+        self.wrong = wrong
+        self.rows = [{"id": f"r{n}", "t": n} for n in range(9)]
+        self.probes: dict[int, int] = {}
+
+    def get_json(self, url, params=None):
+        size, page = int(params["per_page"]), int(params["page"])
+        if size == 1:
+            self.probes[page] = self.probes.get(page, 0) + 1
+            if self.probes[page] <= self.wrong:
+                return {"data": [{"id": "other", "t": -1}]}
+        return {"data": self.rows[(page - 1) * size : page * size]}
+
+
+def test_by_default_a_list_that_shifts_twenty_times_in_a_row_is_still_read():
+    """``max_restarts``' default, 20: an upstream that is written to while it is read
+    (a bulk load) gets that many fresh starts of a query before the run fails."""
+    paging = PageNumberPaging(position=position, size=3, total_pages_key=None)
+    pages = list(paging.pages(ProbesWrong(20), BASE, {}))
+    assert [r["id"] for page in pages for r in page] == [f"r{n}" for n in range(9)]
+    with pytest.raises(UpstreamError, match=r"kept shifting while it was read \(20 restarts"):
+        list(paging.pages(ProbesWrong(21), BASE, {}))
+
+
+def test_the_restart_limit_counts_restarts_in_a_row_and_each_new_page_resets_it():
+    """Two shifts before each page, over three pages: six restarts in all, never more
+    than two in a row, so a limit of two reads the whole list and a limit of one fails."""
+    paging = PageNumberPaging(position=position, size=3, total_pages_key=None, max_restarts=2)
+    pages = list(paging.pages(ProbesWrong(2), BASE, {}))
+    assert [r["id"] for page in pages for r in page] == [f"r{n}" for n in range(9)]
+    strict = PageNumberPaging(position=position, size=3, total_pages_key=None, max_restarts=1)
+    with pytest.raises(UpstreamError, match=r"\(1 restarts in a row\)"):
+        list(strict.pages(ProbesWrong(2), BASE, {}))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_nothing_is_asked_after_the_page_the_upstream_calls_its_last(style):
+    upstream = make(style, list(range(1, 8)))
+    paging, params = block(style, keyset=False)
+    pages, delivered = run(paging, upstream, params)
+    assert len(delivered) == 7
+    windows = [r for r in upstream.requests if "1" not in (r.get("per_page"), r.get("limit"))]
+    assert len(windows) == 3  # 7 records, pages of 3 (and the shift checks' probes)
+
+
+@pytest.mark.parametrize("style", ["cursor", "next-body", "next-link"])
+def test_a_since_whose_last_page_holds_only_what_was_delivered_ends_with_one_request(style):
+    """A run that resumes at the newest record: the upstream's one page (it calls it
+    its last) holds only that record, already delivered: no entity, and no more asked."""
+    upstream = make(style, [1, 2, 3])
+    paging, params = block(style)
+    pages, delivered = run(paging, upstream, params, since=(3, "r002"))
+    assert delivered == [] and pages == []
+    assert len(upstream.requests) == 1
+    assert upstream.requests[0]["updated_since"] == "3"
+
+
+def test_a_next_link_under_a_missing_or_null_key_ends_the_walk():
+    for body in ({"data": [{"t": 1, "id": "a"}]}, {"data": [{"t": 1, "id": "a"}], "links": None}):
+
+        class Once:
+            asked = 0
+
+            def get_json_response(self, url, params=None, body=body):
+                Once.asked += 1
+                return body, FakeResponse(url, {})
+
+        paging = NextUrlPaging(position=position, next_key="links.next")
+        assert [r["id"] for page in paging.pages(Once(), BASE, {}) for r in page] == ["a"]
+        assert Once.asked == 1
+
+
+@pytest.mark.parametrize("block_class", [OffsetPaging, PageNumberPaging])
+def test_a_page_size_of_one_reads_the_list_and_zero_is_refused_when_the_block_is_made(
+    block_class,
+):
+    upstream = make("offset" if block_class is OffsetPaging else "pages", [1, 2, 3])
+    paging = block_class(position=position, size=1)
+    assert [r["id"] for page in paging.pages(upstream, BASE, {}) for r in page] == [
+        "r000",
+        "r001",
+        "r002",
+    ]
+    with pytest.raises(ValueError, match="the page size must be at least 1"):
+        block_class(position=position, size=0)
+
+
+def test_by_default_a_window_walk_asks_for_pages_of_100():
+    upstream = make("offset", list(range(1, 5)))
+    paging = OffsetPaging(position=position)
+    list(paging.pages(upstream, BASE, {}))
+    assert upstream.requests[0] == {"offset": "0", "limit": "100"}
+
+
+def test_inside_a_tie_the_walk_steps_through_its_query_and_re_anchors_only_past_it():
+    """Eight records at t=5, pages of three: the query from anchor 5 is stepped through
+    by its cursor (re-asking from the same anchor after each page would read the tie's
+    first page again and again), to the query's last page."""
+    upstream = make("cursor", [1] + [5] * 8 + [9])
+    paging, params = block("cursor")
+    _, delivered = run(paging, upstream, params)
+    assert [r["id"] for r in delivered] == sorted(upstream.rows)
+    asked = [(r.get("updated_since"), r.get("cursor")) for r in upstream.requests]
+    assert asked == [(None, None), ("5", None), ("5", "5:r003"), ("5", "5:r006")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import UTC
 from datetime import datetime
+from datetime import tzinfo
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,7 @@ from service.framework.positions import INTEGER
 from service.framework.positions import NUMBER
 from service.framework.positions import TEXT
 from service.framework.positions import TIMESTAMP
+from service.framework.positions import Part
 from service.framework.positions import Positions
 
 TEXTS = ["a", "ab", "abc", "b", "a b", "é", "日本", "😀", "\uffff", "~", "0", "A"]
@@ -94,6 +96,18 @@ def test_epoch_seconds_and_milliseconds_read_as_times_and_decode_to_numbers():
     millis = Positions((EPOCH_MILLIS,))
     assert millis.decode(millis.encode((1767322000123,))) == (1767322000123,)
     assert millis.encode((1767322000123,)) < millis.encode((1767322000124,))
+
+
+@pytest.mark.parametrize("seconds", [1767322001, 1767322003, 1])
+def test_an_epoch_since_of_an_odd_second_is_asked_from_that_second(seconds):
+    """The number a since decodes to is what the adapter asks the upstream from: a second
+    late (an odd second read as the next one) and the records of that second are never
+    read."""
+    in_seconds = Positions((EPOCH_SECONDS,))
+    assert in_seconds.decode(in_seconds.encode((seconds,))) == (seconds,)
+    millis = seconds * 1000 + 7
+    in_millis = Positions((EPOCH_MILLIS,))
+    assert in_millis.decode(in_millis.encode((millis,))) == (millis,)
 
 
 @pytest.mark.parametrize(
@@ -184,3 +198,214 @@ def test_a_settle_window_of_one_second_settles_all_but_the_last_second():
     assert until is not None
     cutoff = datetime.fromisoformat(until.removesuffix("~")).timestamp()
     assert before - 1 <= cutoff <= after - 1
+
+
+# --- what a pipe would notice (issue 20): stored tokens, record times, odd values ----------
+
+
+@pytest.mark.parametrize(
+    ("parts", "values", "token"),
+    [
+        ((INTEGER,), (1,), "p50001"),
+        ((INTEGER,), (-17,), "n499882~"),
+        ((INTEGER, TEXT), (170, "a"), "p500217._61"),
+        ((NUMBER,), (Decimal("-1.5"),), "n499984~"),
+        ((NUMBER,), (Decimal("0.001"),), "p49971"),
+        ((NUMBER,), (Decimal(0),), "o"),
+        ((EPOCH_MILLIS, INTEGER), (1767322000123, 5), "2026-01-02T02:46:40.123000Z_p50005"),
+        ((EPOCH_SECONDS, TEXT), (1767322000, "r1"), "2026-01-02T02:46:40.000000Z_7231"),
+        (
+            (TIMESTAMP, TEXT),
+            (datetime(2026, 1, 2, tzinfo=UTC), "r1"),
+            "2026-01-02T00:00:00.000000Z_7231",
+        ),
+    ],
+)
+def test_tokens_a_pipe_has_stored_keep_their_form_and_values(parts, values, token):
+    """Sesam stores the last ``_updated`` as the pipe's since: a release that wrote
+    another form would make every stored since decode to other values (or be refused)."""
+    positions = Positions(parts)
+    assert positions.encode(values) == token
+    assert positions.decode(token) == values
+
+
+CHECKED = "2026-01-02T03:04:05.000000Z"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-01-02T03:04:05.00000xZ",  # a letter for the last digit
+        "2026-01-02T03:04:05.x00000Z",  # ... for the first
+        "2026-01-02T03:04:05.000000z",
+        "2026-01-02T03:04:05.000000Zx",  # something after the zone
+        "2026-01-02T03:04:05.000000ZZ",
+        "2026-01-02T03:04:05.00000٠Z",  # an Arabic-Indic digit
+    ],
+)
+def test_a_record_time_with_a_bad_digit_in_a_second_already_read_is_refused(value):
+    """The records of a page mostly share their second, and the feed checks a time of a
+    second it has read before by its digits alone: a bad one is still refused (the feed's
+    502 names the record), never handed to Sesam as a token."""
+    positions = Positions((TIMESTAMP, TEXT))
+    assert positions.encode((CHECKED, "r1")) == CHECKED + "_7231"
+    with pytest.raises(ValueError):
+        positions.encode((value, "r2"))
+    with pytest.raises(ValueError):
+        Positions((TIMESTAMP, INTEGER)).encode((value, 2))
+
+
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        ("2026-01-02T03:04:05.12345Z", "2026-01-02T03:04:05.123450Z"),
+        ("2026-01-02T03:04:05.1Z", "2026-01-02T03:04:05.100000Z"),
+        ("2026-01-02T03:04:05.1234567Z", "2026-01-02T03:04:05.123456Z"),
+        ("2026-01-02T03:04:05.000000+00:00", "2026-01-02T03:04:05.000000Z"),
+        ("2026-01-02T03:04:05,123456Z", "2026-01-02T03:04:05.123456Z"),  # ISO's comma
+        ("2026-01-02 03:04:05.123456Z", "2026-01-02T03:04:05.123456Z"),
+        ("2026-01-02T04:04:05.1+01:00", "2026-01-02T03:04:05.100000Z"),  # 27 long, as ours
+    ],
+)
+def test_a_record_time_in_another_form_in_a_second_already_read_is_normalised(value, token):
+    """Five fractional digits sort after six as text ("…05.12345Z" > "…05.123456Z"), a
+    space before a "T": the token is always the fixed-width form, whatever was read before."""
+    positions = Positions((TIMESTAMP, TEXT))
+    positions.encode((CHECKED, "r1"))
+    assert positions.encode((value, "r2")) == token + "_7232"
+    assert Positions((TIMESTAMP, INTEGER)).encode((value, 2)) == token + "_p50002"
+
+
+@pytest.mark.parametrize("value", ["1767322000", "1767322000.5", True, False, None, [1]])
+@pytest.mark.parametrize("part", [EPOCH_SECONDS, EPOCH_MILLIS])
+def test_epoch_positions_given_as_strings_or_booleans_are_refused(part, value):
+    with pytest.raises(ValueError, match="is not a number of epoch (seconds|milliseconds)$"):
+        Positions((part,)).encode((value,))
+
+
+def test_epoch_seconds_keep_their_fraction_in_the_token():
+    token = Positions((EPOCH_SECONDS,)).encode((1767322000.5,))
+    assert token == "2026-01-02T02:46:40.500000Z"
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", True, None])
+def test_a_number_part_refuses_strings_and_booleans(value):
+    with pytest.raises(ValueError, match="is not a number$"):
+        Positions((NUMBER,)).encode((value,))
+
+
+def test_a_float_is_the_number_it_prints_as():
+    """1.1 is 1.100000000000000088817841970012523233890533447265625 in binary: the token
+    is that of 1.1, as the upstream wrote it."""
+    positions = Positions((NUMBER,))
+    assert positions.encode((1.1,)) == positions.encode((Decimal("1.1"),)) == "p500011"
+
+
+@pytest.mark.parametrize(
+    ("parts", "since", "says"),
+    [
+        ((TEXT, INTEGER), "._p50001", "a text part must be the hex of a non-empty UTF-8 string"),
+        ((TEXT, INTEGER), "6162", "a text part that is not the last must end with '.'"),
+        ((NUMBER, TEXT), "p5000", "a number part must end with '.'"),
+        ((INTEGER,), "x", "an integer part must start with p, n or o"),
+        ((INTEGER,), "p500١1", "an integer part must hold digits"),  # int() would take it
+        ((INTEGER,), "p50001x", "an integer part must hold digits"),
+        ((INTEGER,), "n49999~", "an integer part is not in its shortest form"),  # -0
+        ((INTEGER,), "p50010", "an integer part is not in its shortest form"),
+        ((INTEGER, TEXT), "n49998_61", "an integer part must end with '~'"),
+        ((TIMESTAMP,), "2026-01-02T03:04:05.000000", "a timestamp must be"),
+        ((TIMESTAMP,), "2026-01-02T03:04:05.0000000", "a timestamp must be"),
+    ],
+)
+def test_a_refused_since_says_what_is_wrong_with_which_part(parts, since, says):
+    with pytest.raises(ValueError) as refused:
+        Positions(parts).decode(since)
+    assert says in str(refused.value)
+
+
+class NoOffset(tzinfo):
+    """A time zone that gives no offset: ``datetime`` calls the time naive."""
+
+    def utcoffset(self, dt):
+        return None
+
+    def dst(self, dt):
+        return None
+
+
+def test_a_time_whose_zone_gives_no_offset_is_refused_not_taken_as_local():
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=NoOffset())
+    with pytest.raises(ValueError, match="has no time zone"):
+        Positions((TIMESTAMP,)).encode((moment,))
+
+
+def test_a_position_of_no_parts_is_refused_when_the_adapter_is_built():
+    with pytest.raises(ValueError, match="at least one part"):
+        Positions(())
+
+
+def test_a_position_of_too_many_or_too_few_values_names_both_counts():
+    with pytest.raises(ValueError, match="a position has 2 parts, not 3"):
+        Positions((TIMESTAMP, TEXT)).encode((CHECKED, "a", "b"))
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-01-02T03:04:05,000000Z",  # a comma before the fraction: ISO, not canonical
+        "2026-01-02 03:04:05.000000Z",
+        "2026-01-02T03:04:05.000000+00:00",
+        "2026-01-02T03:04:05.00000Z",
+        "2026-01-02T03:04:05.000000Z-7231",  # a wrong separator between the parts
+        "2026-01-02T03:04:05.000000Z.7231",
+        "2026-01-02T03:04:05.000000Z7231",
+        "2026-01-02T03:04:05.000000Z_7231_",
+        "2026-01-02T03:04:05.000000Z_7231_7232",
+    ],
+)
+def test_a_since_that_is_not_in_the_feeds_own_form_is_refused(since):
+    with pytest.raises(ValueError):
+        Positions((TIMESTAMP, TEXT)).decode(since)
+
+
+@pytest.mark.parametrize("text", ["1e-5000", "-1e-5000", "9.5e4999", "-9.5e4999"])
+def test_the_smallest_and_largest_exponents_are_positions(text):
+    positions = Positions((NUMBER,))
+    assert positions.decode(positions.encode((Decimal(text),))) == (Decimal(text),)
+
+
+@pytest.mark.parametrize("text", ["1e-5001", "-1e-5001", "1e5000", "-1e5000"])
+def test_a_number_beyond_the_exponents_is_refused_not_misplaced(text):
+    with pytest.raises(ValueError, match="too large or too small for a position"):
+        Positions((NUMBER,)).encode((Decimal(text),))
+
+
+def test_an_integer_part_after_a_time_refuses_a_string():
+    """(TIMESTAMP, INTEGER) shares no fast path with (TIMESTAMP, TEXT): "7" is not 7."""
+    with pytest.raises(ValueError, match="is not an integer"):
+        Positions((TIMESTAMP, INTEGER)).encode((CHECKED, "7"))
+
+
+@pytest.mark.parametrize("value", [10**20, -(10**20), 1e300])
+def test_an_epoch_beyond_the_calendar_is_refused_naming_the_overflow(value):
+    with pytest.raises(ValueError, match="is out of range: OverflowError"):
+        Positions((EPOCH_SECONDS, TEXT)).encode((value, "r1"))
+
+
+class Strict(Part):
+    """A fork's own part whose decode lets decimal's error through."""
+
+    name = "amount"
+
+    def encode(self, value, last):
+        return str(value)
+
+    def decode(self, text, start, last):
+        return Decimal(text[start:]).quantize(Decimal("1e-999999")), len(text)
+
+
+def test_a_forks_part_that_raises_an_arithmetic_error_on_a_since_is_a_value_error():
+    """The feed turns a ValueError into Sesam's 400; decimal's InvalidOperation would be
+    a 500."""
+    with pytest.raises(ValueError, match="^an amount part is malformed: InvalidOperation$"):
+        Positions((Strict(),)).decode("12345")

@@ -9,6 +9,7 @@ and the transforms run at most SINK_CONCURRENCY at once.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -40,6 +41,15 @@ class Fakes(Records):
             "number": lambda entity: 42,
             "no-id": lambda entity: [{"name": "x"}],
             "nan": lambda entity: {**entity, "x": float("nan")},
+            "number-for-b": lambda entity: 42 if entity["_id"] == "b" else entity,
+            "counted": self.counted,
+            "crash": lambda entity: {}["missing"],
+            "only": lambda entity: {"x": 1},
+            "inflate": lambda entity: {**entity, "x": "x" * 300_000},
+            "inflate-800k": lambda entity: {**entity, "x": "x" * 800_000},
+            "too-deep-to-write": self.too_deep_to_write,
+            "recurses": self.recurses,
+            "down-from-1000": self.down_from_1000,
             "slow": self.slow,
             "down": self.down,
         }.get(name) or super().transform(name)
@@ -48,6 +58,30 @@ class Fakes(Records):
     def upper(entity):
         CALLS.append(entity["_id"])
         return {**entity, "name": entity["name"].upper()}
+
+    @staticmethod
+    def counted(entity):
+        """Refuses the entity ``bad``; counts the others, as an upstream would see them."""
+        if entity["_id"] == "bad":
+            raise ValueError("has no name")
+        CALLS.append(entity["_id"])
+        return entity
+
+    @staticmethod
+    def too_deep_to_write(entity):
+        nested: dict = {}
+        for _ in range(100_000):
+            nested = {"a": nested}
+        return {**entity, "nested": nested}
+
+    @classmethod
+    def recurses(cls, entity, depth=0):
+        """A transform that walks an entity recursively, without end."""
+        return cls.recurses(entity, depth + 1)
+
+    @classmethod
+    def down_from_1000(cls, entity):
+        return entity if int(entity["_id"][1:]) < 1000 else cls.down(entity)
 
     @staticmethod
     def split(entity):
@@ -74,8 +108,7 @@ class Fakes(Records):
         raise UpstreamError(f"upstream answered 503 to GET /x/{entity['_id']}", status=503)
 
 
-@pytest.fixture
-def client(tmp_path):
+def make_client(tmp_path, max_body_bytes: int = 4000, **settings: str):
     app = build_app(
         Fakes,
         ReferenceSettings,
@@ -84,12 +117,24 @@ def client(tmp_path):
             "UPSTREAM_TOKEN": "test-token",
             "STATE_DIR": str(tmp_path),
             "SINK_CONCURRENCY": "4",
-            "SINK_MAX_BODY_BYTES": "4000",
+            "SINK_MAX_BODY_BYTES": str(max_body_bytes),
+            **settings,
         },
     )
     app.config["TESTING"] = True
     CALLS.clear()
     return app.test_client()
+
+
+@pytest.fixture
+def client(tmp_path):
+    return make_client(tmp_path)
+
+
+@pytest.fixture
+def big_client(tmp_path):
+    """Room for batches of a few thousand entities."""
+    return make_client(tmp_path, 1_000_000)
 
 
 def transform(client, name, body, raw=None):
@@ -194,6 +239,7 @@ def test_an_upstream_failure_is_a_502_naming_the_entities_never_a_200_with_holes
     failed = response.json["failed"]
     assert failed and {f["_id"] for f in failed} <= {"x1", "x2"}
     assert failed[0]["upstream_status"] == 503
+    assert failed[0]["reason"] == f"upstream answered 503 to GET /x/{failed[0]['_id']}"
 
 
 def test_transforms_run_at_most_sink_concurrency_at_once(client):
@@ -203,3 +249,135 @@ def test_transforms_run_at_most_sink_concurrency_at_once(client):
     assert response.status_code == 200
     assert [e["_id"] for e in response.json] == [e["_id"] for e in batch]
     assert 1 < Fakes.most_in_flight <= 4
+
+
+def test_a_broken_result_is_a_500_naming_the_entitys_index_and_id(client):
+    response = transform(client, "number-for-b", [{"_id": "a"}, {"_id": "b"}, {"_id": "c"}])
+    assert response.status_code == 500
+    assert "returned a int for entity 1 ('b')" in response.json["detail"]
+
+
+def test_a_502_counts_every_failure_and_every_entity_not_attempted(client):
+    """What Sesam's operator reads in the pipe's error: how many failed, of how many, and
+    how many never started; the count matches the entities listed."""
+    batch = [{"_id": f"x{n}"} for n in range(30)]
+    response = transform(client, "down", batch)
+    assert response.status_code == 502
+    body = response.json
+    assert body["failed_count"] == len(body["failed"]) >= 1
+    assert body["failed_count"] + body["not_attempted"] == 30
+    assert body["detail"].startswith(
+        f"transform 'down': {body['failed_count']} of 30 entities failed upstream (statuses 503); "
+        f"{body['not_attempted']} not attempted after the first failure."
+    )
+
+
+def test_entities_past_the_first_window_of_a_failed_batch_are_counted_not_attempted(big_client):
+    batch = [{"_id": f"x{n}"} for n in range(2500)]
+    body = transform(big_client, "down", batch).json
+    assert body["failed_count"] + body["not_attempted"] == 2500
+    assert body["not_attempted"] >= 1500  # the windows never started
+
+
+def test_a_refused_entity_stops_the_batch_after_the_first_thousand(big_client):
+    """The documented window (docs/transform.md): a batch is transformed 1000 entities at
+    a time, and one refused entity ends it after its window, so the upstream sees the
+    first thousand lookups and none after."""
+    batch = [{"_id": "bad" if n == 10 else f"x{n}"} for n in range(2500)]
+    response = transform(big_client, "counted", batch)
+    assert response.status_code == 400
+    assert response.json["detail"] == "entity 10 ('bad'): has no name"
+    assert len(CALLS) == 999
+    assert set(CALLS) == {f"x{n}" for n in range(1000) if n != 10}
+
+
+def test_a_batch_of_several_windows_is_answered_whole_in_order(big_client):
+    batch = [{"_id": f"x{n}", "name": "n"} for n in range(2500)]
+    response = transform(big_client, "upper", batch)
+    assert response.status_code == 200
+    assert [e["_id"] for e in response.json] == [e["_id"] for e in batch]
+    assert {e["name"] for e in response.json} == {"N"}
+
+
+def test_the_log_line_counts_the_entities_in_and_out(client, caplog):
+    caplog.set_level(logging.INFO, logger="service.framework.transform")
+    assert transform(client, "split", [{"_id": "a"}, {"_id": "b"}]).status_code == 200
+    assert transform(client, "refuse", [{"_id": "a"}, {"_id": "bad"}]).status_code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
+    assert len(lines) == 2
+    assert lines[0].startswith("transform split status=200 entities=2 out=4 seconds=")
+    assert lines[0].endswith(" ok")
+    assert lines[1].startswith("transform refuse status=400 entities=2 out=0 seconds=")
+    assert lines[1].endswith("rejected: entity 1 ('bad'): has no name")
+
+
+def test_a_transform_that_crashes_is_a_500_and_its_log_line_says_so(client, caplog):
+    caplog.set_level(logging.INFO, logger="service.framework.transform")
+    response = transform(client, "crash", [{"_id": "a"}])
+    assert response.status_code == 500
+    assert response.json["detail"] == "the connector failed; see its log"
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
+    assert line.startswith("transform crash status=500 entities=1 out=0 seconds=")
+    assert line.endswith(" failed: unexpected error (logged below)")
+
+
+def test_a_result_keeps_the_inputs_reserved_fields_only_not_its_others(client):
+    entity = {"_id": "a", "_deleted": False, "_updated": 7, "name": "n", "city": "c"}
+    response = transform(client, "only", [entity])
+    assert response.json == [{"_id": "a", "_deleted": False, "_updated": 7, "x": 1}]
+
+
+def test_a_failure_in_a_later_window_counts_that_window_and_the_rest(big_client):
+    """The first 1000 entities were transformed and answered nothing (a 502 answers no
+    entity): the failures and the entities not attempted are the 1500 after them."""
+    batch = [{"_id": f"x{n}"} for n in range(2500)]
+    body = transform(big_client, "down-from-1000", batch).json
+    assert body["failed_count"] >= 1
+    assert body["failed_count"] + body["not_attempted"] == 1500
+    assert {f["_id"] for f in body["failed"]} <= {f"x{n}" for n in range(1000, 2000)}
+
+
+def test_a_batch_refused_before_any_transform_logs_no_entities(client, caplog):
+    caplog.set_level(logging.INFO, logger="service.framework.transform")
+    assert transform(client, "upper", None, raw=b"[{").status_code == 400
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "service.framework.transform"]
+    assert line.startswith("transform upper status=400 entities=0 out=0 seconds=")
+
+
+def test_an_answer_larger_than_the_memory_budget_is_a_502_naming_the_budget(tmp_path):
+    """The answer's text counts against the worker's budget as it grows: a transform that
+    makes more than the whole budget can hold is refused, not answered past it."""
+    client = make_client(tmp_path, WORKER_MEMORY_BUDGET=str(2_000_000))
+    response = transform(client, "inflate", [{"_id": f"x{n}"} for n in range(4)])
+    assert response.status_code == 502
+    assert (
+        "more than this worker's whole memory budget (WORKER_MEMORY_BUDGET=2000000)"
+        in (response.json["detail"])
+    )
+    small = transform(client, "inflate", [{"_id": "x0"}])
+    assert small.status_code == 200 and len(small.json[0]["x"]) == 300_000
+
+
+def test_the_answer_is_held_twice_at_most_so_one_of_40_percent_of_the_budget_is_answered(
+    tmp_path,
+):
+    """The answer's text is held, then joined into the body sent: twice its size, which
+    the budget must hold beside the batch's body."""
+    client = make_client(tmp_path, WORKER_MEMORY_BUDGET=str(2_000_000))
+    response = transform(client, "inflate-800k", [{"_id": "x0"}])
+    assert response.status_code == 200, response.json
+    assert len(response.json[0]["x"]) == 800_000
+
+
+def test_entities_too_deeply_nested_to_write_are_a_500_naming_the_transform(client):
+    response = transform(client, "too-deep-to-write", [{"_id": "a"}])
+    assert response.status_code == 500
+    assert response.json["detail"] == (
+        "transform 'too-deep-to-write' made entities nested too deeply to write as JSON"
+    )
+
+
+def test_a_transform_that_recurses_too_deeply_on_an_entity_refuses_it(client):
+    response = transform(client, "recurses", [{"_id": "a"}])
+    assert response.status_code == 400
+    assert response.json["detail"] == "entity 0 ('a'): it is nested too deeply"

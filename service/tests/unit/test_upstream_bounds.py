@@ -9,6 +9,7 @@ gives it, at the pace it says: a real server, since these are faults of the wire
 from __future__ import annotations
 
 import gzip
+import http.server
 import socket
 import threading
 import time
@@ -107,9 +108,9 @@ def trickle(data: bytes, interval: float) -> Answer:
     return answer
 
 
-def endless(status: int) -> Answer:
+def endless(status: int, head: str = "") -> Answer:
     def answer(sock: socket.socket, _: bytes) -> None:
-        sock.sendall(f"HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(f"HTTP/1.1 {status} X\r\n{head}Transfer-Encoding: chunked\r\n\r\n".encode())
         piece = b" " * 65536
         chunk = b"%X\r\n%s\r\n" % (len(piece), piece)
         while True:
@@ -155,9 +156,25 @@ def test_a_declared_length_over_the_limit_is_refused_before_it_is_read(raw_upstr
 
 def test_an_endless_chunked_body_is_cut_at_the_limit(raw_upstream):
     upstream = raw_upstream(endless(200))
-    with pytest.raises(AnswerTooLarge):
-        client(upstream.url, max_answer_bytes=1 << 20).get_json(f"{upstream.url}/people")
+    reader = client(upstream.url, max_answer_bytes=1 << 20)  # alive: its pool too
+    with pytest.raises(AnswerTooLarge) as raised:
+        reader.get_json(f"{upstream.url}/people")
+    # closed at once, even while the failure is held (a broken request's traceback is a
+    # cycle that lives until the collector runs)
     assert upstream.closed_by_client.wait(10), "the connection was not closed"
+    assert raised.value
+
+
+def test_an_endless_chunked_body_that_declares_a_small_length_is_cut_at_the_limit_too(
+    raw_upstream,
+):
+    """Chunked framing wins over a Content-Length (HTTP says so): the length is no bound."""
+    upstream = raw_upstream(endless(200, "Content-Length: 40\r\n"))
+    reader = client(upstream.url, max_answer_bytes=1 << 20)
+    with pytest.raises(AnswerTooLarge) as raised:
+        reader.get_json(f"{upstream.url}/people")
+    assert upstream.closed_by_client.wait(10), "the connection was not closed"
+    assert raised.value
 
 
 def test_an_answer_of_exactly_the_limit_is_read(raw_upstream):
@@ -175,18 +192,103 @@ def test_an_answer_of_exactly_the_limit_is_read(raw_upstream):
                 client(upstream.url, max_answer_bytes=len(body)).get_json(upstream.url)
 
 
+class KeepAliveUpstream(http.server.ThreadingHTTPServer):
+    """An HTTP/1.1 server that keeps connections open and counts them: its pages have a
+    Content-Length, or are chunked, or gzipped."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                upstream.connections += 1
+                super().setup()
+
+            def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+                self.send_response(200)
+                if self.path.endswith("chunked"):
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"%X\r\n%s\r\n0\r\n\r\n" % (len(PAGE), PAGE))
+                    return
+                body = gzip.compress(PAGE) if self.path.endswith("gzip") else PAGE
+                if self.path.endswith("gzip"):
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}).start()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_pages_read_whole_keep_their_connection_for_the_next_request(framing):
+    """An upstream sees one connection for a whole walk, not one per page."""
+    upstream = KeepAliveUpstream()
+    try:
+        reader = client(upstream.url)
+        for _ in range(3):
+            assert reader.get_json(f"{upstream.url}/people/{framing}")["data"] == []
+        assert upstream.connections == 1
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        (fixed(200, b'5\r\n{"dat\r\nZZ\r\n', Transfer_Encoding="chunked"), "ProtocolError"),
+        (fixed(200, b"not gzip at all", Content_Encoding="gzip"), "DecodeError"),
+    ],
+)
+def test_a_body_broken_on_the_wire_is_an_unreachable_upstream_not_an_empty_page(
+    raw_upstream, answer, named
+):
+    upstream = raw_upstream(answer)
+    with pytest.raises(UpstreamError, match=f"upstream unreachable after retries: .*: {named}"):
+        client(upstream.url).get_json(upstream.url)
+
+
+def test_a_body_that_stalls_past_the_read_timeout_is_a_timeout_not_an_empty_page(raw_upstream):
+    stalled = threading.Event()
+
+    def half(sock: socket.socket, _: bytes) -> None:
+        sock.sendall(b"HTTP/1.1 200 X\r\nContent-Length: 100\r\n\r\n" + PAGE[:10])
+        stalled.wait(30)  # until the test ends
+
+    upstream = raw_upstream(half)
+    try:
+        with pytest.raises(UpstreamTimeout, match="upstream timed out after retries"):
+            client(upstream.url, read_timeout=0.5).get_json(upstream.url)
+    finally:
+        stalled.set()
+
+
 def test_a_call_may_ask_for_a_smaller_limit(raw_upstream):
     upstream = raw_upstream(fixed(200, b'{"id": "' + b"x" * 5000 + b'"}'))
-    with pytest.raises(AnswerTooLarge, match=r"\(1024 bytes"):
+    with pytest.raises(AnswerTooLarge, match=r"answer to GET .*/people/x .*\(1024 bytes"):
         client(upstream.url).request("GET", f"{upstream.url}/people/x", max_bytes=1024)
 
 
 def test_an_error_with_an_endless_body_fails_at_once_with_its_status(raw_upstream):
     upstream = raw_upstream(endless(503))
+    reader = client(upstream.url)  # alive: a connection left in its pool would stay open
     started = time.monotonic()
-    with pytest.raises(UpstreamError, match="upstream answered 503"):
-        client(upstream.url).get_json(f"{upstream.url}/people")
+    with pytest.raises(UpstreamError, match="upstream answered 503") as raised:
+        reader.get_json(f"{upstream.url}/people")
     assert time.monotonic() - started < 10
+    # closed, not pooled with the rest of the body unread
+    assert upstream.closed_by_client.wait(10), "the connection was not closed"
+    assert raised.value
 
 
 def test_a_retried_error_with_an_endless_body_is_not_drained(raw_upstream):
@@ -243,6 +345,22 @@ def test_retries_end_at_the_deadline_not_after_their_budget(raw_upstream):
     assert len(upstream.requests) <= 3  # the next wait would pass the deadline: no more
 
 
+def test_a_retry_after_that_fills_the_retry_budget_exactly_is_waited(raw_upstream):
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After="1"), fixed(200, PAGE))
+    reader = client(upstream.url, retries=1, retry_budget=1)
+    assert reader.get_json(upstream.url)["data"] == []
+    assert len(upstream.requests) == 2
+
+
+def test_a_retry_after_date_past_the_retry_budget_is_not_waited_for(raw_upstream):
+    """An HTTP date an hour ahead: no retry, and no backoff in its place."""
+    later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After=later))
+    with pytest.raises(UpstreamError):
+        client(upstream.url, retries=3, backoff_factor=0).get_json(upstream.url)
+    assert len(upstream.requests) == 1
+
+
 def test_a_cut_scope_ends_the_read_in_flight(raw_upstream):
     upstream = raw_upstream(trickle(b"HTTP/1.1 200 OK\r\n" + b"x" * 1000, 0.1))
     scope = deadlines.Deadline(float("inf"), "the feed")
@@ -268,6 +386,54 @@ def test_a_cut_scope_ends_the_read_in_flight(raw_upstream):
     assert "the client has gone" in str(failed[0])
 
 
+def test_a_cut_scope_ends_a_retrys_wait_at_once(raw_upstream):
+    """Sesam has gone while the upstream asked for 30 s of patience: no request waits."""
+    upstream = raw_upstream(fixed(503, b"{}", Retry_After="30"))
+    scope = deadlines.Deadline(float("inf"), "the feed")
+    failed = []
+
+    def read() -> None:
+        deadlines.bind(scope)
+        try:
+            client(upstream.url, retries=1, retry_budget=600, deadline=60).get_json(upstream.url)
+        except UpstreamError as error:
+            failed.append(error)
+
+    import contextvars
+
+    thread = threading.Thread(target=contextvars.Context().run, args=(read,))
+    thread.start()
+    upstream_seen = time.monotonic() + 10
+    while not upstream.requests and time.monotonic() < upstream_seen:
+        time.sleep(0.01)
+    scope.cut("the client has gone")
+    thread.join(15)
+    assert not thread.is_alive(), "the retry waited on after the scope was cut"
+    assert "the client has gone" in str(failed[0])
+    assert len(upstream.requests) == 1
+
+
+def test_a_request_begun_in_a_cut_scope_is_not_sent(raw_upstream):
+    """Sesam went away before the next page was asked for: the upstream is not asked."""
+    upstream = raw_upstream(fixed(200, PAGE))
+    scope = deadlines.Deadline(float("inf"), "the feed")
+    scope.cut("the client has gone")
+    failed = []
+
+    def read() -> None:
+        deadlines.bind(scope)
+        try:
+            client(upstream.url, deadline=60).get_json(upstream.url)
+        except UpstreamError as error:
+            failed.append(error)
+
+    import contextvars
+
+    contextvars.Context().run(read)
+    assert "the client has gone" in str(failed[0])
+    assert upstream.requests == []
+
+
 # --- redirects --------------------------------------------------------------------------------
 
 
@@ -289,6 +455,27 @@ def test_a_read_follows_a_redirect_within_the_origin(raw_upstream):
     assert follower(upstream.url).get_json(f"{upstream.url}/people")["data"] == []
     assert upstream.requests[1].startswith(b"GET /v2/people ")
     assert b"Authorization: Bearer test-token-4b5c" in upstream.requests[1]
+
+
+def test_a_head_request_follows_a_redirect_within_the_origin_too(raw_upstream):
+    upstream = raw_upstream(fixed(301, b"", Location="/v2/people"), fixed(200, b""))
+    assert follower(upstream.url).request("HEAD", f"{upstream.url}/people").status_code == 200
+    assert upstream.requests[1].startswith(b"HEAD /v2/people ")
+
+
+def test_an_errors_text_is_read_up_to_64_kib(raw_upstream):
+    """What is read of an error answer is its text, not a flood: 64 KiB, then cut."""
+
+    def error(size: int) -> bytes:
+        head = b'{"error": "the index is rebuilding", "pad": "'
+        return head + b" " * (size - len(head) - 2) + b'"}'
+
+    upstream = raw_upstream(fixed(500, error(65536)), fixed(500, error(65537)))
+    with pytest.raises(UpstreamError, match=": the index is rebuilding$"):
+        client(upstream.url).get_json(upstream.url)
+    with pytest.raises(UpstreamError) as raised:
+        client(upstream.url).get_json(upstream.url)
+    assert "rebuilding" not in str(raised.value)  # cut: no JSON, so no text of it
 
 
 def test_a_read_redirected_to_another_port_is_not_followed(raw_upstream):

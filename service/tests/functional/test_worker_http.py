@@ -1,0 +1,186 @@
+"""The hardened gunicorn worker (``service/framework/worker.py``) at the socket: request
+heads read by the event loop however they arrive, kept-alive connections, clients that
+stall or go away mid-head, and a reader that stops reading, each seen as a client (or the
+operator, in the log) would see it. Quick cases only: the loads and the slow readers are
+in test_slow_clients.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from service.tests.framework_kit import Connector
+from service.tests.framework_kit import Upstream
+from service.tests.framework_kit import running_connector
+
+CLIENT_TIMEOUT = 2  # seconds: what a stalled client is given here
+READ_BYTES = 16384  # what the event loop reads of a head at once (worker.READ_BYTES)
+
+
+@pytest.fixture(scope="module")
+def served(
+    upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Connector]:
+    """One worker, so that every connection meets the same event loop."""
+    yield from running_connector(
+        upstream_server.url,
+        tmp_path_factory.mktemp("worker"),
+        WORKERS="1",
+        CLIENT_TIMEOUT=str(CLIENT_TIMEOUT),
+    )
+
+
+def connect(connector: Connector) -> socket.socket:
+    host, port = connector.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One answer: (status, headers, body, chunked as it came); the socket stays open."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed without an answer: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+
+    def more() -> None:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of the body"
+        nonlocal body
+        body += chunk
+
+    if headers.get("transfer-encoding") == "chunked":
+        while not body.endswith(b"0\r\n\r\n"):
+            more()
+    else:
+        while len(body) < int(headers["content-length"]):
+            more()
+    return int(lines[0].split()[1]), headers, body
+
+
+def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds}s: {what}")
+
+
+def health(connector: Connector) -> None:
+    assert requests.get(f"{connector.url}/health", timeout=30).json() == {"status": "ok"}
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Wait (up to the socket's timeout) for the server to close; True if it did."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("after", [0, 1, 2, 3])
+def test_a_head_whose_end_straddles_two_reads_is_answered(served: Connector, after: int) -> None:
+    """The event loop reads a head READ_BYTES at a time: a blank line that ends one read and
+    begins the next is still the end of the head (``after`` of its 4 bytes come in the
+    second read)."""
+    start = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 5000 + b"\r\n"
+    start += b"X-Pad: " + b"p" * 5000 + b"\r\nX-Pad: "
+    pad = READ_BYTES + after - len(start) - 4
+    head = start + b"p" * pad + b"\r\n\r\n"  # each header under gunicorn's 8190 bytes
+    assert len(head) == READ_BYTES + after
+    with connect(served) as sock:
+        sock.sendall(head)
+        status, _, body = read_answer(sock)
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+def test_a_head_sent_a_byte_at_a_time_is_answered(served: Connector) -> None:
+    with connect(served) as sock:
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n":
+            sock.sendall(bytes([byte]))
+        status, _, body = read_answer(sock)
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+def test_a_kept_alive_connection_answers_each_of_its_requests(
+    served: Connector, upstream: Upstream
+) -> None:
+    with connect(served) as sock:
+        for path in ("/health", "/people?limit=1", "/health"):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, headers, _ = read_answer(sock)
+            assert status == 200, path
+            assert headers.get("connection", "keep-alive").lower() != "close"
+
+
+def test_a_head_that_never_ends_is_closed_after_client_timeout(served: Connector) -> None:
+    with connect(served) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        health(served)  # answered meanwhile: the stalled head holds no thread
+        started = time.monotonic()
+        assert closed_by_server(sock)
+    assert time.monotonic() - started < 30  # CLIENT_TIMEOUT (2 s), far from the 60 s wait
+
+
+def test_a_kept_alive_connection_that_starts_a_head_and_stalls_is_closed(
+    served: Connector,
+) -> None:
+    with connect(served) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock)[0] == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        health(served)
+        assert closed_by_server(sock)
+
+
+def test_clients_that_go_away_mid_head_leave_room_for_the_next(served: Connector) -> None:
+    """More than gunicorn's worker_connections (256) clients send half a head and hang
+    up: each is forgotten, and the worker still takes new connections."""
+    for _ in range(300):
+        with connect(served) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHo")
+        health(served)
+    health(served)
+
+
+def test_a_reader_that_stops_reading_is_closed_with_one_log_line(
+    served: Connector, upstream: Upstream
+) -> None:
+    """A feed larger than the socket buffers, whose reader takes a few bytes and stops:
+    after CLIENT_TIMEOUT without progress the worker closes it, says so once in the log,
+    and serves on."""
+    upstream.insert("wide", [{"id": f"w-{n:05d}", "text": "x" * 400} for n in range(20000)])
+    with connect(served) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /wide HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        line = (
+            "closed the connection of GET /wide from 127.0.0.1: no progress in 2s (CLIENT_TIMEOUT)"
+        )
+        wait_for(lambda: line in served.log_text(), 60, "the stalled reader's log line")
+    health(served)
+    assert served.log_text().count(line) == 1
+
+
+def test_a_feed_of_pieces_larger_than_64_kib_arrives_whole(
+    served: Connector, upstream: Upstream
+) -> None:
+    """The worker writes an answer in pieces of at most 64 KiB: cut and joined again, a
+    feed of pages far larger than that is every entity, in order."""
+    records = [{"id": f"w-{n:05d}", "text": "y" * 400} for n in range(3000)]
+    upstream.insert("wide", records)
+    response = requests.get(f"{served.url}/wide", timeout=120)
+    assert response.status_code == 200
+    assert [e["_id"] for e in response.json()] == [r["id"] for r in records]
