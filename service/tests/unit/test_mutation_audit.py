@@ -173,7 +173,9 @@ def test_every_framework_module_with_code_is_audited_with_tests_of_its_own():
         for path in framework.glob("*.py")
         if generate(path.stem, str(path), path.read_text(encoding="utf-8"))
     }
-    assert with_code == set(MODULES)
+    # __init__.py holds only __version__, whose one mutant (the string emptied) the
+    # release tests kill: the newest changelog section must be that version.
+    assert with_code - {"__init__"} == set(MODULES)
     for name, (path, tests) in MODULES.items():
         assert path == f"service/framework/{name}.py"
         assert tests and len(set(tests)) == len(tests), name
