@@ -10,6 +10,7 @@ them; a fork leaves this module alone.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -259,3 +260,17 @@ def connector_factory(upstream_server: Upstream, tmp_path: Path) -> Iterator[Any
     yield start
     for process in processes:
         stop(process, seconds=15)
+
+
+def read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """An answer's head read off a raw socket: the status, the headers (lower-case names),
+    and the body bytes that came with the head; the socket stays open."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the head ended: {received!r}"
+        received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split()[1]), headers, rest

@@ -21,6 +21,7 @@ import requests
 from service.tests.framework_kit import REFERENCE_APP
 from service.tests.framework_kit import ROOT
 from service.tests.framework_kit import connector_environment
+from service.tests.framework_kit import read_head
 from service.tools.servers import free_port
 
 
@@ -31,21 +32,14 @@ def raw(url: str, data: bytes, *, then: bytes = b"") -> tuple[int, dict[str, str
         sock.sendall(data)
         if then:
             sock.sendall(then)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            assert chunk, f"closed without an answer: {received!r}"
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        status, headers, body = read_head(sock)
         length = int(headers.get("content-length", "-1"))
         while length >= 0 and len(body) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             body += chunk
-    return int(lines[0].split()[1]), headers, body
+    return status, headers, body
 
 
 def writes(upstream) -> int:

@@ -19,6 +19,7 @@ import requests
 pytest.register_assert_rewrite("service.tests.hostile_kit")
 pytest_plugins = ["service.tests.hostile_kit"]  # its fixtures: hostile_server, hostile
 
+from service.tests.framework_kit import read_head  # noqa: E402
 from service.tests.hostile_kit import HOSTILE_CLIENT_ID  # noqa: E402
 from service.tests.hostile_kit import HOSTILE_CLIENT_SECRET  # noqa: E402
 from service.tests.hostile_kit import LISTENING  # noqa: E402
@@ -44,19 +45,6 @@ def connect(url: str, target: str, *, method: str = "GET", headers: str = "") ->
     sock = socket.create_connection((host, int(port)), timeout=30)
     sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
     return sock
-
-
-def read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """The status, the headers (lower-case names), and the body bytes read with them."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        data = sock.recv(65536)
-        assert data, f"closed before the head ended: {received!r}"
-        received += data
-    head, _, rest = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    fields = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split(" ")[1]), {k.lower(): v for k, v in fields.items()}, rest
 
 
 def read_to_end(sock: socket.socket) -> bytes:

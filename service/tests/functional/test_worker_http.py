@@ -17,6 +17,7 @@ import requests
 
 from service.tests.framework_kit import Connector
 from service.tests.framework_kit import Upstream
+from service.tests.framework_kit import read_head
 from service.tests.framework_kit import running_connector
 
 CLIENT_TIMEOUT = 2  # seconds: what a stalled client is given here
@@ -45,14 +46,7 @@ def connect(connector: Connector) -> socket.socket:
 
 def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One answer: (status, headers, body, chunked as it came); the socket stays open."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed without an answer: {received!r}"
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    status, headers, body = read_head(sock)
 
     def more() -> None:
         chunk = sock.recv(65536)
@@ -66,7 +60,7 @@ def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     else:
         while len(body) < int(headers["content-length"]):
             more()
-    return int(lines[0].split()[1]), headers, body
+    return status, headers, body
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
