@@ -200,3 +200,12 @@ def test_a_batch_reserves_its_answers_up_front_so_two_never_wait_for_each_other(
 def test_the_old_sink_budget_stops_the_start_naming_the_new_one():
     with pytest.raises(ConfigError, match="SINK_BYTES_IN_FLIGHT is no longer read.*WORKER_MEMORY"):
         load_settings(Settings, {"SINK_BYTES_IN_FLIGHT": "8388608"})
+
+
+def test_a_forks_star_import_gets_the_budgets_public_names() -> None:
+    """``from service.framework.memory import *`` works and brings what a fork's own code
+    needs to reserve memory for a long answer of its own."""
+    namespace: dict[str, object] = {}
+    exec("from service.framework.memory import *", namespace)
+    public = {"BODY_COST", "BeyondBudget", "Ledger", "MemoryBudget", "MemoryBusy", "estimate"}
+    assert public <= namespace.keys()

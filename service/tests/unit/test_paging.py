@@ -689,3 +689,12 @@ def test_inside_a_tie_the_walk_steps_through_its_query_and_re_anchors_only_past_
     assert [r["id"] for r in delivered] == sorted(upstream.rows)
     asked = [(r.get("updated_since"), r.get("cursor")) for r in upstream.requests]
     assert asked == [(None, None), ("5", None), ("5", "5:r003"), ("5", "5:r006")]
+
+
+def test_a_forks_star_import_gets_every_paging_block() -> None:
+    """A fork may write ``from service.framework.paging import *``: each block it documents
+    must come with it, and the import must not fail on a name the module does not have."""
+    namespace: dict[str, Any] = {}
+    exec("from service.framework.paging import *", namespace)
+    blocks = ("CursorPaging", "LoopGuard", "MergedPaging", "NextUrlPaging", "OffsetPaging")
+    assert {*blocks, "PageNumberPaging", "Paging"} <= namespace.keys()

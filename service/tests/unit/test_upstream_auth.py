@@ -839,3 +839,10 @@ def test_by_default_a_wait_past_40_seconds_for_a_token_fails_at_once(token_serve
         "(asking again in 41s would pass the token request's timeout (40s))"
     )
     assert len(token_server.fetches) == 1
+
+
+def test_a_forks_star_import_gets_every_auth_block() -> None:
+    """``from service.framework.upstream_auth import *`` works and brings every auth block."""
+    namespace: dict[str, object] = {}
+    exec("from service.framework.upstream_auth import *", namespace)
+    assert {"ApiKey", "Basic", "BearerToken", "OAuth2ClientCredentials"} <= namespace.keys()
