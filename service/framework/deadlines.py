@@ -32,8 +32,9 @@ from urllib3 import HTTPConnectionPool
 from urllib3 import HTTPSConnectionPool
 from urllib3.response import HTTPResponse
 
-#: What a retry reads of an error answer's body before it tries again; the rest of a body
-#: this long (or one that never ends) is not drained: the connection is closed instead.
+#: What a retry reads of an error answer's body before it tries again (in pieces of 8 KiB,
+#: while no more than this has come); the rest of a longer body (or one that never ends) is
+#: not drained: the connection is closed instead.
 DRAIN_BYTES = 65536
 
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(

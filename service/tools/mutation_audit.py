@@ -105,6 +105,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "deadlines": (
         "service/framework/deadlines.py",
         (
+            UNIT + "test_deadlines.py",
             UNIT + "test_upstream_bounds.py",
             UNIT + "test_upstream_auth.py",
             UNIT + "test_transform_protocol.py",
