@@ -292,6 +292,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "service/framework/upstream_auth.py",
         (
             UNIT + "test_upstream_auth.py",
+            UNIT + "test_deadlines.py",
             UNIT + "test_masking.py",
             FUNCTIONAL + "test_fork_blocks_http.py",
             FUNCTIONAL + "test_untrusted_upstream_credentials.py",

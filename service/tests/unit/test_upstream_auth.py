@@ -22,6 +22,7 @@ import requests
 from requests.adapters import BaseAdapter
 
 from service.framework import masking
+from service.framework.deadlines import Deadline
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream import UpstreamError
 from service.framework.upstream_auth import ApiKey
@@ -846,3 +847,89 @@ def test_a_forks_star_import_gets_every_auth_block() -> None:
     namespace: dict[str, object] = {}
     exec("from service.framework.upstream_auth import *", namespace)
     assert {"ApiKey", "Basic", "BearerToken", "OAuth2ClientCredentials"} <= namespace.keys()
+
+
+def test_the_backoff_of_a_busy_token_endpoint_doubles_from_half_a_second_to_8(
+    token_server, monkeypatch
+):
+    """Without a Retry-After the waits are 0.5, 1, 2, 4 and then 8 s each (not waited
+    here: each is recorded where the deadline would sleep it)."""
+    token_server.status = 503
+    waits: list[float] = []
+    monkeypatch.setattr(Deadline, "sleep", lambda self, seconds: waits.append(seconds))
+    auth = OAuth2ClientCredentials(
+        token_server.url, "the-client", SECRET, retries=6, timeout=(10, 50)
+    )
+    with pytest.raises(UpstreamError, match=r"answered 503 .* \(asked 7 times\)"):
+        auth.token()
+    assert waits == [0.5, 1, 2, 4, 8, 8]
+
+
+def test_the_resent_request_keeps_the_forks_own_hooks_but_not_the_resend(token_server):
+    """The answer's request is the one sent the second time. A fork that sends it again
+    (a retry of its own) has its own hooks called, and a 401 to it is the answer: no
+    third token is fetched."""
+    auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+    live = {"tok-2"}  # tok-1 was revoked
+    session, _ = fork_session(
+        auth,
+        lambda request: (
+            (200, {}, {"data": []})
+            if request.headers["Authorization"].removeprefix("Bearer ") in live
+            else (401, {}, {"error": "bad token"})
+        ),
+    )
+    seen: list[int] = []
+
+    def forks_hook(response, **kwargs):
+        seen.append(response.status_code)
+        return response
+
+    first = session.get(f"{BASE}/people", hooks={"response": [forks_hook]})
+    assert first.status_code == 200
+    live.clear()
+    seen.clear()
+    again = session.send(first.request)
+    assert again.status_code == 401
+    assert seen == [401]
+    assert len(token_server.fetches) == 2
+
+
+def test_the_401s_connection_is_closed_before_the_request_goes_again(token_server):
+    """The 401's body is not read (the answer is the resent request's): its connection is
+    closed at once, not held open for as long as the answer keeps it in its history."""
+    ended = threading.Event()
+    closed_first: list[bool] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def finish(self) -> None:
+            super().finish()
+            ended.set()
+
+        def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+            if self.headers.get("Authorization") == "Bearer tok-2":
+                closed_first.append(ended.wait(10))
+                status, body = 200, b'{"data": []}'
+            else:
+                status, body = 401, b'{"error": "invalid_token"}' + b" " * 20000
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.05}).start()
+    try:
+        base = f"http://127.0.0.1:{upstream.server_address[1]}"
+        auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
+        reader = UpstreamClient(base, auth=auth)
+        assert reader.get_json(f"{base}/people") == {"data": []}
+        assert closed_first == [True]
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
