@@ -4,8 +4,12 @@ and the estimate of a parsed answer is an upper bound of what parsing it takes."
 
 from __future__ import annotations
 
+import gc
+import logging
+import tempfile
 import threading
 import tracemalloc
+import weakref
 
 import orjson
 import pytest
@@ -209,3 +213,144 @@ def test_a_forks_star_import_gets_the_budgets_public_names() -> None:
     exec("from service.framework.memory import *", namespace)
     public = {"BODY_COST", "BeyondBudget", "Ledger", "MemoryBudget", "MemoryBusy", "estimate"}
     assert public <= namespace.keys()
+
+
+# --- the defaults the docs promise (issue 20) --------------------------------------------------
+
+
+class NoRoom(threading.Condition):
+    """The budget's lock, except that room never comes: each wait's bound is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait_for(self, predicate, timeout=None):
+        self.waits.append(timeout)
+        return False
+
+
+def test_a_request_waits_15_s_for_room_then_gets_503_retry_after_5_and_a_warning(caplog):
+    budget = MemoryBudget(1000, slots=4)
+    with budget.admit("a first batch", base=800):
+        budget._room = no_room = NoRoom()
+        with (
+            caplog.at_level(logging.WARNING, logger="service.framework.memory"),
+            pytest.raises(MemoryBusy) as busy,
+        ):
+            budget.enter("a second batch", base=300)
+    assert no_room.waits == [15.0]
+    assert busy.value.headers == {"Retry-After": "5"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "memory budget: answered 503: 800 bytes of the WORKER_MEMORY_BUDGET of 1000 are "
+        "held by other requests, and a second batch needs 300 more"
+    ]
+
+
+def feed_beside(held: int):
+    """The reference's feed in a worker whose budget (1 MiB, the least there is) has
+    ``held`` bytes taken, with an upstream that is not there: the feed takes its
+    reservation before it asks the upstream anything."""
+    from service.tools.reference import create_app
+
+    app = create_app(
+        {
+            "UPSTREAM_URL": "http://127.0.0.1:9",
+            "UPSTREAM_TOKEN": "test-token",
+            "UPSTREAM_RETRIES": "0",
+            "STATE_DIR": tempfile.mkdtemp(),
+            "SINK_MAX_BODY_BYTES": "1000",
+            "WORKER_MEMORY_BUDGET": str(MB),
+        }
+    )
+    budget = app.view_functions["sink"].__self__.bodies.budget
+    with budget.admit("a batch", base=held):
+        return app.test_client().get("/people")
+
+
+def test_a_first_feed_reserves_three_pages_of_256_kib(monkeypatch):
+    """Before it has read a page, a feed holds three (written, read ahead, being read)
+    of 256 KiB: with exactly that left it asks the upstream, with a byte less it waits
+    for room, then answers 503."""
+    monkeypatch.setattr(memory, "ADMISSION_WAIT_SECONDS", 0.2)
+    fits = feed_beside(MB - 3 * 256 * 1024)
+    assert fits.status_code == 502
+    assert "WORKER_MEMORY_BUDGET" not in fits.get_data(as_text=True)
+    short = feed_beside(MB - 3 * 256 * 1024 + 1)
+    assert short.status_code == 503
+    assert "the feed of people needs 786432 more" in short.json["detail"]
+
+
+def test_a_forks_own_request_reserves_what_it_says_and_nothing_more():
+    """``enter`` and ``admit``'s defaults: no body, one answer held, no allowance."""
+    budget = MemoryBudget(100 * MB, slots=4)
+    ledger = budget.enter("a fork's own request")
+    assert ledger.reserved == 0
+    ledger.answer(1000)
+    assert ledger.reserved == 1000  # one answer held, not two
+    ledger.close()
+    with budget.admit("a fork's batch") as ledger:
+        ledger.answer(1000)
+        assert budget.held == 1000
+
+
+def test_only_a_feed_teaches_the_next_feed_what_to_reserve():
+    budget = MemoryBudget(100 * MB, slots=4)
+    with budget.admit("a batch") as ledger:
+        ledger.answer(4 * MB)  # a batch's large answer
+    ledger = budget.enter("a fork's own request", allowance=10)
+    ledger.answer(4 * MB)
+    ledger.close()
+    assert budget.feed_answer == memory.FIRST_ANSWER_GUESS
+
+
+def test_the_estimate_is_twice_the_text_and_64_bytes_per_brace_bracket_comma_and_colon():
+    assert memory.estimate(b'{"a": [1, 2]}') == 2 * 13 + 64 * 4
+
+
+@pytest.mark.parametrize(("held", "trimmed"), [(8 * MB - 1, False), (8 * MB, True)])
+def test_an_idle_worker_gives_memory_back_after_holding_8_mib(caplog, held, trimmed):
+    trims: list[int] = []
+    budget = MemoryBudget(100 * MB, slots=4)
+    budget._trim = trims.append
+    with caplog.at_level(logging.INFO, logger="service.framework.memory"):
+        with budget.admit("a large batch", base=held):
+            pass
+    assert trims == ([0] if trimmed else [])
+    given_back = [r.getMessage() for r in caplog.records if "given back" in r.getMessage()]
+    expected = "memory budget: idle after holding 8 MiB: free memory given back"
+    assert given_back == ([expected] if trimmed else [])
+
+
+def test_no_memory_is_given_back_while_another_request_runs_even_one_holding_nothing():
+    trims: list[int] = []
+    budget = MemoryBudget(100 * MB, slots=4)
+    budget._trim = trims.append
+    large = budget.enter("a large batch", base=8 * MB)
+    small = budget.enter("a request that holds nothing yet")
+    large.close()
+    assert trims == []
+    small.close()
+    assert trims == [0]
+
+
+def test_what_a_broken_request_left_in_a_cycle_is_collected_when_the_worker_falls_idle():
+    """An idle worker allocates nothing, so the collector would not run by itself."""
+
+    class Page:
+        pass
+
+    budget = MemoryBudget(100 * MB, slots=4)
+    budget._trim = lambda pad: None
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with budget.admit("a large batch", base=8 * MB):
+            page = Page()
+            page.cycle = page  # an exception, its traceback, the frame holding the page
+            left = weakref.ref(page)
+            del page
+        assert left() is None
+    finally:
+        if collecting:
+            gc.enable()
