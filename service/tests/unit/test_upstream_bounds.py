@@ -8,13 +8,17 @@ gives it, at the pace it says: a real server, since these are faults of the wire
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
+import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -491,3 +495,51 @@ def test_a_redirect_loop_within_the_origin_ends(raw_upstream):
     with pytest.raises(UpstreamError, match="more than 5 times"):
         follower(upstream.url).get_json(f"{upstream.url}/people")
     assert len(upstream.requests) == 6
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+#: A self-signed certificate for 127.0.0.1 (valid until 2126) and its key: the test's own.
+LOOPBACK_TLS = Path(__file__).with_name("loopback-tls.pem")
+
+
+class BrokenTlsUpstream:
+    """An https upstream that answers a head and the start of a body, then puts bytes on
+    the wire outside TLS: the client's TLS layer fails mid-body (a bad record)."""
+
+    def __init__(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(LOOPBACK_TLS)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.context = context
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                plain, _ = self.listener.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), plain:
+                sock = self.context.wrap_socket(plain, server_side=True)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(65536) or b"\r\n\r\n"
+                sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"data": [')
+                os.write(sock.fileno(), b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+                sock.recv(1)  # until the client gives up
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_tls_answer_broken_mid_body_is_an_unreachable_upstream_not_an_empty_page():
+    upstream = BrokenTlsUpstream()
+    try:
+        reader = client(upstream.url)
+        reader.session.verify = str(LOOPBACK_TLS)
+        with pytest.raises(UpstreamError, match=r"upstream unreachable after retries: .*SSLError"):
+            reader.get_json(f"{upstream.url}/people")
+    finally:
+        upstream.close()
