@@ -254,8 +254,8 @@ class Paging(abc.ABC):
         """The answer's list of records; an answer without one is the upstream's error."""
         found = dig(body, self.records)
         if not isinstance(found, list):
-            where = f"at {self.records!r} " if self.records else ""
-            raise UpstreamError(f"upstream list answer has no list {where}: GET {url}", url=url)
+            where = f" at {self.records!r}" if self.records else ""
+            raise UpstreamError(f"upstream list answer has no list{where}: GET {url}", url=url)
         return found
 
 

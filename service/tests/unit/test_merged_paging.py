@@ -267,3 +267,23 @@ def test_without_a_tombstone_the_deletion_entries_pass_as_they_are():
     assert list(paging.pages(upstream, CHANGES, DELETIONS, since=(100,))) == [
         [{"id": "x", "at": 150}]
     ]
+
+
+def test_a_list_read_again_after_the_other_brings_a_page_is_read_before_that_page_is_used():
+    """The changes list has ended; the deletion list's next page holds y at 110, and
+    meanwhile b appeared in the changes, dated 105 (a late commit). The changes are read
+    again from the last position handed on, before y is: b, then y. Handing y on first
+    would take Sesam's ``since`` past b, which would then come out of order."""
+    upstream = TwoLists(page=2)
+    upstream.create("a", t=101)
+    for name, at in (("w", 102), ("x", 103), ("y", 110)):
+        upstream.delete(name, at=at)
+    upstream.before[3] = lambda: upstream.create("b", t=105)  # the deletions' 2nd page
+    got = feed(upstream, (101,))
+    assert [(t, i) for t, i, _ in got] == [
+        (101, "a"),
+        (102, "w"),
+        (103, "x"),
+        (105, "b"),
+        (110, "y"),
+    ]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from service.framework.paging import CursorPaging
+from service.framework.paging import LoopGuard
 from service.framework.paging import NextUrlPaging
 from service.framework.paging import OffsetPaging
 from service.framework.paging import PageNumberPaging
@@ -630,7 +631,7 @@ def test_nothing_is_asked_after_the_page_the_upstream_calls_its_last(style):
     assert len(windows) == 3  # 7 records, pages of 3 (and the shift checks' probes)
 
 
-@pytest.mark.parametrize("style", ["cursor", "next-body", "next-link"])
+@pytest.mark.parametrize("style", STYLES)
 def test_a_since_whose_last_page_holds_only_what_was_delivered_ends_with_one_request(style):
     """A run that resumes at the newest record: the upstream's one page (it calls it
     its last) holds only that record, already delivered: no entity, and no more asked."""
@@ -698,3 +699,80 @@ def test_a_forks_star_import_gets_every_paging_block() -> None:
     exec("from service.framework.paging import *", namespace)
     blocks = ("CursorPaging", "LoopGuard", "MergedPaging", "NextUrlPaging", "OffsetPaging")
     assert {*blocks, "PageNumberPaging", "Paging"} <= namespace.keys()
+
+
+def test_a_loop_guard_remembers_the_last_64_cursors():
+    """A cursor that comes back within 64 steps is a loop, stopped at once; one that
+    comes back later is left to the idle bound (pages that bring nothing new)."""
+    guard = LoopGuard(BASE)
+    for n in range(64):
+        guard.step(f"c-{n}")
+    with pytest.raises(UpstreamError, match=r"sent the cursor 'c-0' again after 0 pages"):
+        guard.step("c-0")
+    guard = LoopGuard(BASE)
+    for n in range(65):
+        guard.step(f"c-{n}")
+    guard.step("c-0")
+
+
+def test_by_default_a_loop_guard_stops_at_the_third_page_that_brings_nothing():
+    guard = LoopGuard(BASE)
+    guard.page(None)
+    guard.page(None)
+    with pytest.raises(
+        UpstreamError,
+        match=r"sent 3 pages in a row that bring nothing .* stops after 3 pages: GET http",
+    ):
+        guard.page(None)
+
+
+def test_a_loop_guards_errors_count_the_pages_read():
+    guard = LoopGuard(BASE)
+    guard.page((1, "a"))
+    guard.page((2, "b"))
+    guard.step("c-2")
+    with pytest.raises(UpstreamError, match=r"sent the cursor 'c-2' again after 2 pages"):
+        guard.step("c-2")
+
+
+def test_restarts_before_the_first_new_page_are_counted_from_zero_too():
+    """A run resuming behind the first page (all of it delivered) whose list shifts
+    twenty times before the next: twenty restarts are allowed, as anywhere else."""
+    paging = PageNumberPaging(position=position, size=3, total_pages_key=None)
+    pages = list(paging.pages(ProbesWrong(20), BASE, {}, since=(2, "r2")))
+    assert [r["id"] for page in pages for r in page] == [f"r{n}" for n in range(3, 9)]
+
+
+def test_an_answer_that_is_not_a_list_where_the_answer_is_the_list_is_an_upstream_error():
+    class Wrapped:
+        def get_json(self, url, params=None):
+            return {"data": [{"t": 1, "id": "a"}]}
+
+    paging = PageNumberPaging(position=position, records=None, size=5, total_pages_key=None)
+    with pytest.raises(UpstreamError) as raised:
+        list(paging.pages(Wrapped(), BASE))
+    assert str(raised.value) == f"upstream list answer has no list: GET {BASE}"
+
+
+def test_an_empty_cursor_ends_the_walk():
+    upstream = Looping([{"t": 1, "id": "a"}], cursor="")
+    assert list(CursorPaging(position=position).pages(upstream, BASE, {})) == [
+        [{"t": 1, "id": "a"}]
+    ]
+    assert upstream.asked == 1
+
+
+def test_an_empty_window_ends_the_walk_and_is_not_a_page_that_brought_nothing():
+    """Two windows that repeat the first (nothing new: two idle pages of the three the
+    guard allows), then an empty one: the list has ended, the run has not looped."""
+
+    class RepeatsThenEnds:
+        def get_json(self, url, params=None):
+            if params["limit"] == 1:  # the shift probe: the record before the window
+                return {"data": [{"t": 2, "id": "b"}]}
+            if params["offset"] >= 6:
+                return {"data": []}
+            return {"data": [{"t": 1, "id": "a"}, {"t": 2, "id": "b"}]}
+
+    pages = list(OffsetPaging(position=position, size=2).pages(RepeatsThenEnds(), BASE, {}))
+    assert pages == [[{"t": 1, "id": "a"}, {"t": 2, "id": "b"}]]
