@@ -72,6 +72,33 @@ def test_malformed_values_name_the_variable(name, value):
         load_settings(ReferenceSettings, {**BASE, name: value})
 
 
+@pytest.mark.parametrize("value", ["ftp://records:8000", "http://", "https:///people"])
+def test_the_upstream_url_needs_http_or_https_and_a_host(value):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, "UPSTREAM_URL": value})
+    assert str(raised.value) == f"UPSTREAM_URL={value!r} must be an http:// or https:// URL"
+
+
+def test_an_upstream_url_with_credentials_is_refused_and_they_are_not_shown():
+    """requests would send them as basic auth instead of the token, and every message
+    naming the URL would print them."""
+    with pytest.raises(ConfigError) as raised:
+        load_settings(
+            ReferenceSettings,
+            {**BASE, "UPSTREAM_URL": "https://someone:pa55-s3cr3t@records.example"},
+        )
+    assert str(raised.value) == (
+        "UPSTREAM_URL='https://***@records.example' must not hold credentials "
+        "(user:password@): use the token setting"
+    )
+
+
+def test_a_malformed_value_without_credentials_is_shown_as_it_is():
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, "UPSTREAM_URL": "records:8000"})
+    assert str(raised.value) == "UPSTREAM_URL='records:8000' must be an http:// or https:// URL"
+
+
 def test_a_malformed_secret_is_not_echoed():
     with pytest.raises(ConfigError) as raised:
         load_settings(ReferenceSettings, {**BASE, "UPSTREAM_TOKEN": "   "})
