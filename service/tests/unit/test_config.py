@@ -99,6 +99,46 @@ def test_a_malformed_value_without_credentials_is_shown_as_it_is():
     assert str(raised.value) == "UPSTREAM_URL='records:8000' must be an http:// or https:// URL"
 
 
+@pytest.mark.parametrize("value", ["true", "1", "yes", "on", " TRUE ", "On"])
+def test_a_switch_is_on_with_true_1_yes_or_on_in_any_case(value):
+    settings = load_settings(ReferenceSettings, {**BASE, "FULL_SYNC_DELETE": value})
+    assert settings.full_sync_delete is True
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "off", " FALSE ", "Off"])
+def test_a_switch_is_off_with_false_0_no_or_off_in_any_case(value):
+    settings = load_settings(ReferenceSettings, {**BASE, "FULL_SYNC_DELETE": value})
+    assert settings.full_sync_delete is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "y"])
+def test_a_switch_is_nothing_else(value):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, "FULL_SYNC_DELETE": value})
+    assert str(raised.value) == f"FULL_SYNC_DELETE={value!r} must be true or false"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0.001", 0.001), ("86399.5", 86399.5), ("7", 7.0)])
+def test_a_time_bound_is_seconds_above_0_and_under_a_day(value, seconds):
+    settings = load_settings(ReferenceSettings, {**BASE, "UPSTREAM_READ_TIMEOUT": value})
+    assert settings.upstream_read_timeout == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("soon", "must be a number of seconds"),
+        ("0", "must be a number of seconds above 0"),
+        ("-1", "must be a number of seconds above 0"),
+        ("86400", "must be a number of seconds above 0"),
+    ],
+)
+def test_a_time_bound_out_of_range_is_refused_saying_what_it_takes(value, says):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, "UPSTREAM_READ_TIMEOUT": value})
+    assert str(raised.value) == f"UPSTREAM_READ_TIMEOUT={value!r} {says}"
+
+
 def test_a_malformed_secret_is_not_echoed():
     with pytest.raises(ConfigError) as raised:
         load_settings(ReferenceSettings, {**BASE, "UPSTREAM_TOKEN": "   "})
