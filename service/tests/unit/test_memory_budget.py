@@ -354,3 +354,11 @@ def test_what_a_broken_request_left_in_a_cycle_is_collected_when_the_worker_fall
     finally:
         if collecting:
             gc.enable()
+
+
+def test_a_feed_of_small_pages_teaches_the_next_feed_to_reserve_64_kib_a_page_at_least():
+    budget = MemoryBudget(100 * MB, slots=4)
+    ledger = budget.enter("the feed of people", holds=3, allowance=budget.feed_answer, learn=True)
+    ledger.answer(100)
+    ledger.close()
+    assert budget.feed_answer == 64 * 1024
