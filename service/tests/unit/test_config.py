@@ -9,6 +9,7 @@ settings in docs/configuration.md, the connector's own on its page, docs/connect
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -137,6 +138,54 @@ def test_a_time_bound_out_of_range_is_refused_saying_what_it_takes(value, says):
     with pytest.raises(ConfigError) as raised:
         load_settings(ReferenceSettings, {**BASE, "UPSTREAM_READ_TIMEOUT": value})
     assert str(raised.value) == f"UPSTREAM_READ_TIMEOUT={value!r} {says}"
+
+
+#: Each whole-number setting's range, as its declaration promises.
+RANGES = [
+    ("PORT", 1, 65535),
+    ("WORKERS", 1, 64),
+    ("THREADS", 1, 256),
+    ("UPSTREAM_RETRIES", 0, 100),
+    ("UPSTREAM_MAX_ANSWER_BYTES", 1024, 2**31),
+    ("UPSTREAM_MAX_RECORD_BYTES", 1024, 2**31),
+    ("UPSTREAM_POOL_SIZE", 1, 256),
+    ("SINK_MAX_BODY_BYTES", 1, 2**31),
+    ("WORKER_MEMORY_BUDGET", 1048576, 2**40),
+    ("SINK_CONCURRENCY", 1, 64),
+]
+#: Room for the largest body in the budget, and a body small enough for the least budget.
+ROOMY = {"SINK_MAX_BODY_BYTES": "1000", "WORKER_MEMORY_BUDGET": str(2**40)}
+
+
+@pytest.mark.parametrize(("name", "low", "high"), RANGES)
+def test_a_whole_number_setting_takes_its_range_and_nothing_past_it(name, low, high):
+    field = {f.metadata["variable"].name: f.name for f in dataclasses.fields(Settings)}[name]
+    for value in (low, high):
+        settings = load_settings(ReferenceSettings, {**BASE, **ROOMY, name: str(value)})
+        assert getattr(settings, field) == value
+    for value in (low - 1, high + 1):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(ReferenceSettings, {**BASE, **ROOMY, name: str(value)})
+        assert str(raised.value) == f"{name}='{value}' must be between {low} and {high}"
+
+
+def test_every_setting_says_what_it_means():
+    """Shown when a required one is missing, and the first thing a fork's maintainer reads
+    in the declaration."""
+    declared = variables(ReferenceSettings)
+    assert [v.name for v in declared if not v.meaning.strip()] == []
+
+
+@pytest.mark.parametrize("value", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", " debug "])
+def test_the_log_level_is_one_of_the_five_in_any_case(value):
+    settings = load_settings(ReferenceSettings, {**BASE, "LOG_LEVEL": value})
+    assert settings.log_level == value.strip().upper()
+
+
+def test_the_state_directory_must_be_named():
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, "STATE_DIR": "   "})
+    assert str(raised.value) == "STATE_DIR='   ' must name a directory"
 
 
 def test_a_malformed_secret_is_not_echoed():
