@@ -4,6 +4,7 @@ and the estimate of a parsed answer is an upper bound of what parsing it takes."
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import tempfile
@@ -195,8 +196,8 @@ def test_a_batch_reserves_its_answers_up_front_so_two_never_wait_for_each_other(
     assert first.reserved == 3 * MB + 8 * 65536
     with pytest.raises(MemoryBusy):
         budget.enter("another batch", base=3 * MB, holds=8, allowance=65536)
-    memory.bind(first)
-    memory.charge_answer(60000)  # within the allowance: no growth, no wait
+    with memory.using(first):
+        memory.charge_answer(60000)  # within the allowance: no growth, no wait
     assert first.reserved == 3 * MB + 8 * 65536
     first.close()
 
@@ -362,3 +363,36 @@ def test_a_feed_of_small_pages_teaches_the_next_feed_to_reserve_64_kib_a_page_at
     ledger.answer(100)
     ledger.close()
     assert budget.feed_answer == 64 * 1024
+
+
+def test_a_body_dropped_after_its_request_ended_gives_nothing_back_twice():
+    budget = MemoryBudget(100 * MB, slots=4)
+    ledger = budget.enter("a batch", base=1000)
+    ledger.close()
+    ledger.drop_base()
+    assert (budget.held, budget.busy) == (0, 0)
+
+
+def test_the_read_ahead_threads_answers_count_against_the_feed_that_bound_it():
+    """The feed reads its next page in another thread, in a context made for it: its
+    answers still grow the feed's reservation."""
+    budget = MemoryBudget(100 * MB, slots=4)
+    ledger = budget.enter("the feed of people", holds=3)
+
+    def read_ahead() -> None:
+        memory.bind(ledger)
+        memory.charge_answer(1000)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(read_ahead,))
+    thread.start()
+    thread.join()
+    assert (ledger.reserved, budget.held) == (3000, 3000)
+    ledger.close()
+
+
+def test_a_forks_code_finds_the_ledger_of_the_request_it_serves():
+    budget = MemoryBudget(100 * MB, slots=4)
+    assert memory.current() is None
+    with budget.admit("a batch") as ledger:
+        assert memory.current() is ledger
+    assert memory.current() is None
