@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 import gc
 import logging
+import platform
 import tempfile
 import threading
 import tracemalloc
@@ -396,3 +397,29 @@ def test_a_forks_code_finds_the_ledger_of_the_request_it_serves():
     with budget.admit("a batch") as ledger:
         assert memory.current() is ledger
     assert memory.current() is None
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_on_glibc_an_idle_worker_gives_memory_back_with_malloc_trim():
+    trim = memory._malloc_trim()
+    assert trim is not None
+    assert trim(0) in (0, 1)  # 1: memory was given back, 0: there was none to give
+
+
+class NoTrim:
+    """A C library without malloc_trim (musl, macOS)."""
+
+
+@pytest.mark.parametrize("library", [NoTrim, OSError])
+def test_without_malloc_trim_the_budget_works_and_gives_back_nothing(monkeypatch, library):
+    def load(name):
+        if library is OSError:
+            raise OSError("no C library here")
+        return library()
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", load)
+    budget = MemoryBudget(100 * MB, slots=4)
+    assert budget._trim is None
+    with budget.admit("a large batch", base=8 * MB):
+        pass
+    assert (budget.held, budget.busy) == (0, 0)
