@@ -341,9 +341,11 @@ def test_an_enclosing_deadline_ends_a_request_sooner_and_is_named(raw_upstream):
 
 
 def test_retries_end_at_the_deadline_not_after_their_budget(raw_upstream):
+    """The wait before a fourth try would pass the deadline: the third answer is the
+    failure, at once, rather than a wait until the deadline cuts the request."""
     upstream = raw_upstream(fixed(503, b"{}", Retry_After="1"))
     started = time.monotonic()
-    with pytest.raises(UpstreamError):
+    with pytest.raises(UpstreamError, match=r"^upstream answered 503 to GET http"):
         client(upstream.url, retries=50, retry_budget=600, deadline=2.5).get_json(upstream.url)
     assert time.monotonic() - started < 4
     assert len(upstream.requests) <= 3  # the next wait would pass the deadline: no more
