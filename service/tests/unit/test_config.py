@@ -188,6 +188,48 @@ def test_the_state_directory_must_be_named():
     assert str(raised.value) == "STATE_DIR='   ' must name a directory"
 
 
+@pytest.mark.parametrize("given", ["AUTH_USERNAME", "AUTH_PASSWORD"])
+def test_the_sesam_credentials_go_together(given):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, given: "sesam-3f9a"})
+    assert str(raised.value) == "AUTH_USERNAME and AUTH_PASSWORD go together: set both or neither"
+
+
+@pytest.mark.parametrize(
+    ("character", "code"), [("\x7f", "007F"), ("\x85", "0085"), ("\x9f", "009F")]
+)
+def test_a_c1_control_character_in_a_value_is_refused_naming_it(character, code):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ReferenceSettings, {**BASE, "STATE_DIR": f"/tmp/state{character}"})
+    assert str(raised.value).startswith(
+        f"STATE_DIR holds the control character U+{code} at character 11 of 11: remove it"
+    )
+
+
+LOGGING = """
+import logging
+from service.framework import masking
+from service.framework.settings import configure_logging
+
+logging.getLogger().addHandler(logging.NullHandler())  # a handler of someone else's
+configure_logging("INFO")
+configure_logging("INFO")  # once per process, however often it is called
+masking.register("s3cret-5e1d")
+logging.getLogger("service.framework.feed").info("sent s3cret-5e1d upstream")
+logging.getLogger("service.framework.feed").debug("a line below the level")
+"""
+
+
+def test_the_log_goes_to_stdout_once_per_line_at_its_level_with_secrets_masked():
+    result = subprocess.run(
+        [sys.executable, "-c", LOGGING], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    assert lines[0].endswith(" INFO service.framework.feed: sent <hidden> upstream")
+
+
 def test_a_malformed_secret_is_not_echoed():
     with pytest.raises(ConfigError) as raised:
         load_settings(ReferenceSettings, {**BASE, "UPSTREAM_TOKEN": "   "})
