@@ -5,6 +5,7 @@ and keys that survive edits elsewhere in the module."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import textwrap
 
@@ -179,3 +180,20 @@ def test_every_framework_module_with_code_is_audited_with_tests_of_its_own():
     for name, (path, tests) in MODULES.items():
         assert path == f"service/framework/{name}.py"
         assert tests and len(set(tests)) == len(tests), name
+
+
+def test_skip_equivalent_runs_only_the_unlisted_mutants_and_scores_the_same(monkeypatch, capsys):
+    listed, other = module_mutants(["transit"])[:2]
+    monkeypatch.setattr(mutation_audit, "module_mutants", lambda names: [listed, other])
+    monkeypatch.setattr(mutation_audit, "read_equivalents", lambda: {listed.key: "a reason"})
+    ran = []
+
+    def audit(mutants, workers):
+        ran.extend(mutants)
+        return [mutation_audit.Result(m, "killed", 1.0) for m in mutants], {}
+
+    monkeypatch.setattr(mutation_audit, "audit", audit)
+    assert mutation_audit.main(["transit", "--skip-equivalent"]) == 0
+    assert ran == [other]
+    out = capsys.readouterr().out
+    assert re.search(r"transit\s+2\s+1\s+1\s+0\s+100\.0%", out), out
