@@ -104,3 +104,14 @@ def test_a_sequences_own_lease_does_not_hold_it_back(store):
     current = begun(store, "A")
     store.lease_deletion("people", "A", current, 60)
     assert store.lease_held_by_other("people", "A") == 0
+
+
+def test_a_later_request_of_another_sequence_is_refused_for_what_it_is():
+    """Before any sequence was accepted, a request that is not the first of its sequence
+    while another's first was checked: it was replaced. With A accepted and its own first
+    request the last checked, a stray request of C is not the active sequence."""
+    with pytest.raises(SequenceConflict, match="'B' was replaced by sequence 'A'"):
+        decide(None, full("B", "b2", previous="b1"), claimed="A")
+    state = sequences.Sequence("people", "A", "r1", None, True, False, True, 1, 1)
+    with pytest.raises(SequenceConflict, match="not the active sequence"):
+        decide(state, full("C", "c2", previous="c1"), claimed="A")
