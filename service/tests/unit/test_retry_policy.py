@@ -165,3 +165,30 @@ def test_the_count_of_retries_is_bounded():
 )
 def test_ids_are_encoded_as_one_path_segment(raw, encoded):
     assert segment(raw) == encoded
+
+
+def test_a_client_made_in_code_has_the_default_settings_of_one_made_from_them():
+    """A fork's own ``UpstreamClient(url, token)`` times out, retries, pools and bounds
+    its answers as the documented defaults of the UPSTREAM_* settings say."""
+    from service.framework.settings import Settings
+    from service.framework.settings import load_settings
+
+    mine = UpstreamClient("http://records.example", "test-token-4b5c")
+    configured = UpstreamClient.from_settings(
+        load_settings(Settings, {}), "http://records.example", "test-token-4b5c"
+    )
+    for client in (mine, configured):
+        adapter = client.session.get_adapter("http://records.example/people")
+        retry = adapter.max_retries
+        assert (client.timeout, client.deadline, client.max_answer_bytes) == (
+            (10, 60),
+            180,
+            8 * 1024 * 1024,
+        )
+        assert (retry.total, retry.wait_budget, retry.backoff_factor) == (10, 120, 0.5)
+        assert adapter._pool_maxsize == 32
+
+
+def test_a_base_url_given_with_a_trailing_slash_makes_no_double_slash():
+    client = UpstreamClient("http://records.example/api/", "test-token-4b5c")
+    assert client.url("people", "p 1") == "http://records.example/api/people/p%201"

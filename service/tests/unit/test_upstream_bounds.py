@@ -545,3 +545,9 @@ def test_a_tls_answer_broken_mid_body_is_an_unreachable_upstream_not_an_empty_pa
             reader.get_json(f"{upstream.url}/people")
     finally:
         upstream.close()
+
+
+def test_every_request_asks_for_json(raw_upstream):
+    upstream = raw_upstream(fixed(200, PAGE))
+    client(upstream.url).get_json(f"{upstream.url}/people")
+    assert b"\r\nAccept: application/json\r\n" in upstream.requests[0]
