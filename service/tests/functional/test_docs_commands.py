@@ -131,6 +131,9 @@ NOT_RUN = {
     ".venv/bin/python -m service.tools.mutation_audit sink sequences": (
         "the audit: many minutes, not in CI"
     ),
+    ".venv/bin/python -m service.tools.mutation_audit sink --skip-equivalent": (
+        "the audit: many minutes, not in CI"
+    ),
     '.venv/bin/python -m service.tools.mutation_audit --only "Sink.delete_missing"': (
         "the audit: minutes, not in CI; the key it names is checked against --list here"
     ),
