@@ -115,3 +115,19 @@ def test_a_later_request_of_another_sequence_is_refused_for_what_it_is():
     state = sequences.Sequence("people", "A", "r1", None, True, False, True, 1, 1)
     with pytest.raises(SequenceConflict, match="not the active sequence"):
         decide(state, full("C", "c2", previous="c1"), claimed="A")
+
+
+def test_a_sequence_that_is_not_the_current_one_gets_no_deletion_lease(store):
+    """B is current (accepted, its claim settled): A, from before, deletes nothing."""
+    current = begun(store, "B")
+    assert not store.lease_deletion("people", "A", current, 60)
+
+
+def test_a_lease_is_renewed_while_its_sequence_is_current_though_its_state_moved_on(store):
+    """The first lease needs the state the deletion listed from; a renewal needs only that
+    the sequence is still the current one (a retried request may have moved its state)."""
+    listed = begun(store, "A")
+    assert store.lease_deletion("people", "A", listed, 60)
+    store.accept("people", full("A", "r2", previous="r1"), live_entities=1, tracking=True)
+    assert store.current("people") != listed
+    assert store.lease_deletion("people", "A", listed, 60)
