@@ -551,3 +551,11 @@ def test_every_request_asks_for_json(raw_upstream):
     upstream = raw_upstream(fixed(200, PAGE))
     client(upstream.url).get_json(f"{upstream.url}/people")
     assert b"\r\nAccept: application/json\r\n" in upstream.requests[0]
+
+
+@pytest.mark.parametrize("body", [b"<html>busy</html>", b'{"message": "busy"}', b'{"error": 7}'])
+def test_an_error_without_an_error_text_of_its_own_is_named_by_its_status_alone(raw_upstream, body):
+    upstream = raw_upstream(fixed(500, body))
+    with pytest.raises(UpstreamError) as raised:
+        client(upstream.url).get_json(f"{upstream.url}/people")
+    assert str(raised.value) == f"upstream answered 500 to GET {upstream.url}/people"
