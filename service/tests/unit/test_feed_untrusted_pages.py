@@ -121,3 +121,12 @@ def test_a_contract_error_masks_a_secret_the_upstream_put_in_a_record():
     with pytest.raises(UpstreamContractError) as failed:
         chunks([[{"id": "Bearer tok-1f2e3d4c", "deleted": False}]])
     assert "tok-1f2e3d4c" not in str(failed.value)
+
+
+def test_a_full_runs_only_feed_remembers_its_last_64_pages():
+    """A page sent again within 64 pages is a loop; one sent again 65 pages later is not
+    caught here (the pages between were new, so the run goes on while it brings some)."""
+    pages = [[record(f"r{n:03d}")] for n in range(65)]
+    with pytest.raises(UpstreamContractError, match="sent page 65 again"):
+        chunks([*pages[:64], pages[0]], ordered=False)
+    assert chunks([*pages, pages[0]], ordered=False).count(b'"_id"') == 66

@@ -105,3 +105,16 @@ def test_a_malformed_window_still_stops_the_start(value):
 
     with pytest.raises(ConfigError, match="FEED_SETTLE_SECONDS"):
         load_settings(ReferenceSettings, {**SETTINGS, "FEED_SETTLE_SECONDS": value})
+
+
+def test_a_provisional_since_is_checked_cutoff_first():
+    """A provisional token is ``<cutoff>~!<token>``: with both broken, the 400 names what
+    is wrong with the cutoff, the part a person resetting a pipe by hand types."""
+    from service.framework.feed import parse_since
+    from service.framework.positions import TEXT
+    from service.framework.positions import TIMESTAMP
+    from service.framework.positions import Positions
+
+    positions = Positions((TIMESTAMP, TEXT))
+    with pytest.raises(ValueError, match=r"or its first parts: month must be in 1\.\.12$"):
+        parse_since("2026-13-01T00:00:00.000000Z~!no-token-at-all", positions)
