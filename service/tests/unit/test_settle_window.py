@@ -118,3 +118,15 @@ def test_a_provisional_since_is_checked_cutoff_first():
     positions = Positions((TIMESTAMP, TEXT))
     with pytest.raises(ValueError, match=r"or its first parts: month must be in 1\.\.12$"):
         parse_since("2026-13-01T00:00:00.000000Z~!no-token-at-all", positions)
+
+
+def test_a_provisional_since_whose_cutoff_is_more_than_a_timestamp_is_refused():
+    from service.framework.feed import parse_since
+    from service.framework.positions import TEXT
+    from service.framework.positions import TIMESTAMP
+    from service.framework.positions import Positions
+
+    positions = Positions((TIMESTAMP, TEXT))
+    token = positions.encode((datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "r1"))
+    with pytest.raises(ValueError, match="a provisional token's cutoff must be a timestamp$"):
+        parse_since(f"{token}~!{token}", positions)
