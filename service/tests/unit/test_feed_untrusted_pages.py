@@ -130,3 +130,34 @@ def test_a_full_runs_only_feed_remembers_its_last_64_pages():
     with pytest.raises(UpstreamContractError, match="sent page 65 again"):
         chunks([*pages[:64], pages[0]], ordered=False)
     assert chunks([*pages, pages[0]], ordered=False).count(b'"_id"') == 66
+
+
+def test_by_default_twenty_empty_pages_in_a_row_are_a_loop():
+    def run(pages):
+        return b"".join(
+            entity_chunks(
+                iter(pages),
+                since=None,
+                limit=None,
+                position=Records.position,
+                to_entity=Records.to_entity,
+                stats={"entities": 0},
+                positions=POSITIONS,
+            )
+        )
+
+    assert run([*[[]] * 19, [record("a")]]).count(b'"_id"') == 1
+    with pytest.raises(UpstreamContractError, match="sent 20 empty pages in a row"):
+        run([*[[]] * 20, [record("a")]])
+
+
+def test_no_settle_window_when_it_is_zero_or_the_positions_do_not_start_with_a_time():
+    from service.framework.feed import settled_until
+    from service.framework.positions import INTEGER
+    from service.framework.positions import TEXT
+    from service.framework.positions import TIMESTAMP
+    from service.framework.positions import Positions
+
+    assert settled_until(Positions((TIMESTAMP, TEXT)), 0) is None
+    assert settled_until(Positions((INTEGER, TEXT)), 30) is None
+    assert settled_until(Positions((TIMESTAMP, TEXT)), 30) is not None
