@@ -161,3 +161,35 @@ def test_no_settle_window_when_it_is_zero_or_the_positions_do_not_start_with_a_t
     assert settled_until(Positions((TIMESTAMP, TEXT)), 0) is None
     assert settled_until(Positions((INTEGER, TEXT)), 30) is None
     assert settled_until(Positions((TIMESTAMP, TEXT)), 30) is not None
+
+
+def test_an_adapter_that_recurses_too_deep_into_a_record_fails_the_run_not_the_page():
+    """A fork's ``to_entity`` that walks a record's values (a recursive copy) hits
+    Python's recursion limit on a record nested thousands deep: the run fails naming the
+    record, rather than losing the rest of its page."""
+
+    def copy(value):
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        return value
+
+    deep: object = "bottom"
+    for _ in range(5000):
+        deep = [deep]
+    page = [record("a"), record("b", deep=deep), record("c")]
+    with pytest.raises(
+        UpstreamContractError, match=r"record 1 of page 1 \(id 'b'\) it is nested too deeply"
+    ):
+        b"".join(
+            entity_chunks(
+                iter([page]),
+                since=None,
+                limit=None,
+                position=Records.position,
+                to_entity=lambda r: copy(Records.to_entity(r)),
+                stats={"entities": 0},
+                positions=POSITIONS,
+            )
+        )
