@@ -193,3 +193,33 @@ def test_an_adapter_that_recurses_too_deep_into_a_record_fails_the_run_not_the_p
                 positions=POSITIONS,
             )
         )
+
+
+def test_a_bad_record_is_named_by_its_id_or_its__id_and_never_by_a_value_that_is_no_id():
+    with pytest.raises(UpstreamContractError) as failed:
+        chunks([[{"_id": "p-7", "deleted": False}]])
+    assert str(failed.value) == "the upstream's record 0 of page 1 (id 'p-7') has no 'updated_at'"
+    with pytest.raises(UpstreamContractError) as failed:
+        chunks([[{"id": {"nested": "id"}, "deleted": False}]])
+    assert str(failed.value) == "the upstream's record 0 of page 1 has no 'updated_at'"
+
+
+def test_a_key_error_without_a_name_says_a_field_is_missing():
+    def position(record):
+        raise KeyError
+
+    with pytest.raises(UpstreamContractError) as failed:
+        b"".join(
+            entity_chunks(
+                iter([[record("a")]]),
+                since=None,
+                limit=None,
+                position=position,
+                to_entity=Records.to_entity,
+                stats={"entities": 0},
+                positions=POSITIONS,
+            )
+        )
+    assert str(failed.value) == (
+        "the upstream's record 0 of page 1 (id 'a') lacks a field the adapter reads"
+    )
