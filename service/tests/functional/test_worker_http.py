@@ -63,6 +63,18 @@ def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return status, headers, body
 
 
+def dechunk(body: bytes) -> bytes:
+    """A chunked body's data."""
+    data = b""
+    while True:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return data
+        data += rest[:size]
+        body = rest[size + 2 :]
+
+
 def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -111,12 +123,21 @@ def test_a_head_sent_a_byte_at_a_time_is_answered(served: Connector) -> None:
 def test_a_kept_alive_connection_answers_each_of_its_requests(
     served: Connector, upstream: Upstream
 ) -> None:
+    """Each answer is its own request's: the feed's page after the health check, not the
+    health check again."""
     with connect(served) as sock:
         for path in ("/health", "/people?limit=1", "/health"):
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            status, headers, _ = read_answer(sock)
+            status, headers, body = read_answer(sock)
             assert status == 200, path
             assert headers.get("connection", "keep-alive").lower() != "close"
+            if headers.get("transfer-encoding") == "chunked":
+                body = dechunk(body)
+            answer = json.loads(body)
+            if path == "/health":
+                assert answer == {"status": "ok"}
+            else:
+                assert isinstance(answer, list) and len(answer) == 1 and "_id" in answer[0]
 
 
 def test_a_head_that_never_ends_is_closed_after_client_timeout(served: Connector) -> None:
