@@ -223,3 +223,14 @@ def test_a_key_error_without_a_name_says_a_field_is_missing():
     assert str(failed.value) == (
         "the upstream's record 0 of page 1 (id 'a') lacks a field the adapter reads"
     )
+
+
+def test_a_record_of_exactly_the_limit_is_delivered_and_one_byte_more_is_not():
+    """The page is larger than the limit, so each of its entities is measured."""
+    a, b = record("a"), record("b")
+    size = len(chunks([[a]]))
+    assert chunks([[a, b]], max_record_bytes=size).count(b'"_id"') == 2
+    with pytest.raises(
+        UpstreamContractError, match=f"more than UPSTREAM_MAX_RECORD_BYTES \\({size - 1}\\)"
+    ):
+        chunks([[a, b]], max_record_bytes=size - 1)
