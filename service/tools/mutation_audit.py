@@ -316,6 +316,8 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             FUNCTIONAL + "test_worker_http.py",
             FUNCTIONAL + "test_hostile_input.py",
             FUNCTIONAL + "test_sink_http.py",
+            FUNCTIONAL
+            + "test_feed_http.py::test_a_secret_in_a_request_line_is_hidden_in_gunicorns_access_log",
             *(
                 FUNCTIONAL + "test_slow_clients.py::" + test
                 for test in (
