@@ -199,3 +199,22 @@ def test_a_feed_of_pieces_larger_than_64_kib_arrives_whole(
     response = requests.get(f"{served.url}/wide", timeout=120)
     assert response.status_code == 200
     assert [e["_id"] for e in response.json()] == [r["id"] for r in records]
+
+
+def test_kept_alive_connections_that_stall_mid_head_hold_no_thread(connector_factory) -> None:
+    """Four kept-alive connections begin their next request and stall, beside a worker of
+    two threads: their heads are the event loop's to wait for, so a new client is answered
+    at once, not after CLIENT_TIMEOUT (30 s here)."""
+    few = connector_factory(WORKERS="1", THREADS="2", CLIENT_TIMEOUT="30")
+    stalled = []
+    try:
+        for _ in range(4):
+            sock = connect(few)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(sock)[0] == 200
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+            stalled.append(sock)
+        assert requests.get(f"{few.url}/health", timeout=10).json() == {"status": "ok"}
+    finally:
+        for sock in stalled:
+            sock.close()
