@@ -5,6 +5,8 @@ after), never a 500 and never a shorter array."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from service.framework import masking
@@ -234,3 +236,15 @@ def test_a_record_of_exactly_the_limit_is_delivered_and_one_byte_more_is_not():
         UpstreamContractError, match=f"more than UPSTREAM_MAX_RECORD_BYTES \\({size - 1}\\)"
     ):
         chunks([[a, b]], max_record_bytes=size - 1)
+
+
+def test_a_client_whose_socket_is_closed_or_reset_is_gone():
+    """Its feed then stops reading the upstream for nobody."""
+    from service.framework.feed import client_gone
+
+    ours, theirs = socket.socketpair()
+    assert client_gone(ours)() is False  # there, and quiet
+    theirs.close()
+    assert client_gone(ours)() is True  # it hung up
+    ours.close()
+    assert client_gone(ours)() is True  # the socket is gone (select refuses it)
