@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
 from service.tests.framework_kit import Connector
 from service.tests.framework_kit import Upstream
+from service.tests.framework_kit import connector_environment
 from service.tests.framework_kit import read_head
 from service.tests.framework_kit import running_connector
+from service.tools.apps import REFERENCE_APP
+from service.tools.servers import ROOT
+from service.tools.servers import free_port
+from service.tools.servers import start
+from service.tools.servers import stop
 
 CLIENT_TIMEOUT = 2  # seconds: what a stalled client is given here
 READ_BYTES = 16384  # what the event loop reads of a head at once (worker.READ_BYTES)
@@ -218,3 +226,38 @@ def test_kept_alive_connections_that_stall_mid_head_hold_no_thread(connector_fac
     finally:
         for sock in stalled:
             sock.close()
+
+
+LOOPBACK_TLS = ROOT / "service" / "tests" / "unit" / "loopback-tls.pem"
+
+
+def test_with_tls_configured_in_gunicorn_the_stock_worker_serves(
+    upstream_server: Upstream, tmp_path
+) -> None:
+    """The event loop cannot read a TLS head: with a certificate given to gunicorn, the
+    worker keeps gthread's own way, and answers over https, kept-alive requests too."""
+    port = free_port()
+    log = tmp_path / "connector.log"
+    env = connector_environment(upstream_server.url, port, tmp_path / "state")
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    tls = ["--certfile", str(LOOPBACK_TLS), "--keyfile", str(LOOPBACK_TLS)]
+    command = [gunicorn, "-c", "service/gunicorn.conf.py", *tls, REFERENCE_APP]
+    process = start(command, log=log, env=env)
+    try:
+        with requests.Session() as https:
+            https.trust_env = False  # no CA bundle from the environment in place of ours
+            https.verify = str(LOOPBACK_TLS)
+            url = f"https://127.0.0.1:{port}"
+
+            def up() -> bool:
+                assert process.poll() is None, log.read_text(errors="replace")
+                try:
+                    return https.get(f"{url}/health", timeout=5).status_code == 200
+                except requests.ConnectionError:
+                    return False
+
+            wait_for(up, 30, "the connector answering over https")
+            for _ in range(2):  # the second on the kept-alive connection
+                assert https.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+    finally:
+        stop(process, seconds=15)
