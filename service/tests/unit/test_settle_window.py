@@ -21,6 +21,7 @@ import pytest
 from service.framework.app import AppFactory
 from service.framework.feed import settle_window
 from service.framework.settings import load_settings
+from service.framework.upstream_errors import UpstreamError
 from service.tools.reference import Records
 from service.tools.reference import ReferenceSettings
 
@@ -135,3 +136,25 @@ def test_a_provisional_since_whose_cutoff_is_more_than_a_timestamp_is_refused():
     token = positions.encode((datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "r1"))
     with pytest.raises(ValueError, match="a provisional token's cutoff must be a timestamp$"):
         parse_since(f"{token}~!{token}", positions)
+
+
+class DownAtOnce(Records):
+    """An adapter whose pages() fails as it is called, before a page is asked for."""
+
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Any]]:
+        raise UpstreamError("the upstream is down: GET http://records.example/people")
+
+
+def test_a_feed_whose_adapter_fails_at_once_answers_502_and_gives_its_place_back(tmp_path):
+    """Every failed start gives its thread and memory back: after more failures than
+    the worker has threads, a feed still gets its 502, never a 503 for a full budget."""
+    app = AppFactory(DownAtOnce, ReferenceSettings)(
+        {**SETTINGS, "STATE_DIR": str(tmp_path), "THREADS": "3"}
+    )
+    client = app.test_client()
+    for _ in range(4):
+        response = client.get("/people")
+        assert response.status_code == 502, response.text
+        assert "the upstream is down" in response.get_json()["detail"]
+    budget = app.view_functions["sink"].__self__.bodies.budget
+    assert (budget.busy, budget.held) == (0, 0)
