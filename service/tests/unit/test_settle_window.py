@@ -158,3 +158,54 @@ def test_a_feed_whose_adapter_fails_at_once_answers_502_and_gives_its_place_back
         assert "the upstream is down" in response.get_json()["detail"]
     budget = app.view_functions["sink"].__self__.bodies.budget
     assert (budget.busy, budget.held) == (0, 0)
+
+
+class Charging(CoarseClock):
+    """Its pages count against the request being served, as the upstream client's
+    answers do: ``CHARGE`` bytes each."""
+
+    CHARGE = 0
+
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Any]]:
+        from service.framework import memory
+
+        memory.charge_answer(self.CHARGE)
+        yield from super().pages(collection, since)
+
+
+def feed_app(tmp_path, adapter: type) -> Any:
+    return AppFactory(adapter, ReferenceSettings)(
+        {
+            **SETTINGS,
+            "STATE_DIR": str(tmp_path),
+            "SINK_MAX_BODY_BYTES": "1000",
+            "WORKER_MEMORY_BUDGET": str(1024 * 1024),
+        }
+    )
+
+
+def test_the_read_aheads_answers_count_against_the_feed_and_teach_the_next_one(tmp_path):
+    """The pages are read in the read-ahead's thread: what they take is the feed's, so
+    a feed of pages the budget cannot hold three of fails naming it, and a feed of
+    smaller pages makes the next feed reserve what they took."""
+
+    class Small(Charging):
+        CHARGE = 100 * 1024
+
+    class Large(Charging):
+        CHARGE = 2 * 1024 * 1024
+
+    small = feed_app(tmp_path / "small", Small)
+    assert small.test_client().get("/people").status_code == 200
+    assert small.view_functions["sink"].__self__.bodies.budget.feed_answer == 100 * 1024
+    large = feed_app(tmp_path / "large", Large).test_client().get("/people")
+    assert large.status_code == 502
+    assert "WORKER_MEMORY_BUDGET=1048576" in large.get_json()["detail"]
+
+
+def test_the_feeds_log_line_names_the_since_it_was_asked_from(tmp_path, caplog):
+    app = AppFactory(CoarseClock, ReferenceSettings)({**SETTINGS, "STATE_DIR": str(tmp_path)})
+    since = "2020-01-01T00:00:00.000000Z"
+    with caplog.at_level(logging.INFO, logger="service.framework.feed"):
+        assert app.test_client().get("/people", query_string={"since": since}).status_code == 200
+    assert f"feed people since={since} limit=None entities=2 " in caplog.text
