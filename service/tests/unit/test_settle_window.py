@@ -10,6 +10,7 @@ window in all three. ``Adapter.settle_seconds`` declares it once; the variable, 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -209,3 +210,25 @@ def test_the_feeds_log_line_names_the_since_it_was_asked_from(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="service.framework.feed"):
         assert app.test_client().get("/people", query_string={"since": since}).status_code == 200
     assert f"feed people since={since} limit=None entities=2 " in caplog.text
+
+
+class TwoPages(CoarseClock):
+    def pages(self, collection: str, since: tuple[Any, ...] | None) -> Iterator[list[Any]]:
+        yield [{"id": "a", "updated_at": "2020-01-01T00:00:00.000000Z", "deleted": False}]
+        yield [{"id": "b", "updated_at": "2020-01-02T00:00:00.000000Z", "deleted": False}]
+
+
+def test_a_feed_whose_client_has_hung_up_stops_between_pages(tmp_path, caplog):
+    """Sesam closed the connection after the first page: the feed sees it before the
+    next, writes nothing more and says so, rather than finish for nobody."""
+    app = AppFactory(TwoPages, ReferenceSettings)({**SETTINGS, "STATE_DIR": str(tmp_path)})
+    ours, theirs = socket.socketpair()
+    theirs.close()  # the client has gone
+    try:
+        with caplog.at_level(logging.INFO, logger="service.framework.feed"):
+            body = app.test_client().get("/people", environ_base={"gunicorn.socket": ours})
+            text = body.get_data(as_text=True)
+    finally:
+        ours.close()
+    assert '"a"' in text and '"b"' not in text and not text.endswith("]")
+    assert "client gone: the upstream is read no further" in caplog.text
