@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from service.tests.framework_kit import REFERENCE_APP
 from service.tests.framework_kit import Connector
 from service.tests.framework_kit import Upstream
 from service.tests.framework_kit import connector_environment
 from service.tests.framework_kit import read_head
 from service.tests.framework_kit import running_connector
-from service.tools.apps import REFERENCE_APP
 from service.tools.servers import ROOT
 from service.tools.servers import free_port
 from service.tools.servers import start
