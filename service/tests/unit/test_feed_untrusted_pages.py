@@ -26,19 +26,19 @@ def record(record_id, at=TS, **fields):
     return {"id": record_id, "updated_at": at, "deleted": False, **fields}
 
 
-def chunks(pages, *, since=None, ordered=True, max_record_bytes=None, max_empty_pages=20):
+def chunks(pages, *, since=None, **options):
+    """The feed's text for ``pages`` of the reference's records; ``options`` are
+    entity_chunks' own (``ordered``, ``max_record_bytes``, ``max_empty_pages``,
+    ``position``, ``to_entity``), its defaults where not given."""
+    options = {"position": Records.position, "to_entity": Records.to_entity, **options}
     return b"".join(
         entity_chunks(
-            pages,
+            iter(pages),
             since=since,
             limit=None,
-            position=Records.position,
-            to_entity=Records.to_entity,
             stats={"entities": 0},
             positions=POSITIONS,
-            ordered=ordered,
-            max_record_bytes=max_record_bytes,
-            max_empty_pages=max_empty_pages,
+            **options,
         )
     )
 
@@ -135,22 +135,9 @@ def test_a_full_runs_only_feed_remembers_its_last_64_pages():
 
 
 def test_by_default_twenty_empty_pages_in_a_row_are_a_loop():
-    def run(pages):
-        return b"".join(
-            entity_chunks(
-                iter(pages),
-                since=None,
-                limit=None,
-                position=Records.position,
-                to_entity=Records.to_entity,
-                stats={"entities": 0},
-                positions=POSITIONS,
-            )
-        )
-
-    assert run([*[[]] * 19, [record("a")]]).count(b'"_id"') == 1
+    assert chunks([*[[]] * 19, [record("a")]]).count(b'"_id"') == 1
     with pytest.raises(UpstreamContractError, match="sent 20 empty pages in a row"):
-        run([*[[]] * 20, [record("a")]])
+        chunks([*[[]] * 20, [record("a")]])
 
 
 def test_no_settle_window_when_it_is_zero_or_the_positions_do_not_start_with_a_time():
@@ -184,17 +171,7 @@ def test_an_adapter_that_recurses_too_deep_into_a_record_fails_the_run_not_the_p
     with pytest.raises(
         UpstreamContractError, match=r"record 1 of page 1 \(id 'b'\) it is nested too deeply"
     ):
-        b"".join(
-            entity_chunks(
-                iter([page]),
-                since=None,
-                limit=None,
-                position=Records.position,
-                to_entity=lambda r: copy(Records.to_entity(r)),
-                stats={"entities": 0},
-                positions=POSITIONS,
-            )
-        )
+        chunks([page], to_entity=lambda r: copy(Records.to_entity(r)))
 
 
 def test_a_bad_record_is_named_by_its_id_or_its__id_and_never_by_a_value_that_is_no_id():
@@ -211,17 +188,7 @@ def test_a_key_error_without_a_name_says_a_field_is_missing():
         raise KeyError
 
     with pytest.raises(UpstreamContractError) as failed:
-        b"".join(
-            entity_chunks(
-                iter([[record("a")]]),
-                since=None,
-                limit=None,
-                position=position,
-                to_entity=Records.to_entity,
-                stats={"entities": 0},
-                positions=POSITIONS,
-            )
-        )
+        chunks([[record("a")]], position=position)
     assert str(failed.value) == (
         "the upstream's record 0 of page 1 (id 'a') lacks a field the adapter reads"
     )
