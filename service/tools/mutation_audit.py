@@ -627,6 +627,11 @@ def make_copy(parent: Path) -> Path:
     return copy / "repo"
 
 
+def entry_file(test: str) -> str:
+    """The file of a list's entry: the entry itself, or the part before ``::``."""
+    return test.partition("::")[0]
+
+
 _RUNNING: set[subprocess.Popen[bytes]] = set()  # killed if the audit is interrupted
 TEST_TIMEOUT = 30  # seconds per test (pytest-timeout): a hung mutant is killed
 
@@ -650,7 +655,7 @@ def run_tests(
         "no:cacheprovider",
         "--timeout",
         str(TEST_TIMEOUT),
-        *[t for t in tests if (copy / t.partition("::")[0]).exists()],
+        *[t for t in tests if (copy / entry_file(t)).exists()],
     ]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale bytecode of a mutated file, ever
@@ -731,7 +736,7 @@ def audit(
             baselines[name] = seconds
             if progress:
                 print(
-                    f"baseline {name}: {sum((copy / t.partition('::')[0]).exists() for t in tests)} test files "
+                    f"baseline {name}: {sum((copy / entry_file(t)).exists() for t in tests)} test files "
                     f"pass in {seconds:.0f}s",
                     flush=True,
                 )
