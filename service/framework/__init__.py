@@ -6,4 +6,4 @@ its API, so a release that breaks a fork's adapter or renames a setting is a maj
 Gunicorn logs it at start-up; docs/upgrading.md says how a fork takes the next one.
 """
 
-__version__ = "2.0.0"
+__version__ = "2.0.1"

@@ -11,8 +11,8 @@ a failing health check restarts the container in a loop). This worker changes th
   closes the connection, so a client stalled mid-request costs a socket, never a thread.
 - A thread's reads from and writes to a client time out after ``CLIENT_TIMEOUT`` seconds
   without progress. Answers are written in pieces of at most 64 KB, so the timeout measures
-  progress and a slow but steady reader gets the whole feed. A stalled client is closed with
-  one log line and its thread goes back to the pool.
+  progress and a slow but steady reader gets the whole feed. A stalled client is reset, with
+  one log line, and its thread goes back to the pool.
 - Errors gunicorn answers itself (a malformed request line, 414, 431) have JSON bodies.
 
 With TLS or HTTP/2 configured in gunicorn the stock behaviour is kept (the event loop
@@ -29,6 +29,7 @@ import json
 import logging
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -39,12 +40,14 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers import gthread
 
+from service.framework.masking import mask
 from service.framework.masking import mask_handlers
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 65536  # a longer head goes to a thread, and gunicorn's own limits
 PIECE_BYTES = 65536
 READ_BYTES = 16384
+ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() resets the connection
 
 
 class HardenedConnection(gthread.TConn):
@@ -54,7 +57,9 @@ class HardenedConnection(gthread.TConn):
         super().__init__(cfg, sock, client, server)
         self.client_timeout = timeout
         self.head = bytearray()
-        self.reading_head = 0  # the generation of the current head read; 0: none
+        # While the event loop reads its head: the head's (deadline, connection) entry in
+        # the worker's ``heads``; None otherwise.
+        self.reading_head: tuple[float, HardenedConnection] | None = None
         self.stalled = False
 
     def init(self) -> None:
@@ -65,10 +70,15 @@ class HardenedConnection(gthread.TConn):
         self.sock.settimeout(self.client_timeout)
 
     def close(self, graceful: bool = False) -> None:
-        """Never linger on the event loop's thread: gunicorn's graceful close waits up to
-        two seconds for the client's FIN there, so closing stalled clients would stall
-        everyone. Send FIN, drop what the client sent that is already here, close."""
-        if graceful and not self.stalled:
+        """Close without lingering on the event loop's thread (gunicorn's graceful close
+        waits up to two seconds there for the client's FIN): send FIN, drop what the client
+        sent that is already here, close. A client that stopped reading (``stalled``) is
+        reset instead: the answer queued for it in the kernel, up to megabytes and charged
+        to the container, is dropped at once, not kept while the kernel retries a reader
+        that is not there."""
+        if self.stalled:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, ABORT)
+        elif graceful:
             try:
                 self.sock.shutdown(socket.SHUT_WR)
                 self.sock.setblocking(False)
@@ -86,10 +96,9 @@ class ConnectorWorker(gthread.ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hardened = not self.cfg.is_ssl and self.cfg.http2_cleartext in (None, "", "off")
-        # (deadline, connection, generation), in deadline order
-        self.heads: collections.deque[tuple[float, HardenedConnection, int]] = collections.deque()
+        # (deadline, connection) of each head read, in deadline order
+        self.heads: collections.deque[tuple[float, HardenedConnection]] = collections.deque()
         self.head_cap = float("inf")
-        self.generation = 0
 
     def init_process(self) -> None:
         limit_malloc_arenas()  # before any thread: each would take an arena of its own
@@ -133,11 +142,10 @@ class ConnectorWorker(gthread.ThreadWorker):
         self.read_head(conn)
 
     def read_head(self, connection: HardenedConnection) -> None:
-        self.generation += 1
-        connection.reading_head = self.generation
         connection.sock.setblocking(False)
-        deadline = time.monotonic() + self.client_timeout
-        self.heads.append((deadline, connection, self.generation))
+        entry = (time.monotonic() + self.client_timeout, connection)
+        connection.reading_head = entry
+        self.heads.append(entry)
         self.poller.register(
             connection.sock, selectors.EVENT_READ, partial(self.on_head_readable, connection)
         )
@@ -156,7 +164,7 @@ class ConnectorWorker(gthread.ThreadWorker):
         connection.head += data
         if HEAD_END in connection.head[searched_from:] or len(connection.head) >= MAX_HEAD_BYTES:
             self.poller.unregister(connection.sock)
-            connection.reading_head = 0
+            connection.reading_head = None
             connection.data_ready = True
             self.enqueue_req(connection)
 
@@ -165,8 +173,7 @@ class ConnectorWorker(gthread.ThreadWorker):
             self.poller.unregister(connection.sock)
         except (KeyError, ValueError, OSError):
             pass
-        connection.reading_head = 0
-        connection.stalled = True
+        connection.reading_head = None
         self.nr_conns -= 1
         connection.close()
 
@@ -175,8 +182,9 @@ class ConnectorWorker(gthread.ThreadWorker):
         super().murder_pending()
         now = time.monotonic()
         while self.heads and min(self.heads[0][0], self.head_cap) <= now:
-            _, connection, generation = self.heads.popleft()
-            if connection.reading_head == generation:
+            entry = self.heads.popleft()
+            connection = entry[1]
+            if connection.reading_head is entry:  # still this head, not done nor a later one
                 self.log.debug("closing %s: no complete request in time", connection.client)
                 self.drop_head(connection)
 
@@ -253,8 +261,9 @@ def in_pieces(app: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
-    """gunicorn's own error answers (``util.write_error``), as JSON like the app's."""
-    body = json.dumps({"error": reason, "detail": message}).encode("utf-8")
+    """gunicorn's own error answers (``util.write_error``), as JSON like the app's, and
+    masked like them (gunicorn quotes a refused request line back)."""
+    body = json.dumps({"error": reason, "detail": mask(message)}).encode("utf-8")
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -313,6 +313,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "worker": (
         "service/framework/worker.py",
         (
+            UNIT + "test_worker.py",
             FUNCTIONAL + "test_worker_http.py",
             FUNCTIONAL + "test_hostile_input.py",
             FUNCTIONAL + "test_sink_http.py",

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from service.tests.framework_kit import REFERENCE_APP
+from service.tests.framework_kit import UPSTREAM_TOKEN
 from service.tests.framework_kit import Connector
 from service.tests.framework_kit import Upstream
 from service.tests.framework_kit import connector_environment
@@ -178,12 +179,12 @@ def test_clients_that_go_away_mid_head_leave_room_for_the_next(served: Connector
     health(served)
 
 
-def test_a_reader_that_stops_reading_is_closed_with_one_log_line(
+def test_a_reader_that_stops_reading_is_reset_with_one_log_line(
     served: Connector, upstream: Upstream
 ) -> None:
     """A feed larger than the socket buffers, whose reader takes a few bytes and stops:
-    after CLIENT_TIMEOUT without progress the worker closes it, says so once in the log,
-    and serves on."""
+    after CLIENT_TIMEOUT without progress the worker resets the connection, says so once
+    in the log, and serves on."""
     upstream.insert("wide", [{"id": f"w-{n:05d}", "text": "x" * 400} for n in range(20000)])
     with connect(served) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -193,8 +194,58 @@ def test_a_reader_that_stops_reading_is_closed_with_one_log_line(
             "closed the connection of GET /wide from 127.0.0.1: no progress in 2s (CLIENT_TIMEOUT)"
         )
         wait_for(lambda: line in served.log_text(), 60, "the stalled reader's log line")
+        # Reset, not ended: the rest of the answer, queued in the kernel for a reader that
+        # is not there, was dropped (what reached this side is still read first).
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(65536):
+                pass
     health(served)
     assert served.log_text().count(line) == 1
+
+
+def test_a_client_that_says_close_gets_its_whole_answer_and_then_the_end(
+    served: Connector,
+) -> None:
+    """A batch with ``Connection: close``, refused before its body is read (``415``): the
+    answer, then the end of the connection. The unread bytes are taken off the socket
+    before it is closed, so the kernel does not answer them with a reset, which a client
+    sees as a failed request and which can cut the answer short (RFC 9112, 9.6)."""
+    body = b"x" * 40000  # more than the event loop reads with the head, less than 64 KiB
+    head = (
+        "POST /things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with connect(served) as sock:
+        sock.sendall(head.encode() + body)
+        status, headers, answer = read_answer(sock)
+        assert status == 415 and headers["connection"] == "close"
+        assert "nothing was written" in json.loads(answer)["detail"]
+        assert sock.recv(65536) == b""  # the end: no ConnectionResetError
+
+
+def test_a_head_of_64_kib_without_its_end_gets_a_json_414_at_once(served: Connector) -> None:
+    """The event loop hands a head to gunicorn at 64 KiB even before its end: a request
+    line that long is refused at once, not left waiting for CLIENT_TIMEOUT."""
+    with connect(served) as sock:
+        sock.sendall(b"GET /" + b"a" * (65536 - len(b"GET /")))
+        status, _, body = read_answer(sock)
+    assert status == 414 and json.loads(body)["error"] == "URI Too Long"
+
+
+def test_a_secret_in_a_malformed_request_line_is_hidden_in_gunicorns_error_log(
+    served: Connector,
+) -> None:
+    """gunicorn refuses a request line without its HTTP version itself (``400``), and logs
+    it (``Invalid request from ip=...``) in its error log, not the app's: masked all the
+    same, in the log and in the answer."""
+    with connect(served) as sock:
+        sock.sendall(f"GET /people?note={UPSTREAM_TOKEN}\r\n\r\n".encode())
+        status, _, answer = read_answer(sock)
+    assert status == 400 and "Invalid Request Line" in json.loads(answer)["detail"]
+    assert UPSTREAM_TOKEN not in answer.decode()
+    wait_for(lambda: "note=<hidden>" in served.log_text(), 30, "gunicorn's line for the request")
+    assert UPSTREAM_TOKEN not in served.log_text()
 
 
 def test_a_feed_of_pieces_larger_than_64_kib_arrives_whole(
