@@ -206,3 +206,40 @@ def test_a_new_sync_that_starts_while_the_old_one_ends_deletes_nothing(upstream,
     thread.join(60)
     assert answers["old"].status_code == 409, answers["old"].get_data(as_text=True)
     assert sorted(upstream.live("people")) == sorted(people_ids)
+
+
+def test_a_sync_deleting_what_it_did_not_send_holds_a_lease_of_60_seconds(upstream, tmp_path):
+    """A full sync's deletions hold the collection's lease for 60 s at a time: the longest
+    a new sync's first request waits for them (docs/sink.md), and the deadline of each
+    group of deletes."""
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
+    sink = app.view_functions["sink"].__self__
+    deleting, release = threading.Event(), threading.Event()
+    delete = sink.adapter.delete
+
+    def held_delete(collection, key):
+        deleting.set()
+        assert release.wait(60)
+        delete(collection, key)
+
+    sink.adapter.delete = held_delete
+    upstream.insert("people", [{"id": "gone"}])
+    only = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
+    answers = {}
+
+    def send() -> None:
+        answers["last"] = app.test_client().post(
+            "/people", json=[{"_id": "kept"}], query_string={**only, "is_last": "true"}
+        )
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        assert deleting.wait(60), "the sync never began to delete"
+        left = sink.store.lease_held_by_other("people", "a-newer-sync")
+        assert 50 < left <= 60
+    finally:
+        release.set()
+        thread.join(60)
+    assert answers["last"].status_code == 200, answers["last"].get_data(as_text=True)
+    assert "gone" not in upstream.live("people")
