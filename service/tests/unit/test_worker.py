@@ -20,6 +20,8 @@ from gunicorn.glogging import Logger
 
 from service.framework.worker import ConnectorWorker
 from service.framework.worker import HardenedConnection
+from service.framework.worker import Pieces
+from service.framework.worker import in_pieces
 from service.tools.servers import ROOT
 
 
@@ -239,3 +241,42 @@ def test_a_workers_threads_share_at_most_two_malloc_arenas() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert 1 <= done.stdout.count("<heap nr=") <= 2, done.stdout
+
+
+def test_an_answer_is_written_in_pieces_of_at_most_64_kib_in_order() -> None:
+    """The client timeout bounds the write of one piece: a page of a feed larger than
+    64 KiB is cut, and the pieces joined are the page."""
+    page, small = bytes(range(256)) * 800, b"]"  # 200 KiB, then the closing bracket
+    pieces = list(Pieces([page, small]))
+    assert [len(piece) for piece in pieces] == [65536, 65536, 65536, 8192, 1]
+    assert b"".join(pieces) == page + small
+
+
+def test_the_answers_close_reaches_the_app() -> None:
+    """A feed's answer releases its upstream reads in its close(): gunicorn calls the
+    pieces' close, and it must reach the answer's own."""
+    ended = []
+
+    def answer() -> Iterator[bytes]:
+        try:
+            yield b"["
+            yield b"]"
+        finally:
+            ended.append(True)
+
+    pieces = Pieces(answer())
+    assert next(iter(pieces)) == b"["
+    pieces.close()
+    assert ended == [True]
+    Pieces([b"[]"]).close()  # an answer without close(): nothing to do
+
+
+def test_a_file_the_app_sends_is_left_to_gunicorns_sendfile() -> None:
+    class FileWrapper:
+        def __init__(self, file: object) -> None:
+            self.file = file
+
+    sent = FileWrapper(object())
+    app = in_pieces(lambda environ, start_response: sent)
+    assert app({"wsgi.file_wrapper": FileWrapper}, None) is sent
+    assert isinstance(app({}, None), Pieces)
