@@ -252,8 +252,9 @@ def test_a_feed_of_pieces_larger_than_64_kib_arrives_whole(
     served: Connector, upstream: Upstream
 ) -> None:
     """The worker writes an answer in pieces of at most 64 KiB: cut and joined again, a
-    feed of pages far larger than that is every entity, in order."""
-    records = [{"id": f"w-{n:05d}", "text": "y" * 400} for n in range(3000)]
+    feed of pages far larger than that (100 records of 2 KB a page) is every entity, in
+    order."""
+    records = [{"id": f"w-{n:05d}", "text": "y" * 2000} for n in range(1000)]
     upstream.insert("wide", records)
     response = requests.get(f"{served.url}/wide", timeout=120)
     assert response.status_code == 200
