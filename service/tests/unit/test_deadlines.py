@@ -10,7 +10,6 @@ The connections here are socket pairs: a shut socket is one whose peer reads the
 from __future__ import annotations
 
 import gc
-import http.server
 import math
 import socket
 import threading
@@ -29,6 +28,8 @@ from service.framework.deadlines import deadline
 from service.framework.upstream import UpstreamClient
 from service.framework.upstream_auth import OAuth2ClientCredentials
 from service.framework.upstream_errors import UpstreamTimeout
+from service.tests.unit.keepalive_upstream import KeepAliveUpstream
+from service.tests.unit.keepalive_upstream import keepalive_upstream
 
 PAGE = b'{"data": [], "next_cursor": null}'
 
@@ -180,45 +181,18 @@ def test_the_watcher_sleeps_until_the_next_deadline_is_due():
     assert far.looks < 40
 
 
-class ErrorThenPage(http.server.ThreadingHTTPServer):
-    """Keeps connections open and counts them: the first answer is a 503 with a body of
-    ``error_bytes``, the others a page."""
+def error_then_page(error_bytes: int, closed_first: list[bool]):
+    """The first answer a 503 with a body of ``error_bytes``, the others a page. A retry on
+    a new connection notes in ``closed_first`` whether the error's had ended by then."""
 
-    def __init__(self, error_bytes: int) -> None:
-        self.connections = 0
-        self.answered = 0
-        self.ended = threading.Event()  # a connection was closed by the client
-        self.closed_first = False
-        upstream = self
+    def answer(upstream: KeepAliveUpstream, _request: object):
+        if upstream.answered == 1:
+            return 503, {}, b" " * error_bytes
+        if upstream.connections > 1:
+            closed_first.append(upstream.ended.wait(10))
+        return 200, {}, PAGE
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                upstream.connections += 1
-                super().setup()
-
-            def finish(self) -> None:
-                super().finish()
-                upstream.ended.set()
-
-            def do_GET(self) -> None:  # noqa: N802 -- http.server's name
-                upstream.answered += 1
-                if upstream.answered > 1 and upstream.connections > 1:
-                    # a retry on a new connection: the error's was closed before it was sent
-                    upstream.closed_first = upstream.ended.wait(10)
-                status, body = (503, b" " * error_bytes) if upstream.answered == 1 else (200, PAGE)
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}).start()
+    return answer
 
 
 @pytest.mark.parametrize(
@@ -232,17 +206,14 @@ def test_a_retried_errors_body_is_read_up_to_72_kib_then_its_connection_is_close
     come: one of up to 72 KiB is read whole and its connection kept for the retry; of a
     longer one no more is read, and its connection is closed: the retry takes a new one.
     Either way the retry gets its own answer whole, never the rest of the error's."""
-    upstream = ErrorThenPage(error_bytes)
-    try:
+    closed_first: list[bool] = []
+    with keepalive_upstream(error_then_page(error_bytes, closed_first)) as upstream:
         reader = UpstreamClient(upstream.url, "test-token-4b5c", retries=1, backoff_factor=0)
         assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
         assert upstream.answered == 2
         assert upstream.connections == connections
         if connections == 2:
-            assert upstream.closed_first, "the error's connection was left open"
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
+            assert closed_first == [True], "the error's connection was left open"
 
 
 def test_an_https_upstreams_connections_are_under_the_deadline_too():

@@ -29,6 +29,8 @@ from service.framework.upstream_auth import ApiKey
 from service.framework.upstream_auth import Basic
 from service.framework.upstream_auth import BearerToken
 from service.framework.upstream_auth import OAuth2ClientCredentials
+from service.tests.unit.keepalive_upstream import KeepAliveUpstream
+from service.tests.unit.keepalive_upstream import keepalive_upstream
 
 SECRET = "s3cr3t-value-that-must-not-show"
 BASE = "http://records.example"
@@ -898,38 +900,16 @@ def test_the_resent_request_keeps_the_forks_own_hooks_but_not_the_resend(token_s
 def test_the_401s_connection_is_closed_before_the_request_goes_again(token_server):
     """The 401's body is not read (the answer is the resent request's): its connection is
     closed at once, not held open for as long as the answer keeps it in its history."""
-    ended = threading.Event()
     closed_first: list[bool] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(upstream: KeepAliveUpstream, request: http.server.BaseHTTPRequestHandler):
+        if request.headers.get("Authorization") == "Bearer tok-2":
+            closed_first.append(upstream.ended.wait(10))
+            return 200, {}, b'{"data": []}'
+        return 401, {}, b'{"error": "invalid_token"}' + b" " * 20000
 
-        def finish(self) -> None:
-            super().finish()
-            ended.set()
-
-        def do_GET(self) -> None:  # noqa: N802 -- http.server's name
-            if self.headers.get("Authorization") == "Bearer tok-2":
-                closed_first.append(ended.wait(10))
-                status, body = 200, b'{"data": []}'
-            else:
-                status, body = 401, b'{"error": "invalid_token"}' + b" " * 20000
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.05}).start()
-    try:
-        base = f"http://127.0.0.1:{upstream.server_address[1]}"
+    with keepalive_upstream(answer) as upstream:
         auth = OAuth2ClientCredentials(token_server.url, "the-client", SECRET)
-        reader = UpstreamClient(base, auth=auth)
-        assert reader.get_json(f"{base}/people") == {"data": []}
+        reader = UpstreamClient(upstream.url, auth=auth)
+        assert reader.get_json(f"{upstream.url}/people") == {"data": []}
         assert closed_first == [True]
-    finally:
-        upstream.shutdown()
-        upstream.server_close()

@@ -28,6 +28,8 @@ from service.framework.upstream import UpstreamClient
 from service.framework.upstream_errors import AnswerTooLarge
 from service.framework.upstream_errors import UpstreamError
 from service.framework.upstream_errors import UpstreamTimeout
+from service.tests.unit.keepalive_upstream import KeepAliveUpstream
+from service.tests.unit.keepalive_upstream import keepalive_upstream
 
 Answer = Callable[[socket.socket, bytes], None]
 
@@ -196,55 +198,23 @@ def test_an_answer_of_exactly_the_limit_is_read(raw_upstream):
                 client(upstream.url, max_answer_bytes=len(body)).get_json(upstream.url)
 
 
-class KeepAliveUpstream(http.server.ThreadingHTTPServer):
-    """An HTTP/1.1 server that keeps connections open and counts them: its pages have a
-    Content-Length, or are chunked, or gzipped."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        upstream = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                upstream.connections += 1
-                super().setup()
-
-            def do_GET(self) -> None:  # noqa: N802 -- http.server's name
-                self.send_response(200)
-                if self.path.endswith("chunked"):
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
-                    self.wfile.write(b"%X\r\n%s\r\n0\r\n\r\n" % (len(PAGE), PAGE))
-                    return
-                body = gzip.compress(PAGE) if self.path.endswith("gzip") else PAGE
-                if self.path.endswith("gzip"):
-                    self.send_header("Content-Encoding", "gzip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}).start()
+def framed_page(_upstream: KeepAliveUpstream, request: http.server.BaseHTTPRequestHandler):
+    """The page with a Content-Length, or chunked, or gzipped, as the path ends."""
+    if request.path.endswith("chunked"):
+        return 200, {"Transfer-Encoding": "chunked"}, b"%X\r\n%s\r\n0\r\n\r\n" % (len(PAGE), PAGE)
+    if request.path.endswith("gzip"):
+        return 200, {"Content-Encoding": "gzip"}, gzip.compress(PAGE)
+    return 200, {}, PAGE
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
 def test_pages_read_whole_keep_their_connection_for_the_next_request(framing):
     """An upstream sees one connection for a whole walk, not one per page."""
-    upstream = KeepAliveUpstream()
-    try:
+    with keepalive_upstream(framed_page) as upstream:
         reader = client(upstream.url)
         for _ in range(3):
             assert reader.get_json(f"{upstream.url}/people/{framing}")["data"] == []
         assert upstream.connections == 1
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
 
 
 @pytest.mark.parametrize(
