@@ -36,14 +36,17 @@ Answer = Callable[[socket.socket, bytes], None]
 
 class RawUpstream:
     """Accepts connections; each request is answered by ``answer(sock, request_bytes)``,
-    taken in turn from ``answers`` (the last one repeats)."""
+    taken in turn from ``answers`` (the last one repeats). With ``tls`` (a server context)
+    it is an https upstream: the answers write into the TLS connection."""
 
-    def __init__(self, *answers: Answer) -> None:
+    def __init__(self, *answers: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answers = list(answers)
+        self.tls = tls
         self.requests: list[bytes] = []
         self.closed_by_client = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        scheme = "http" if tls is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self) -> None:
@@ -54,8 +57,14 @@ class RawUpstream:
                 return
             threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
 
-    def handle(self, sock: socket.socket) -> None:
-        with sock:
+    def handle(self, plain: socket.socket) -> None:
+        with plain, contextlib.ExitStack() as tls:
+            sock = plain
+            if self.tls is not None:
+                try:
+                    sock = tls.enter_context(self.tls.wrap_socket(plain, server_side=True))
+                except OSError:
+                    return
             head = b""
             while b"\r\n\r\n" not in head:
                 piece = sock.recv(65536)
@@ -475,39 +484,18 @@ def test_a_redirect_loop_within_the_origin_ends(raw_upstream):
 LOOPBACK_TLS = Path(__file__).with_name("loopback-tls.pem")
 
 
-class BrokenTlsUpstream:
-    """An https upstream that answers a head and the start of a body, then puts bytes on
-    the wire outside TLS: the client's TLS layer fails mid-body (a bad record)."""
-
-    def __init__(self) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(LOOPBACK_TLS)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.context = context
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                plain, _ = self.listener.accept()
-            except OSError:
-                return
-            with contextlib.suppress(OSError), plain:
-                sock = self.context.wrap_socket(plain, server_side=True)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += sock.recv(65536) or b"\r\n\r\n"
-                sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"data": [')
-                os.write(sock.fileno(), b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
-                sock.recv(1)  # until the client gives up
-
-    def close(self) -> None:
-        self.listener.close()
+def broken_tls_record(sock: socket.socket, _head: bytes) -> None:
+    """A head and the start of a body, then bytes on the wire outside TLS: the client's
+    TLS layer fails mid-body (a bad record)."""
+    sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"data": [')
+    os.write(sock.fileno(), b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+    sock.recv(1)  # until the client gives up
 
 
 def test_a_tls_answer_broken_mid_body_is_an_unreachable_upstream_not_an_empty_page():
-    upstream = BrokenTlsUpstream()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(LOOPBACK_TLS)
+    upstream = RawUpstream(broken_tls_record, tls=tls)
     try:
         reader = client(upstream.url)
         reader.session.verify = str(LOOPBACK_TLS)
