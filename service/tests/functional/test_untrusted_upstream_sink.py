@@ -234,3 +234,21 @@ def test_a_batch_sent_with_a_gzip_transfer_coding_is_a_415_and_nothing_is_writte
     assert b"Transfer-Encoding: gzip, chunked" in text and b"nothing was written" in text
     assert requests_to(hostile, "PUT") == 0
     assert live(hostile) == set()
+
+
+def test_a_batch_sent_compressed_is_a_415_and_nothing_is_written(hostile, connector):
+    """``Content-Encoding: gzip``: the server hands the body on as it came, and the JSON
+    parser would read the compressed bytes. ``identity`` (no coding) is written."""
+    hostile.seed("people", [])
+    body = gzip.compress(b'[{"_id": "g1", "name": "Gzipped"}]')
+    headers = {"Content-Type": "application/json", "Content-Encoding": "GZip"}
+    with HealthWatch(connector):
+        response = connector.post("people", params={"is_full": "false"}, data=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"].startswith("the body is sent with Content-Encoding: gzip;")
+    assert requests_to(hostile, "PUT") == 0
+    plain = b'[{"_id": "i1", "name": "As it is"}]'
+    headers["Content-Encoding"] = "identity"
+    response = connector.post("people", params={"is_full": "false"}, data=plain, headers=headers)
+    assert response.status_code == 200, response.text
+    assert live(hostile) == {"i1"}

@@ -89,6 +89,8 @@ def test_a_request_holds_its_base_and_its_largest_answers_until_it_ends():
         assert budget.held == 3 * 500
         ledger.add(100)
         assert budget.held == 3 * 500 + 100
+        memory.charge_answer(800)  # larger, beside what the request built: both held
+        assert ledger.reserved == budget.held == 3 * 800 + 100
     assert (budget.held, budget.busy) == (0, 0)
 
 
