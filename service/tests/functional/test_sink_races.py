@@ -13,6 +13,7 @@ from service.tests.functional.test_sink_http import Sync
 from service.tests.functional.test_sink_http import ok
 from service.tests.functional.test_sink_http import people
 from service.tests.functional.test_sink_http import post
+from service.tools.servers import wait_until
 
 
 def test_two_copies_of_one_request_at_once_are_a_continue_and_a_retry(connector, upstream):
@@ -243,3 +244,62 @@ def test_a_sync_deleting_what_it_did_not_send_holds_a_lease_of_60_seconds(upstre
         thread.join(60)
     assert answers["last"].status_code == 200, answers["last"].get_data(as_text=True)
     assert "gone" not in upstream.live("people")
+
+
+def test_a_new_sync_waits_for_the_old_ones_deletions_before_it_writes(upstream, tmp_path):
+    """Sync A's last request is deleting what A did not send, among it ``x``; sync B
+    begins, and sends ``x``. B writes only once A's deletions are over: had B written
+    ``x`` while A's delete of it was in flight, that delete would remove what B sent."""
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
+    sink = app.view_functions["sink"].__self__
+    deleting, release, upserted, waits = (threading.Event() for _ in range(4))
+    order: list[str] = []
+    delete, upsert, held_by_other = (
+        sink.adapter.delete,
+        sink.adapter.upsert,
+        sink.store.lease_held_by_other,
+    )
+
+    def held_delete(collection, key):
+        deleting.set()
+        assert release.wait(60)
+        delete(collection, key)
+        order.append(f"deleted {key}")
+
+    def noted_upsert(collection, key, record):
+        upsert(collection, key, record)
+        order.append(f"wrote {key}")
+        upserted.set()
+
+    def noted_wait(collection, sequence_id):
+        left = held_by_other(collection, sequence_id)
+        if left > 0:
+            waits.set()
+        return left
+
+    sink.adapter.delete, sink.adapter.upsert = held_delete, noted_upsert
+    sink.store.lease_held_by_other = noted_wait
+    upstream.insert("people", [{"id": "x"}])
+    a = {"is_full": "true", "sequence_id": "a", "request_id": "a1", "is_first": "true"}
+    b = {"is_full": "true", "sequence_id": "b", "request_id": "b1", "is_first": "true"}
+    answers = {}
+
+    def send(name, entities, params) -> None:
+        answers[name] = app.test_client().post("/people", json=entities, query_string=params)
+
+    sync_a = threading.Thread(target=send, args=("a", [{"_id": "a1"}], {**a, "is_last": "true"}))
+    sync_b = threading.Thread(target=send, args=("b", [{"_id": "x", "v": 2}], b))
+    sync_a.start()
+    try:
+        assert deleting.wait(60), "sync A never began to delete"
+        sync_b.start()
+        wait_until(lambda: waits.is_set() or upserted.is_set(), what="sync B waiting, or writing")
+    finally:
+        release.set()
+        sync_a.join(60)
+        if sync_b.ident is not None:
+            sync_b.join(60)
+    assert answers["a"].status_code == 200, answers["a"].get_data(as_text=True)
+    assert answers["b"].status_code == 200, answers["b"].get_data(as_text=True)
+    assert order[-1] == "wrote x", order  # after every delete of sync A
+    assert upstream.live("people")["x"]["v"] == 2
