@@ -5,6 +5,7 @@ one is being written. Sesam must see 200s and a retry, or a 409: never a 500.
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -303,3 +304,110 @@ def test_a_new_sync_waits_for_the_old_ones_deletions_before_it_writes(upstream, 
     assert answers["b"].status_code == 200, answers["b"].get_data(as_text=True)
     assert order[-1] == "wrote x", order  # after every delete of sync A
     assert upstream.live("people")["x"]["v"] == 2
+
+
+def test_an_old_syncs_deletions_stop_at_the_next_group_once_a_new_sync_has_claimed(
+    upstream, tmp_path, caplog
+):
+    """Sync A's last request deletes in groups of 8 (SINK_CONCURRENCY 1, times 8); sync B
+    begins during the first group. A finishes that group, renews its lease no more, and
+    deletes nothing after it: its request is a 409 (its writes and the group's deletes
+    stand), and its log line says its deletion was superseded."""
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true", SINK_CONCURRENCY="1")
+    sink = app.view_functions["sink"].__self__
+    deleting, release, waits = threading.Event(), threading.Event(), threading.Event()
+    deleted: list[str] = []
+    delete, held_by_other = sink.adapter.delete, sink.store.lease_held_by_other
+
+    def held_delete(collection, key):
+        deleting.set()
+        assert release.wait(60)
+        delete(collection, key)
+        deleted.append(key)
+
+    def noted_wait(collection, sequence_id):
+        left = held_by_other(collection, sequence_id)
+        waits.set()
+        return left
+
+    sink.adapter.delete = held_delete
+    sink.store.lease_held_by_other = noted_wait
+    upstream.insert("people", [{"id": f"m-{n:02d}"} for n in range(20)])
+    a = {"is_full": "true", "sequence_id": "a", "request_id": "a1", "is_first": "true"}
+    b = {"is_full": "true", "sequence_id": "b", "request_id": "b1", "is_first": "true"}
+    answers = {}
+
+    def send(name, entities, params) -> None:
+        answers[name] = app.test_client().post("/people", json=entities, query_string=params)
+
+    assert (
+        app.test_client().post("/people", json=[{"_id": "a1"}], query_string=a).status_code == 200
+    )
+    last = {**a, "request_id": "a2", "is_first": "false", "previous_request_id": "a1"}
+    sync_a = threading.Thread(target=send, args=("a", [], {**last, "is_last": "true"}))
+    sync_b = threading.Thread(target=send, args=("b", [{"_id": "b1"}], b))
+    with caplog.at_level(logging.INFO, logger="service.framework.sink"):
+        sync_a.start()
+        try:
+            assert deleting.wait(60), "sync A never began to delete"
+            sync_b.start()
+            wait_until(waits.is_set, what="sync B waiting for sync A's lease")
+        finally:
+            release.set()
+            sync_a.join(60)
+            if sync_b.ident is not None:
+                sync_b.join(60)
+    assert answers["a"].status_code == 409, answers["a"].get_data(as_text=True)
+    assert "its writes stand" in answers["a"].json["detail"]
+    assert answers["b"].status_code == 200, answers["b"].get_data(as_text=True)
+    assert len(deleted) == 8  # the first group, and no more
+    assert sum(1 for n in range(20) if f"m-{n:02d}" in upstream.live("people")) >= 20 - 8
+    [line] = [r.getMessage() for r in caplog.records if "request_id='a2'" in r.getMessage()]
+    assert "status=409" in line and " deletion=superseded deleted_missing=8" in line, line
+
+
+def test_a_sync_that_lost_the_collection_while_it_listed_deletes_nothing(
+    upstream, tmp_path, caplog
+):
+    """Sync B begins, and is still writing, while sync A's last request lists the live
+    records: A takes no lease and deletes nothing (409; its log says superseded)."""
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
+    sink = app.view_functions["sink"].__self__
+    writing, release = hold_upserts(app, lambda entity_id: entity_id == "b1")
+    deleted: list[str] = []
+    sink.adapter.delete = lambda collection, key: deleted.append(key)
+    live_ids = sink.adapter.live_ids
+    answers = {}
+    b = {"is_full": "true", "sequence_id": "b", "request_id": "b1", "is_first": "true"}
+
+    def send_b() -> None:
+        answers["b"] = app.test_client().post("/people", json=[{"_id": "b1"}], query_string=b)
+
+    sync_b = threading.Thread(target=send_b)
+
+    def listed_while_b_writes(collection):
+        ids = list(live_ids(collection))
+        sync_b.start()
+        assert writing.wait(60), "sync B never began to write"
+        return iter(ids)
+
+    a = {"is_full": "true", "sequence_id": "a", "request_id": "a1", "is_first": "true"}
+    assert (
+        app.test_client().post("/people", json=[{"_id": "a1"}], query_string=a).status_code == 200
+    )
+    sink.adapter.live_ids = listed_while_b_writes
+    last = {**a, "request_id": "a2", "is_first": "false", "previous_request_id": "a1"}
+    with caplog.at_level(logging.INFO, logger="service.framework.sink"):
+        try:
+            answer = app.test_client().post(
+                "/people", json=[], query_string={**last, "is_last": "true"}
+            )
+        finally:
+            release.set()
+            if sync_b.ident is not None:
+                sync_b.join(60)
+    assert answer.status_code == 409, answer.get_data(as_text=True)
+    assert deleted == []
+    assert answers["b"].status_code == 200, answers["b"].get_data(as_text=True)
+    [line] = [r.getMessage() for r in caplog.records if "request_id='a2'" in r.getMessage()]
+    assert "status=409" in line and " deletion=superseded deleted_missing=0" in line, line

@@ -203,3 +203,29 @@ def test_after_a_failure_the_writes_not_started_are_counted_and_none_succeed_aft
     outcome = run_writes(writes, perform, concurrency=1)
     assert started == ["a", "b"]
     assert (outcome.upserts, outcome.not_attempted, len(outcome.failures)) == (1, 2, 1)
+
+
+def test_a_live_record_the_adapter_cannot_read_fails_the_listing_and_deletes_nothing(tmp_path):
+    """The deletion listing meets a record without its id (the adapter's ``record["id"]``
+    raises): the last request is a 502, the upstream's data and not a timeout, and nothing
+    is deleted, not even the ids listed before it."""
+    app, sink = in_process_sink(tmp_path, FULL_SYNC_DELETE="true")
+    deleted = []
+    sink.adapter.upsert = lambda collection, entity_id, record: None
+    sink.adapter.delete = lambda collection, entity_id: deleted.append(entity_id)
+
+    def live_ids(collection):
+        yield "gone-1"
+        yield {"name": "no id"}["id"]
+
+    sink.adapter.live_ids = live_ids
+    only = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
+    answer = app.test_client().post(
+        "/people", json=[{"_id": "kept"}], query_string={**only, "is_last": "true"}
+    )
+    assert answer.status_code == 502, answer.get_data(as_text=True)
+    assert answer.json["detail"] == (
+        "listing the upstream's live records failed: a record the adapter could not read "
+        "(KeyError: 'id'); nothing was deleted"
+    )
+    assert deleted == []
