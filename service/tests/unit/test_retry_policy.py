@@ -192,3 +192,17 @@ def test_a_client_made_in_code_has_the_default_settings_of_one_made_from_them():
 def test_a_base_url_given_with_a_trailing_slash_makes_no_double_slash():
     client = UpstreamClient("http://records.example/api/", "test-token-4b5c")
     assert client.url("people", "p 1") == "http://records.example/api/people/p%201"
+
+
+def test_the_clients_backoff_doubles_from_one_second_up_to_30_s():
+    """The first failure is asked again at once; then 1 s, doubling (plus up to 0.5 s of
+    jitter), and never more than 30 s between two tries (docs/feed.md)."""
+    retry = clients_policy()
+    waits = []
+    for _ in range(8):  # a ninth would pass the retry budget (120 s of waiting)
+        retry = retry.increment("GET", "/people", response=answer(503))
+        waits.append(retry.get_backoff_time())
+    assert waits[0] == 0
+    for n, wait in enumerate(waits[1:6]):  # 1, 2, 4, 8, 16 s
+        assert 2**n <= wait <= 2**n + 0.5
+    assert waits[6:] == [30, 30]  # 32 s and 64 s, cut

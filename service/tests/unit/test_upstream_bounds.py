@@ -517,3 +517,23 @@ def test_an_error_without_an_error_text_of_its_own_is_named_by_its_status_alone(
     with pytest.raises(UpstreamError) as raised:
         client(upstream.url).get_json(f"{upstream.url}/people")
     assert str(raised.value) == f"upstream answered 500 to GET {upstream.url}/people"
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_an_https_upstream_signed_by_the_ca_the_environment_names_is_trusted(monkeypatch, variable):
+    """A company's own CA, named the way requests reads it (``REQUESTS_CA_BUNDLE``, or
+    curl's ``CURL_CA_BUNDLE``): the client reads the environment once, with requests'
+    own reading turned off, and keeps it. And an https upstream gets the client's retries
+    (its adapter), as a plain one does: a 503 is asked again."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv(variable, str(LOOPBACK_TLS))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(LOOPBACK_TLS)
+    upstream = RawUpstream(fixed(503, b"busy"), fixed(200, PAGE), tls=tls)
+    try:
+        reader = client(upstream.url, retries=1, backoff_factor=0)
+        assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
+        assert len(upstream.requests) == 2
+    finally:
+        upstream.close()
