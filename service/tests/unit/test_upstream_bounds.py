@@ -20,6 +20,7 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
+import certifi
 import pytest
 
 from service.framework import deadlines
@@ -535,5 +536,21 @@ def test_an_https_upstream_signed_by_the_ca_the_environment_names_is_trusted(mon
         reader = client(upstream.url, retries=1, backoff_factor=0)
         assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
         assert len(upstream.requests) == 2
+    finally:
+        upstream.close()
+
+
+def test_a_ca_a_fork_pins_on_the_client_is_not_replaced_by_the_environments(monkeypatch):
+    """A fork that pins its upstream's CA (``client.session.verify``) keeps it on a node
+    whose environment names another bundle: requests, reading the environment on every
+    request, would put ``REQUESTS_CA_BUNDLE`` in its place."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # public CAs only
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(LOOPBACK_TLS)
+    upstream = RawUpstream(fixed(200, PAGE), tls=tls)
+    try:
+        reader = client(upstream.url)
+        reader.session.verify = str(LOOPBACK_TLS)
+        assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
     finally:
         upstream.close()
