@@ -554,3 +554,20 @@ def test_a_ca_a_fork_pins_on_the_client_is_not_replaced_by_the_environments(monk
         assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
     finally:
         upstream.close()
+
+
+def test_an_https_upstream_whose_certificate_no_known_ca_signed_is_refused(monkeypatch):
+    """With no CA bundle in the environment, an https upstream is checked against the
+    public CAs: one whose certificate is its own (a stand-in for a man in the middle) is
+    not read, and the token is not sent to it."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(LOOPBACK_TLS)
+    upstream = RawUpstream(fixed(200, PAGE), tls=tls)
+    try:
+        with pytest.raises(UpstreamError, match="unreachable after retries: .*: SSLError"):
+            client(upstream.url).get_json(f"{upstream.url}/people")
+        assert upstream.requests == []
+    finally:
+        upstream.close()
