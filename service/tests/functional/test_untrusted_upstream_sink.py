@@ -33,7 +33,6 @@ from service.tests.hostile_kit import rule
 pytest_plugins = ["service.tests.hostile_kit"]
 
 SINK_DEADLINE = 3  # UPSTREAM_SINK_DEADLINE: how long a held write holds its batch
-TIME = "2026-01-01T00:00:00.000000Z"
 
 
 @pytest.fixture(scope="module")
