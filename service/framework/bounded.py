@@ -4,8 +4,9 @@ The upstream client (``service.framework.upstream``) and the OAuth2 token block
 (``service.framework.upstream_auth``) read every answer through ``read_body``: at most a
 stated number of bytes on the wire and after decompression (a small gzip body can inflate
 a thousandfold), checked against the request's deadline between pieces; past the limit the
-answer is refused, or, for an error's text, cut. ``origin`` is what a credential is bound
-to: scheme, host and port.
+answer is refused, or, for an error's text, cut. Both send through a ``Session``, which
+reads no redirect's body by itself. ``origin`` is what a credential is bound to: scheme,
+host and port.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from service.framework.deadlines import Deadline
 from service.framework.upstream_errors import AnswerTooLarge
 
 PIECE_BYTES = 1 << 20  # an answer is read in pieces of this size, counted as they come
+
+
+class Session(requests.Session):
+    """requests' Session without its redirect resolver: the framework follows redirects
+    itself, or not at all. With ``allow_redirects=False`` requests still runs the resolver
+    once, to offer ``Response.next``, and the resolver first reads the redirect's whole
+    body into memory: an endless one (or one of gigabytes) before any limit is checked."""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Any:
+        return iter(())
 
 
 def read_body(

@@ -54,6 +54,7 @@ from urllib3.util.retry import Retry
 from service.framework import deadlines
 from service.framework import jsontext
 from service.framework import memory
+from service.framework.bounded import Session
 from service.framework.bounded import origin
 from service.framework.bounded import origin_text
 from service.framework.bounded import read_body
@@ -286,7 +287,7 @@ class UpstreamClient:
         self.timeout = (connect_timeout, read_timeout)
         self.deadline = deadline
         self.max_answer_bytes = max_answer_bytes
-        self.session = requests.Session()
+        self.session = Session()
         # The environment is read once, here: with trust_env requests reads the proxy
         # variables on every request (a fifth of a sink write's CPU) and may replace the
         # bearer token with a matching ~/.netrc entry.

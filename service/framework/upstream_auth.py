@@ -39,6 +39,7 @@ from requests.auth import HTTPBasicAuth
 
 from service.framework import deadlines
 from service.framework import masking
+from service.framework.bounded import Session
 from service.framework.bounded import origin
 from service.framework.bounded import read_body
 from service.framework.deadlines import DeadlineAdapter
@@ -169,7 +170,7 @@ class OAuth2ClientCredentials(AuthBase):
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at: float | None = None
-        self._session = requests.Session()
+        self._session = Session()
         self._session.trust_env = False  # no ~/.netrc credentials in place of ours
         self._session.proxies = requests.utils.get_environ_proxies(token_url)
         adapter = DeadlineAdapter()  # every token request under a deadline too

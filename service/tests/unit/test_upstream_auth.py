@@ -51,6 +51,7 @@ class FakeTransport(BaseAdapter):
         response.status_code = status
         response.headers.update(headers)
         response._content = json.dumps(body).encode()
+        response._content_consumed = True  # its body is all here, as requests marks it
         response.url = request.url
         response.request = request
         response.connection = self

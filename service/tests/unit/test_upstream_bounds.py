@@ -26,6 +26,7 @@ import pytest
 from service.framework import deadlines
 from service.framework import memory
 from service.framework.upstream import UpstreamClient
+from service.framework.upstream_auth import OAuth2ClientCredentials
 from service.framework.upstream_errors import AnswerTooLarge
 from service.framework.upstream_errors import UpstreamError
 from service.framework.upstream_errors import UpstreamTimeout
@@ -571,3 +572,46 @@ def test_an_https_upstream_whose_certificate_no_known_ca_signed_is_refused(monke
         assert upstream.requests == []
     finally:
         upstream.close()
+
+
+def endless_redirect(sock: socket.socket, _head: bytes) -> None:
+    """A redirect whose body never ends."""
+    sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: /people/moved\r\n")
+    sock.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+    while True:
+        sock.sendall(b"2000\r\n" + b" " * 0x2000 + b"\r\n")
+
+
+def test_a_redirect_with_an_endless_body_is_closed_and_the_read_goes_on(raw_upstream):
+    """Before 2.0.1 requests read a redirect's whole body into memory even with redirects
+    off (to offer ``Response.next``): an endless one held the request until its deadline,
+    growing. Its body is not read, its connection is closed before the read goes on."""
+    closed_first: list[bool] = []
+
+    def page_once_the_redirect_is_closed(sock: socket.socket, head: bytes) -> None:
+        closed_first.append(upstream.closed_by_client.wait(10))
+        fixed(200, PAGE)(sock, head)
+
+    upstream = raw_upstream(endless_redirect, page_once_the_redirect_is_closed)
+    reader = follower(upstream.url)
+    assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
+    assert closed_first == [True]
+
+
+def test_a_token_endpoints_redirect_with_an_endless_body_fails_the_token_at_once(
+    raw_upstream,
+):
+    """A token request is never sent on, and the redirect's body is not read."""
+    upstream = raw_upstream(endless_redirect)
+    tokens = OAuth2ClientCredentials(f"{upstream.url}/token", "connector", "s3cret-9f1e")
+    with pytest.raises(UpstreamError, match="larger than the token answer's limit"):
+        tokens.token()
+    assert upstream.closed_by_client.wait(10)
+
+
+def test_a_closed_client_closes_the_connections_it_kept():
+    with keepalive_upstream(framed_page) as upstream:
+        reader = client(upstream.url)
+        assert reader.get_json(f"{upstream.url}/people")["data"] == []
+        reader.close()
+        assert upstream.ended.wait(10), "the kept connection is still open"
