@@ -9,6 +9,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from service.framework import sink as sink_module
 from service.tests.framework_kit import reference_app
 from service.tests.functional.test_sink_http import Sync
 from service.tests.functional.test_sink_http import ok
@@ -411,3 +412,38 @@ def test_a_sync_that_lost_the_collection_while_it_listed_deletes_nothing(
     assert answers["b"].status_code == 200, answers["b"].get_data(as_text=True)
     [line] = [r.getMessage() for r in caplog.records if "request_id='a2'" in r.getMessage()]
     assert "status=409" in line and " deletion=superseded deleted_missing=0" in line, line
+
+
+class SinkClock:
+    """The sink module's clock, moved by the sink's own waits: a minute of waiting for a
+    lease takes no time. Steps of 1/16 s add up exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_new_sync_waits_65_s_at_most_for_an_old_lease_then_gets_a_503(
+    upstream, tmp_path, monkeypatch
+):
+    """An old sync's lease that is never given up (its deletes renewed it, then its worker
+    hung): the new sync's first request waits the lease (60 s) and 5 s more, then answers
+    503 with Retry-After (Sesam retries), having written nothing."""
+    app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
+    sink = app.view_functions["sink"].__self__
+    clock = SinkClock()
+    monkeypatch.setattr(sink_module, "time", clock)
+    sink.store.lease_held_by_other = lambda collection, sequence_id: 1 / 16
+    before = upstream.live("people")
+    b = {"is_full": "true", "sequence_id": "b", "request_id": "b1", "is_first": "true"}
+    answer = app.test_client().post("/people", json=[{"_id": "b1"}], query_string=b)
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert answer.headers["Retry-After"] == "5"
+    assert "an earlier full sync of people is still deleting" in answer.json["detail"]
+    assert clock.now == 65 + 1 / 16  # the first look past 65 s
+    assert upstream.live("people") == before
