@@ -447,3 +447,48 @@ def test_a_new_sync_waits_65_s_at_most_for_an_old_lease_then_gets_a_503(
     assert "an earlier full sync of people is still deleting" in answer.json["detail"]
     assert clock.now == 65 + 1 / 16  # the first look past 65 s
     assert upstream.live("people") == before
+
+
+def test_a_sync_deleting_gives_its_bodys_memory_back_for_the_next_batch(upstream, tmp_path):
+    """A full sync's last batch has written, and deletes: its body is no longer held, and
+    its share of the worker's memory budget (three times its size) goes back at once, so a
+    batch as large is admitted meanwhile instead of waiting, then getting a 503."""
+    app = reference_app(
+        upstream,
+        tmp_path / "state",
+        FULL_SYNC_DELETE="true",
+        SINK_CONCURRENCY="1",
+        SINK_MAX_BODY_BYTES="300000",
+        WORKER_MEMORY_BUDGET="1048576",  # one such batch at a time, three times its size
+        UPSTREAM_PAGE_SIZE="1",  # the deletion's listing holds one record's page at most
+    )
+    sink = app.view_functions["sink"].__self__
+    deleting, release = threading.Event(), threading.Event()
+    delete = sink.adapter.delete
+
+    def held_delete(collection, key):
+        deleting.set()
+        assert release.wait(60)
+        delete(collection, key)
+
+    sink.adapter.delete = held_delete
+    big = [{"_id": f"a{n}", "pad": "x" * 50000} for n in range(5)]  # 250 KB
+    only = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
+    answers = {}
+
+    def send_last() -> None:
+        answers["a"] = app.test_client().post(
+            "/people", json=big, query_string={**only, "is_last": "true"}
+        )
+
+    sync = threading.Thread(target=send_last)
+    sync.start()
+    try:
+        assert deleting.wait(60), "the sync never began to delete"
+        other = [{"_id": f"b{n}", "pad": "y" * 50000} for n in range(5)]
+        answer = app.test_client().post("/people", json=other, query_string={"is_full": "false"})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    finally:
+        release.set()
+        sync.join(60)
+    assert answers["a"].status_code == 200, answers["a"].get_data(as_text=True)
