@@ -420,12 +420,16 @@ class SinkClock:
 
     def __init__(self) -> None:
         self.now = 0.0
+        self.looks = 0
 
     def monotonic(self) -> float:
+        self.looks += 1
+        assert self.looks < 100_000, "a wait that does not end"
         return self.now
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
+        assert self.now < 600, "still waiting after 10 minutes"
 
 
 def test_a_new_sync_waits_65_s_at_most_for_an_old_lease_then_gets_a_503(

@@ -144,6 +144,9 @@ def test_a_state_dir_that_cannot_be_written_is_a_503_before_the_upstream_is_writ
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"] == "5"  # seconds, as docs/sink.md says
         assert f"STATE_DIR={str(state)!r}" in response.json()["detail"]
+        assert f"sink: the full-sync state at STATE_DIR={str(state)!r} failed" in (
+            connector.log_text()
+        )
         assert hostile.log() == []  # nothing written, nothing asked
         # An incremental batch keeps no state: it is still written.
         response = connector.post("people", params={"is_full": "false"}, json=entities("b"))
