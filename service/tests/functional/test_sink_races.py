@@ -55,6 +55,40 @@ def hold_upserts(app, held):
     return writing, release
 
 
+def hold_deletes(app, done: list[str] | None = None):
+    """Hold each delete: ``deleting`` is set when one has begun, and it goes on when
+    ``release`` is set; each delete, once made, is noted in ``done`` (``deleted <key>``)."""
+    adapter = app.view_functions["sink"].__self__.adapter
+    deleting, release = threading.Event(), threading.Event()
+    done = [] if done is None else done
+    delete = adapter.delete
+
+    def held_delete(collection, key):
+        deleting.set()
+        assert release.wait(60)
+        delete(collection, key)
+        done.append(f"deleted {key}")
+
+    adapter.delete = held_delete
+    return deleting, release, done
+
+
+def note_lease_waits(app) -> threading.Event:
+    """Set once a new sync finds another's deletion lease held, and waits for it."""
+    store = app.view_functions["sink"].__self__.store
+    waits = threading.Event()
+    held_by_other = store.lease_held_by_other
+
+    def noted_wait(collection, sequence_id):
+        left = held_by_other(collection, sequence_id)
+        if left > 0:
+            waits.set()
+        return left
+
+    store.lease_held_by_other = noted_wait
+    return waits
+
+
 def test_the_copy_accepted_second_answers_retry_though_both_were_checked_first(upstream, tmp_path):
     """Sesam's retry of a request whose answer is late arrives while the first copy is
     still being written: both pass the check, both are written, one advances. The copy
@@ -217,15 +251,7 @@ def test_a_sync_deleting_what_it_did_not_send_holds_a_lease_of_60_seconds(upstre
     group of deletes."""
     app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
     sink = app.view_functions["sink"].__self__
-    deleting, release = threading.Event(), threading.Event()
-    delete = sink.adapter.delete
-
-    def held_delete(collection, key):
-        deleting.set()
-        assert release.wait(60)
-        delete(collection, key)
-
-    sink.adapter.delete = held_delete
+    deleting, release, _ = hold_deletes(app)
     upstream.insert("people", [{"id": "gone"}])
     only = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
     answers = {}
@@ -254,33 +280,16 @@ def test_a_new_sync_waits_for_the_old_ones_deletions_before_it_writes(upstream, 
     ``x`` while A's delete of it was in flight, that delete would remove what B sent."""
     app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true")
     sink = app.view_functions["sink"].__self__
-    deleting, release, upserted, waits = (threading.Event() for _ in range(4))
-    order: list[str] = []
-    delete, upsert, held_by_other = (
-        sink.adapter.delete,
-        sink.adapter.upsert,
-        sink.store.lease_held_by_other,
-    )
-
-    def held_delete(collection, key):
-        deleting.set()
-        assert release.wait(60)
-        delete(collection, key)
-        order.append(f"deleted {key}")
+    deleting, release, order = hold_deletes(app)
+    waits, upserted = note_lease_waits(app), threading.Event()
+    upsert = sink.adapter.upsert
 
     def noted_upsert(collection, key, record):
         upsert(collection, key, record)
         order.append(f"wrote {key}")
         upserted.set()
 
-    def noted_wait(collection, sequence_id):
-        left = held_by_other(collection, sequence_id)
-        if left > 0:
-            waits.set()
-        return left
-
-    sink.adapter.delete, sink.adapter.upsert = held_delete, noted_upsert
-    sink.store.lease_held_by_other = noted_wait
+    sink.adapter.upsert = noted_upsert
     upstream.insert("people", [{"id": "x"}])
     a = {"is_full": "true", "sequence_id": "a", "request_id": "a1", "is_first": "true"}
     b = {"is_full": "true", "sequence_id": "b", "request_id": "b1", "is_first": "true"}
@@ -315,24 +324,8 @@ def test_an_old_syncs_deletions_stop_at_the_next_group_once_a_new_sync_has_claim
     deletes nothing after it: its request is a 409 (its writes and the group's deletes
     stand), and its log line says its deletion was superseded."""
     app = reference_app(upstream, tmp_path / "state", FULL_SYNC_DELETE="true", SINK_CONCURRENCY="1")
-    sink = app.view_functions["sink"].__self__
-    deleting, release, waits = threading.Event(), threading.Event(), threading.Event()
-    deleted: list[str] = []
-    delete, held_by_other = sink.adapter.delete, sink.store.lease_held_by_other
-
-    def held_delete(collection, key):
-        deleting.set()
-        assert release.wait(60)
-        delete(collection, key)
-        deleted.append(key)
-
-    def noted_wait(collection, sequence_id):
-        left = held_by_other(collection, sequence_id)
-        waits.set()
-        return left
-
-    sink.adapter.delete = held_delete
-    sink.store.lease_held_by_other = noted_wait
+    deleting, release, deleted = hold_deletes(app)
+    waits = note_lease_waits(app)
     upstream.insert("people", [{"id": f"m-{n:02d}"} for n in range(20)])
     a = {"is_full": "true", "sequence_id": "a", "request_id": "a1", "is_first": "true"}
     b = {"is_full": "true", "sequence_id": "b", "request_id": "b1", "is_first": "true"}
@@ -466,16 +459,7 @@ def test_a_sync_deleting_gives_its_bodys_memory_back_for_the_next_batch(upstream
         WORKER_MEMORY_BUDGET="1048576",  # one such batch at a time, three times its size
         UPSTREAM_PAGE_SIZE="1",  # the deletion's listing holds one record's page at most
     )
-    sink = app.view_functions["sink"].__self__
-    deleting, release = threading.Event(), threading.Event()
-    delete = sink.adapter.delete
-
-    def held_delete(collection, key):
-        deleting.set()
-        assert release.wait(60)
-        delete(collection, key)
-
-    sink.adapter.delete = held_delete
+    deleting, release, _ = hold_deletes(app)
     big = [{"_id": f"a{n}", "pad": "x" * 50000} for n in range(5)]  # 250 KB
     only = {"is_full": "true", "sequence_id": "s", "request_id": "r1", "is_first": "true"}
     answers = {}
