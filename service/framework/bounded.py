@@ -27,10 +27,19 @@ PIECE_BYTES = 1 << 20  # an answer is read in pieces of this size, counted as th
 
 
 class Session(requests.Session):
-    """requests' Session without its redirect resolver: the framework follows redirects
-    itself, or not at all. With ``allow_redirects=False`` requests still runs the resolver
-    once, to offer ``Response.next``, and the resolver first reads the redirect's whole
-    body into memory: an endless one (or one of gigabytes) before any limit is checked."""
+    """requests' Session for ``url``, with the environment's proxies for it read once, here:
+    with ``trust_env`` requests reads the proxy variables on every request (a fifth of a
+    sink write's CPU) and may put a matching ~/.netrc entry in place of the credentials.
+
+    And without its redirect resolver: the framework follows redirects itself, or not at
+    all. With ``allow_redirects=False`` requests still runs the resolver once, to offer
+    ``Response.next``, and the resolver first reads the redirect's whole body into
+    memory: an endless one (or one of gigabytes) before any limit is checked."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.proxies = requests.utils.get_environ_proxies(url)
 
     def resolve_redirects(self, *args: Any, **kwargs: Any) -> Any:
         return iter(())

@@ -170,9 +170,7 @@ class OAuth2ClientCredentials(AuthBase):
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at: float | None = None
-        self._session = Session()
-        self._session.trust_env = False  # no ~/.netrc credentials in place of ours
-        self._session.proxies = requests.utils.get_environ_proxies(token_url)
+        self._session = Session(token_url)  # no ~/.netrc credentials in place of ours
         adapter = DeadlineAdapter()  # every token request under a deadline too
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
