@@ -92,8 +92,13 @@ class RawUpstream:
 def raw_upstream() -> Iterator[Callable[..., RawUpstream]]:
     servers: list[RawUpstream] = []
 
-    def start(*answers: Answer) -> RawUpstream:
-        servers.append(RawUpstream(*answers))
+    def start(*answers: Answer, tls: bool = False) -> RawUpstream:
+        """``tls``: an https upstream with the loopback certificate (LOOPBACK_TLS)."""
+        context = None
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(LOOPBACK_TLS)
+        servers.append(RawUpstream(*answers, tls=context))
         return servers[-1]
 
     yield start
@@ -494,17 +499,14 @@ def broken_tls_record(sock: socket.socket, _head: bytes) -> None:
     sock.recv(1)  # until the client gives up
 
 
-def test_a_tls_answer_broken_mid_body_is_an_unreachable_upstream_not_an_empty_page():
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(LOOPBACK_TLS)
-    upstream = RawUpstream(broken_tls_record, tls=tls)
-    try:
-        reader = client(upstream.url)
-        reader.session.verify = str(LOOPBACK_TLS)
-        with pytest.raises(UpstreamError, match=r"upstream unreachable after retries: .*SSLError"):
-            reader.get_json(f"{upstream.url}/people")
-    finally:
-        upstream.close()
+def test_a_tls_answer_broken_mid_body_is_an_unreachable_upstream_not_an_empty_page(
+    raw_upstream,
+):
+    upstream = raw_upstream(broken_tls_record, tls=True)
+    reader = client(upstream.url)
+    reader.session.verify = str(LOOPBACK_TLS)
+    with pytest.raises(UpstreamError, match=r"upstream unreachable after retries: .*SSLError"):
+        reader.get_json(f"{upstream.url}/people")
 
 
 def test_every_request_asks_for_json(raw_upstream):
@@ -522,7 +524,9 @@ def test_an_error_without_an_error_text_of_its_own_is_named_by_its_status_alone(
 
 
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
-def test_an_https_upstream_signed_by_the_ca_the_environment_names_is_trusted(monkeypatch, variable):
+def test_an_https_upstream_signed_by_the_ca_the_environment_names_is_trusted(
+    monkeypatch, raw_upstream, variable
+):
     """A company's own CA, named the way requests reads it (``REQUESTS_CA_BUNDLE``, or
     curl's ``CURL_CA_BUNDLE``): the client reads the environment once, with requests'
     own reading turned off, and keeps it. And an https upstream gets the client's retries
@@ -530,48 +534,37 @@ def test_an_https_upstream_signed_by_the_ca_the_environment_names_is_trusted(mon
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     monkeypatch.setenv(variable, str(LOOPBACK_TLS))
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(LOOPBACK_TLS)
-    upstream = RawUpstream(fixed(503, b"busy"), fixed(200, PAGE), tls=tls)
-    try:
-        reader = client(upstream.url, retries=1, backoff_factor=0)
-        assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
-        assert len(upstream.requests) == 2
-    finally:
-        upstream.close()
+    upstream = raw_upstream(fixed(503, b"busy"), fixed(200, PAGE), tls=True)
+    reader = client(upstream.url, retries=1, backoff_factor=0)
+    assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
+    assert len(upstream.requests) == 2
 
 
-def test_a_ca_a_fork_pins_on_the_client_is_not_replaced_by_the_environments(monkeypatch):
+def test_a_ca_a_fork_pins_on_the_client_is_not_replaced_by_the_environments(
+    monkeypatch, raw_upstream
+):
     """A fork that pins its upstream's CA (``client.session.verify``) keeps it on a node
     whose environment names another bundle: requests, reading the environment on every
     request, would put ``REQUESTS_CA_BUNDLE`` in its place."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # public CAs only
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(LOOPBACK_TLS)
-    upstream = RawUpstream(fixed(200, PAGE), tls=tls)
-    try:
-        reader = client(upstream.url)
-        reader.session.verify = str(LOOPBACK_TLS)
-        assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
-    finally:
-        upstream.close()
+    upstream = raw_upstream(fixed(200, PAGE), tls=True)
+    reader = client(upstream.url)
+    reader.session.verify = str(LOOPBACK_TLS)
+    assert reader.get_json(f"{upstream.url}/people") == {"data": [], "next_cursor": None}
 
 
-def test_an_https_upstream_whose_certificate_no_known_ca_signed_is_refused(monkeypatch):
+def test_an_https_upstream_whose_certificate_no_known_ca_signed_is_refused(
+    monkeypatch, raw_upstream
+):
     """With no CA bundle in the environment, an https upstream is checked against the
     public CAs: one whose certificate is its own (a stand-in for a man in the middle) is
     not read, and the token is not sent to it."""
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(LOOPBACK_TLS)
-    upstream = RawUpstream(fixed(200, PAGE), tls=tls)
-    try:
-        with pytest.raises(UpstreamError, match="unreachable after retries: .*: SSLError"):
-            client(upstream.url).get_json(f"{upstream.url}/people")
-        assert upstream.requests == []
-    finally:
-        upstream.close()
+    upstream = raw_upstream(fixed(200, PAGE), tls=True)
+    with pytest.raises(UpstreamError, match="unreachable after retries: .*: SSLError"):
+        client(upstream.url).get_json(f"{upstream.url}/people")
+    assert upstream.requests == []
 
 
 def endless_redirect(sock: socket.socket, _head: bytes) -> None:
